@@ -1,0 +1,1 @@
+"""ACD builder engine: plain Python, importable without a Prefect server."""
