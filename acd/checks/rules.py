@@ -1,0 +1,122 @@
+"""Deterministic per-pair checks. Each returns reason codes (short strings) for what is wrong.
+
+Reason codes (stable: review, reports and regeneration key on them):
+  empty_instruction, empty_chosen, empty_rejected
+  refusal_chosen, refusal_rejected
+  leak_instruction, leak_chosen, leak_rejected
+  length_chosen            chosen breaks its length constraint
+  length_sentence_missing  the pair has a length constraint the instruction does not state
+  length_unparsed          length_constraint is set but is not a known sentence form
+  chosen_equals_rejected   a q-a-c pair whose rejected is the chosen (after case/space normalisation)
+  qcc_rejected_differs     a q-c-c pair whose rejected is not the chosen
+The rejected caption is never length-checked: breaking the constraint is one of its jobs.
+Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup),
+which keeps a full 300k-pair build's checks to seconds.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from acd.checks.config import compiled_patterns
+from acd.checks.length import parse_constraint, satisfies
+from acd.taxonomy import LengthConstraint
+
+EMPTY = "empty_{}"
+REFUSAL = "refusal_{}"
+LEAK = "leak_{}"
+
+
+def normalize(text: str | None) -> str:
+    """Case- and whitespace-insensitive form used for equality checks."""
+    return " ".join((text or "").split()).casefold()
+
+
+def is_empty(text: str | None) -> bool:
+    return text is None or not text.strip()
+
+
+def is_refusal(text: str | None) -> bool:
+    refusal, _, window = compiled_patterns()
+    return bool(text) and refusal.search(text[:window]) is not None
+
+
+def has_leak(text: str | None) -> bool:
+    _, leak, _ = compiled_patterns()
+    return bool(text) and leak.search(text) is not None
+
+
+@lru_cache(maxsize=256)
+def resolve_constraint(length_constraint: str | None, length_key: str | None) -> LengthConstraint | None:
+    """The pair's constraint: parsed from its sentence when set, else from its taxonomy key.
+
+    Raises ValueError when a sentence is set but does not parse (the caller reports length_unparsed).
+    Cached: a build has a dozen distinct constraints and 300k rows.
+    """
+    if length_constraint:
+        c = parse_constraint(length_constraint)
+        if c is None:
+            raise ValueError(f"unparsed length constraint {length_constraint!r}")
+        return c
+    if length_key and length_key != "none":
+        try:
+            return LengthConstraint.from_key(length_key)
+        except KeyError:
+            # Keys outside the recipe's set (e.g. word_exact:35) still describe a constraint.
+            form, *vals = length_key.split(":")
+            return _constraint_from_parts(form, vals)
+    return None
+
+
+def _constraint_from_parts(form: str, vals: list[str]) -> LengthConstraint:
+    if form == "word_range":
+        return LengthConstraint(form=form, lo=int(vals[0]), hi=int(vals[1]))
+    if form in ("word_exact", "word_max"):
+        return LengthConstraint(form=form, n=int(vals[0]))
+    if form in ("sentence_exact", "sentence_max"):
+        return LengthConstraint(form=form, count=vals[0])
+    return LengthConstraint(form=form)
+
+
+def _states_sentence(instruction: str, sentence: str) -> bool:
+    return sentence in instruction or normalize(sentence) in normalize(instruction)
+
+
+def check_pair(
+    instruction: str | None,
+    chosen: str | None,
+    rejected: str | None,
+    is_qcc: bool,
+    length_key: str | None = "none",
+    length_constraint: str | None = None,
+) -> list[str]:
+    """All deterministic reason codes for one pair; [] when it is clean. Order is fixed."""
+    refusal, leak, window = compiled_patterns()
+    out: list[str] = []
+    texts = (("instruction", instruction), ("chosen", chosen), ("rejected", rejected))
+    for role, text in texts:
+        if text is None or not text.strip():
+            out.append(EMPTY.format(role))
+    for role, text in texts[1:]:
+        if text and refusal.search(text[:window]):
+            out.append(REFUSAL.format(role))
+    for role, text in texts:
+        if text and leak.search(text):
+            out.append(LEAK.format(role))
+
+    try:
+        constraint = resolve_constraint(length_constraint or None, length_key)
+    except ValueError:
+        out.append("length_unparsed")
+        constraint = None
+    if constraint is not None and chosen and not satisfies(chosen, constraint):
+        out.append("length_chosen")
+    if length_constraint and instruction and not _states_sentence(instruction, length_constraint):
+        out.append("length_sentence_missing")
+
+    if chosen is not None and rejected is not None:
+        same = chosen == rejected or normalize(chosen) == normalize(rejected)
+        if is_qcc and not same:
+            out.append("qcc_rejected_differs")
+        elif not is_qcc and same and chosen.strip():
+            out.append("chosen_equals_rejected")
+    return out

@@ -1,0 +1,145 @@
+"""`acd`: build, stats, validate, schemas, review sync, eval. The same engine the Prefect flows call."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _overrides(pairs: list[str]) -> dict:
+    from acd.recipe import set_dotted
+
+    out: dict = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_dotted(out, key, yaml.safe_load(value))
+    return out
+
+
+class TqdmProgress:
+    """One terminal bar per stage (tqdm writes to stderr, so stdout stays parseable)."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="lot" if stage != "ingest" else "batch",
+                                          dynamic_ncols=True, leave=True)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+def cmd_build(args) -> int:
+    from acd.pipeline import run_build
+
+    progress = TqdmProgress()
+    try:
+        result = run_build(args.recipe, args.out, run_dir=args.run_dir, overrides=_overrides(args.set), progress=progress)
+    finally:
+        progress.close()
+    counts = result["manifest"].get("counts", {})
+    accepted = sum(1 for d in result["decisions"] if d.get("decision") == "accepted")
+    print(f"run directory: {result['run_dir']}")
+    print(f"lots: {result['lots']} ({accepted} accepted)")
+    print(f"pairs: {json.dumps(counts.get('pairs', counts), sort_keys=True)}")
+    print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()))
+    print(f"dataset written to {Path(result['out_dir']).resolve()}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from acd.stats import dataset_stats
+
+    print(dataset_stats(args.path, as_json=args.json))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from acd.validate import validate_dataset
+
+    problems = validate_dataset(args.path)
+    for p in problems:
+        print(f"FAIL {p}")
+    print("valid" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_schemas(args) -> int:
+    from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, QUARANTINE_SCHEMA, json_schema
+    from acd.paths import SCHEMAS_DIR
+
+    out = Path(args.out or SCHEMAS_DIR)
+    for name, schema in (("pair", PAIR_SCHEMA), ("media", MEDIA_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(json_schema(schema, name), indent=2, sort_keys=True) + "\n")
+        print(path)
+    return 0
+
+
+def cmd_review_sync(args) -> int:
+    from acd.review.sync import sync_cli
+
+    return sync_cli(args)
+
+
+def cmd_eval(args, rest) -> int:
+    from acd.evaluation.anycapeval import main as eval_main
+
+    return eval_main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="acd", description="Build AnyCap-style controllable-captioning datasets")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a dataset from a recipe (resumes an interrupted run)")
+    b.add_argument("--recipe", default="demo", help="recipe name (schemas/recipes/<name>.yaml) or path")
+    b.add_argument("--out", required=True, help="output dataset directory")
+    b.add_argument("--run-dir", default=None, help="work directory (default: runs/<recipe>-<recipe hash>)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. pairs.image=100")
+
+    s = sub.add_parser("stats", help="statistics of a built dataset (DuckDB over its Parquet)")
+    s.add_argument("path")
+    s.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("validate", help="check a built dataset against the contracts")
+    v.add_argument("path")
+
+    sc = sub.add_parser("schemas", help="export the record schemas as JSON Schema")
+    sc.add_argument("--out", default=None)
+
+    r = sub.add_parser("review", help="human review in Label Studio")
+    rsub = r.add_subparsers(dest="review_command", required=True)
+    rs = rsub.add_parser("sync", help="pull annotations, gate lots, re-export")
+    rs.add_argument("--run-dir", required=True)
+    rs.add_argument("--out", default=None)
+
+    sub.add_parser("eval", help="AnyCapEval (arguments are passed on; see `acd eval --help`)", add_help=False)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "eval":
+        return cmd_eval(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
+            "review": cmd_review_sync}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Generate and check one lot: instruction → chosen → rejected through a backend, then the checks.
+
+Pairs that fail a check are regenerated (attempt k+1 asks the backend for different wording) up to
+checks.max_attempts, then kept with check_passed=False and their reasons (they never reach the dataset).
+A request the backend could not serve after its own retries becomes a dead letter; the rest of the lot
+goes on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from acd.backends.base import GenRequest, GenResult
+from acd.records import PAIR_SCHEMA, dumps
+
+ROLE_ORDER = ("instruct", "chosen", "rejected")
+
+
+def _request(role: str, pair: dict, media: dict, attempt: int, backend) -> GenRequest:
+    req = GenRequest(
+        request_id=f"{pair['pair_id']}:{role}:a{attempt}",
+        role=role,
+        pair=pair,
+        media=media,
+        params={"attempt": attempt},
+    )
+    if getattr(backend, "name", "") != "grounded":
+        # Model backends need rendered chat messages; the template id and hash become provenance.
+        from acd.prompts import render
+
+        req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"))
+    return req
+
+
+def _run_role(role, pairs, media_by_key, attempt, backend, deadletters) -> dict[str, GenResult]:
+    """One batched backend call for `role` over `pairs`; returns ok results by pair_id."""
+    requests = [_request(role, p, media_by_key[p["media_key"]], attempt, backend) for p in pairs]
+    if not requests:
+        return {}
+    by_request = {r.request_id: r for r in backend.generate(requests)}
+    ok = {}
+    for req, pair in zip(requests, pairs):
+        res = by_request.get(req.request_id)
+        if res is None:
+            deadletters.append(dict(pair_id=pair["pair_id"], lot_id=pair["lot_id"], role=role, attempt=attempt,
+                                    error="missing_result"))
+        elif res.status != "ok" or not (res.text or "").strip():
+            deadletters.append(dict(pair_id=pair["pair_id"], lot_id=pair["lot_id"], role=role, attempt=attempt,
+                                    error=res.error or "empty_text"))
+        else:
+            res.template_id, res.template_hash = req.template_id, req.template_hash  # provenance travels along
+            ok[pair["pair_id"]] = res
+    return ok
+
+
+def generate_lot(
+    plan: pa.Table,
+    media: pa.Table,
+    run_dir: Path,
+    backend,
+    checks_cfg: dict[str, Any],
+    judge=None,
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    from acd.checks.run import check_lot
+
+    media_by_key = {}
+    for row in media.to_pylist():
+        row["path"] = str(Path(run_dir) / row["uri"])
+        media_by_key[row["media_key"]] = row
+
+    max_attempts = int(checks_cfg.get("max_attempts", 3))
+    pending = plan.to_pylist()
+    final: dict[str, dict] = {}
+    deadletters: list[dict] = []
+
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters)
+        pending = [dict(p, instruction=q[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in q]
+        c = _run_role("chosen", pending, media_by_key, attempt, backend, deadletters)
+        pending = [dict(p, chosen=c[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in c]
+        # q-c-c pairs need no rejected call: the existing caption is the chosen one by construction.
+        to_reject = [p for p in pending if not p["is_qcc"]]
+        a = _run_role("rejected", to_reject, media_by_key, attempt, backend, deadletters)
+        generated = []
+        for p in pending:
+            if p["is_qcc"]:
+                p["rejected"] = p["chosen"]
+            elif p["pair_id"] in a:
+                p["rejected"] = a[p["pair_id"]].text.strip()
+            else:
+                continue
+            res = c[p["pair_id"]]
+            p.update(
+                backend=res.backend or backend.name,
+                model=res.model,
+                model_revision=res.model_revision,
+                prompt_template_id=getattr(res, "template_id", "") or f"{res.backend}/{p['modality']}/{p['instruction_type']}",
+                prompt_template_hash=getattr(res, "template_hash", "") or res.model_revision,
+                gen_params=dumps({"attempt": attempt, **(getattr(backend, "params", None) or {})}),
+                attempts=attempt + 1,
+            )
+            generated.append(p)
+        if not generated:
+            pending = []
+            continue
+        checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge).to_pylist()
+        pending = []
+        for row in checked:
+            if row["check_passed"] or attempt == max_attempts - 1:
+                final[row["pair_id"]] = row
+            else:
+                pending.append({k: row[k] for k in plan.column_names})
+
+    # Pairs that only ever dead-lettered stay visible in the lot with the reason, never silently lost.
+    reasons_by_pair: dict[str, set[str]] = {}
+    for d in deadletters:
+        reasons_by_pair.setdefault(d["pair_id"], set()).add(f"deadletter:{d['role']}:{d['error']}")
+    for p in plan.to_pylist():
+        if p["pair_id"] not in final:
+            reasons = sorted(reasons_by_pair.get(p["pair_id"], {"not_generated"}))
+            final[p["pair_id"]] = dict(p, check_passed=False, check_failures=reasons)
+    rows = [final[pid] for pid in sorted(final)]
+    return pa.Table.from_pylist([{k: r.get(k) for k in PAIR_SCHEMA.names} for r in rows], schema=PAIR_SCHEMA), deadletters
+
+
+def _partial_schema(rows: list[dict]) -> pa.Schema:
+    present = set().union(*(r.keys() for r in rows))
+    return pa.schema([f for f in PAIR_SCHEMA if f.name in present])

@@ -1,0 +1,39 @@
+"""Why an input was quarantined: one exception type carrying a short machine-readable reason code."""
+from __future__ import annotations
+
+# Every reason code ingest can write to QUARANTINE_SCHEMA.reason. Tests check each bad input maps to one.
+REASONS = {
+    "zero_byte": "the file is empty",
+    "too_large": "the file is over the modality's byte cap (schemas/ingest.yaml max_bytes)",
+    "unreadable": "permission denied, IO error, missing target or not a regular file",
+    "escapes_root": "a symlink or path that resolves outside the source root (never opened)",
+    "wrong_extension": "the bytes are a different media type than the file name says",
+    "unsupported_type": "neither the extension nor the bytes are a supported media type",
+    "truncated_image": "an image whose data ends early",
+    "corrupt_image": "an image that does not decode",
+    "decompression_bomb": "declared pixel count over image.max_pixels (checked before decoding)",
+    "corrupt_video": "a video container or stream that does not decode",
+    "no_video_stream": "a video file without a video stream",
+    "not_audio": "an audio file whose bytes are not decodable audio",
+    "too_long": "duration over the modality's max_duration_s",
+    "too_short": "duration under the modality's min_duration_s",
+    "timeout": "probing ran past time.max_seconds_per_file",
+    "missing_field": "a manifest/dataset row without its path/media field",
+    "not_utf8": "manifest text that is not UTF-8",
+    "malformed_row": "a manifest row that does not parse (bad JSON, not an object)",
+    "modality_mismatch": "a manifest's modality column disagrees with the bytes",
+    "fetch_disabled": "an http(s) URL while the source does not allow fetching",
+    "fetch_failed": "an http(s) fetch that failed",
+    "duplicate": "same bytes as an earlier item of the same batch (kept once; detail names it)",
+}
+
+
+class ProbeError(Exception):
+    """Raised by probes and safe readers; `reason` is one of REASONS, `detail` says what exactly."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        if reason not in REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,234 @@
+"""Video probe + normalisation with PyAV: facts, a bounded validation decode, H.264/yuv420p MP4 re-encode.
+
+Bounded work: at most video.max_decode_frames frames are decoded to validate or sample, the declared frame
+size is checked before any decode, and a wall-clock budget (time.max_seconds_per_file) is checked between frames.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+from PIL import Image
+
+from acd.media.errors import ProbeError
+from acd.media.image import Probed
+
+_AUDIO_PLAYABLE = {"mp4": {"aac", "mp3"}, "webm": {"opus", "vorbis"}}
+
+
+class _Clock:
+    def __init__(self, limits: dict):
+        self.deadline = time.monotonic() + float(limits.get("time", {}).get("max_seconds_per_file", 20))
+
+    def check(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise ProbeError("timeout", f"{what} ran past time.max_seconds_per_file")
+
+
+def _open(data: bytes):
+    try:
+        return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except Exception as exc:  # av.error.* (InvalidDataError, EOFError ...) and ValueError on odd probes
+        raise ProbeError("corrupt_video", f"cannot open container: {type(exc).__name__}: {exc}") from None
+
+
+def _duration(container, vs) -> float | None:
+    if vs.duration is not None and vs.time_base:
+        return float(vs.duration * vs.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
+    lim = limits["video"]
+    clock = _Clock(limits)
+    container = _open(data)
+    try:
+        if not container.streams.video:
+            kinds = ",".join(s.type for s in container.streams) or "none"
+            raise ProbeError("no_video_stream", f"streams: {kinds}")
+        vs = container.streams.video[0]
+        cc = vs.codec_context
+        w, h = int(cc.width or 0), int(cc.height or 0)
+        if w <= 0 or h <= 0:
+            raise ProbeError("corrupt_video", f"video stream declares {w}x{h}")
+        if w * h > int(lim["max_pixels"]):
+            raise ProbeError("decompression_bomb", f"declared frame {w}x{h} > max_pixels {lim['max_pixels']}")
+        codec = cc.name
+        rate = vs.average_rate or vs.guessed_rate
+        fps = float(rate) if rate else None
+        declared = int(vs.frames or 0)
+        duration = _duration(container, vs)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_codec = audio.codec_context.name if audio is not None else None
+
+        # Validation decode: every frame up to the cap must decode; a short count vs. the header is truncation.
+        cap = int(lim["max_decode_frames"])
+        decoded, pix_fmt = 0, None
+        try:
+            for frame in container.decode(vs):
+                if decoded == 0:
+                    pix_fmt = frame.format.name
+                decoded += 1
+                if decoded >= cap:
+                    break
+                if decoded % 16 == 0:
+                    clock.check("video validation decode")
+        except ProbeError:
+            raise
+        except Exception as exc:
+            raise ProbeError("corrupt_video", f"decode failed after {decoded} frames: {type(exc).__name__}: {exc}") from None
+        if decoded == 0:
+            raise ProbeError("corrupt_video", "no decodable video frame")
+        if decoded < cap and declared and decoded < 0.9 * declared:
+            raise ProbeError("corrupt_video", f"decoded {decoded} of {declared} declared frames (truncated?)")
+    finally:
+        container.close()
+
+    num_frames = declared or decoded
+    if duration is None or duration <= 0:
+        duration = num_frames / fps if fps else None
+    if duration is not None:
+        if duration > float(lim["max_duration_s"]):
+            raise ProbeError("too_long", f"{duration:.2f}s > max_duration_s {lim['max_duration_s']}")
+        if duration < float(lim["min_duration_s"]):
+            raise ProbeError("too_short", f"{duration:.3f}s < min_duration_s {lim['min_duration_s']}")
+
+    playable = (
+        codec in set(lim["playable"].get(ext, []))
+        and (ext != "mp4" or pix_fmt == "yuv420p")
+        and (audio_codec is None or audio_codec in _AUDIO_PLAYABLE.get(ext, set()))
+        and max(w, h) <= int(lim["max_side"])
+    )
+    facts = {"width": w, "height": h, "duration_s": duration, "fps": fps, "num_frames": num_frames}
+    if playable:
+        mime = "video/mp4" if ext == "mp4" else "video/webm"
+        return Probed(data, ext, mime, "video", facts)
+    out, facts = reencode_h264(data, limits, clock)
+    return Probed(out, "mp4", "video/mp4", "video", facts, normalised=True)
+
+
+def _even(x: int) -> int:
+    return max(2, x - (x % 2))
+
+
+def reencode_h264(data: bytes, limits: dict, clock: _Clock | None = None) -> tuple[bytes, dict]:
+    """Re-encode to H.264 yuv420p MP4 (+AAC audio when there is audio), longest side capped, faststart.
+
+    Fixed encoder settings and a single encoder thread keep the output bytes identical across runs.
+    """
+    lim = limits["video"]
+    rc = lim["reencode"]
+    clock = clock or _Clock(limits)
+    src = _open(data)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        vs = src.streams.video[0]
+        w, h = vs.codec_context.width, vs.codec_context.height
+        scale = min(1.0, int(lim["max_side"]) / max(w, h))
+        ow, oh = _even(round(w * scale)), _even(round(h * scale))
+        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        rate = Fraction(rate).limit_denominator(1001)
+        a_in = src.streams.audio[0] if src.streams.audio else None
+        dst = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            ov = dst.add_stream(rc["codec"], rate=rate)
+            ov.width, ov.height, ov.pix_fmt = ow, oh, rc["pix_fmt"]
+            ov.codec_context.options = {"crf": str(rc["crf"]), "preset": rc["preset"]}
+            ov.codec_context.thread_count = 1
+            oa = None
+            if a_in is not None and a_in.codec_context.sample_rate:
+                oa = dst.add_stream(rc["audio_codec"], rate=a_in.codec_context.sample_rate)
+                oa.bit_rate = int(rc["audio_bitrate"])
+            cap, n = int(lim["max_decode_frames"]), 0
+            streams = [vs] + ([a_in] if oa is not None else [])
+            for packet in src.demux(*streams):
+                for frame in packet.decode():
+                    if packet.stream.type == "video":
+                        if n >= cap:
+                            continue
+                        f = frame.reformat(width=ow, height=oh, format=rc["pix_fmt"])
+                        f.pts, f.time_base = n, 1 / rate
+                        n += 1
+                        dst.mux(ov.encode(f))
+                        if n % 16 == 0:
+                            clock.check("video re-encode")
+                    else:
+                        frame.pts = None
+                        dst.mux(oa.encode(frame))
+            if n == 0:
+                raise ProbeError("corrupt_video", "no decodable video frame to re-encode")
+            dst.mux(ov.encode(None))
+            if oa is not None:
+                dst.mux(oa.encode(None))
+        finally:
+            dst.close()
+        out = open(tmp, "rb").read()
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ProbeError("corrupt_video", f"re-encode failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        src.close()
+        os.unlink(tmp)
+    return out, {"width": ow, "height": oh, "duration_s": n / float(rate), "fps": float(rate), "num_frames": n}
+
+
+def sample_frames(data: bytes, n: int, limits: dict) -> list[Image.Image]:
+    """`n` RGB frames spread evenly over the video (nearest to the middle of n equal segments), for model input.
+
+    Decodes sequentially (seeking is unreliable across containers) and keeps only the current best frame per
+    target, so memory stays at n frames; never decodes past video.max_decode_frames.
+    """
+    if n <= 0:
+        return []
+    clock = _Clock(limits)
+    container = _open(data)
+    try:
+        if not container.streams.video:
+            raise ProbeError("no_video_stream", "no video stream to sample")
+        vs = container.streams.video[0]
+        tb = vs.time_base or Fraction(1, 1000)
+        start = float(vs.start_time * tb) if vs.start_time is not None else 0.0
+        duration = _duration(container, vs)
+        if not duration:  # unknown from the header: find the last timestamp from packets (no decoding)
+            last = [p.pts for p in container.demux(vs) if p.pts is not None]
+            duration = (float(max(last) * tb) - start) if last else 1.0
+            container.close()
+            container = _open(data)
+            vs = container.streams.video[0]
+        targets = [start + (k + 0.5) * duration / n for k in range(n)]
+        best: list[tuple[float, Image.Image] | None] = [None] * n
+        cap = int(limits["video"]["max_decode_frames"])
+        try:
+            for i, frame in enumerate(container.decode(vs)):
+                if i >= cap:
+                    break
+                t = float(frame.pts * tb) if frame.pts is not None else start + i * duration / max(1, cap)
+                img = None
+                for k, target in enumerate(targets):
+                    err = abs(t - target)
+                    if best[k] is None or err < best[k][0]:
+                        img = img or frame.to_image()
+                        best[k] = (err, img)
+                if t > targets[-1] and all(b is not None for b in best):
+                    break  # past the last target: later frames only get farther away
+                if i % 16 == 0:
+                    clock.check("frame sampling")
+        except ProbeError:
+            raise
+        except Exception as exc:
+            if best[0] is None:
+                raise ProbeError("corrupt_video", f"{type(exc).__name__}: {exc}") from None
+        if best[0] is None:
+            raise ProbeError("corrupt_video", "no decodable video frame")
+        return [b[1] for b in best]
+    finally:
+        container.close()

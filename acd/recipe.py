@@ -1,0 +1,44 @@
+"""Recipes are data (schemas/recipes/<name>.yaml): what to build, how much, with which backend and bars."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acd.paths import RECIPES_DIR
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def set_dotted(d: dict, dotted: str, value: Any) -> None:
+    """Apply an override like "source.counts.image=10" (values parsed as YAML)."""
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict[str, Any]:
+    """Load a recipe by name (schemas/recipes/<name>.yaml) or path; deep-merge `overrides` over it."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not p.exists():
+        known = sorted(x.stem for x in RECIPES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"recipe {name_or_path!r} not found (known: {', '.join(known)})")
+    recipe = yaml.safe_load(p.read_text())
+    recipe = _merge(recipe, overrides or {})
+    for key in ("name", "seed", "source", "pairs", "backend"):
+        if key not in recipe:
+            raise ValueError(f"recipe {p}: missing required key {key!r}")
+    return recipe

@@ -1,0 +1,113 @@
+"""The run report: markdown (Prefect artifact) and HTML (in the output), from DuckDB over the run's parts."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "_none_\n"
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def report_data(build) -> dict:
+    s = build.store.sql
+    has = build.store.has_stage
+    data = {
+        "recipe": build.recipe["name"],
+        "counts": s(
+            "select modality, instruction_type, count(*) as planned, "
+            "sum(case when check_passed then 1 else 0 end) as passed_checks "
+            "from {generate} group by 1, 2 order by 1, 2"
+        ).to_pylist() if has("generate") else [],
+        "accepted": s(
+            "select r.modality, count(*) as accepted from {review} r join {lot_decisions} d using (lot_id) "
+            "where d.decision = 'accepted' and r.check_passed group by 1 order by 1"
+        ).to_pylist() if has("review") else [],
+        "check_failures": s(
+            "select f as reason, count(*) as n from (select unnest(check_failures) as f from {generate}) group by 1 order by 2 desc"
+        ).to_pylist() if has("generate") else [],
+        "quarantine": s("select reason, count(*) as n from {quarantine} group by 1 order by 2 desc").to_pylist()
+        if has("quarantine") else [],
+        "lengths": s(
+            "select instruction_type, len(regexp_split_to_array(trim(chosen), '\\s+')) as words "
+            "from {generate} where chosen is not null"
+        ).to_pylist() if has("generate") else [],
+        "lots": [json.loads(r["payload"]) for r in s("select payload from {lot_decisions} order by lot_id").to_pylist()]
+        if has("lot_decisions") else [],
+    }
+    timing = build.run_dir / "timings.json"
+    data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}
+    return data
+
+
+def markdown_report(build) -> str:
+    d = report_data(build)
+    lots = [
+        {"lot": x.get("lot_id"), "mode": x.get("mode"), "n": x.get("sampled", x.get("n")),
+         "compliance": f"{x.get('compliance', 0):.3f}",
+         "95% CI": f"[{x.get('ci_low', 0):.3f}, {x.get('ci_high', 0):.3f}]", "decision": x.get("decision")}
+        for x in d["lots"]
+    ]
+    parts = [
+        f"# ACD build report: {d['recipe']}\n",
+        "## Pairs per modality × instruction type\n", _table(d["counts"], ["modality", "instruction_type", "planned", "passed_checks"]),
+        "## Accepted pairs\n", _table(d["accepted"], ["modality", "accepted"]),
+        "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
+        "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
+        "## Review: lot compliance\n", _table(lots, ["lot", "mode", "n", "compliance", "95% CI", "decision"]),
+    ]
+    if d["timings"]:
+        rows = [{"stage": k, **v} if isinstance(v, dict) else {"stage": k, "seconds": v} for k, v in d["timings"].items()]
+        parts += ["## Time per stage\n", _table(rows, sorted({c for r in rows for c in r}, key=lambda c: (c != "stage", c)))]
+    return "\n".join(parts)
+
+
+def _length_plot_png(lengths: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_type: dict[str, list[int]] = {}
+    for r in lengths:
+        by_type.setdefault(r["instruction_type"], []).append(r["words"])
+    names = sorted(by_type)
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=80)
+    if names:
+        ax.boxplot([by_type[n] for n in names], showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right")
+    ax.set_ylabel("chosen caption words")
+    ax.set_title("Caption length per instruction type")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_html_report(build, path: Path) -> Path:
+    import markdown as md
+
+    d = report_data(build)
+    body = md.markdown(markdown_report(build), extensions=["tables"])
+    png = base64.b64encode(_length_plot_png(d["lengths"])).decode()
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ACD build report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>"
+        f"{body}<h2>Caption length distributions</h2><img alt='caption lengths per type' src='data:image/png;base64,{png}'>"
+        f"<p>{html.escape(str(build.run_dir))}</p></body></html>"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
