@@ -234,6 +234,13 @@ class Build:
         media = self.media_table(sorted(set(pairs.column("media_key").to_pylist())))
         return write_outputs(pairs, media, self.run_dir, self.out_dir, self.recipe, self.stats(), progress)
 
+    def finish(self, seconds: dict[str, float]) -> None:
+        """Record this run's stage times and write the HTML run report beside the dataset."""
+        from acd.report import write_html_report
+
+        (self.run_dir / "timings.json").write_text(json.dumps({k: round(v, 3) for k, v in seconds.items()}, indent=2))
+        write_html_report(self, self.out_dir / "report.html")
+
 
 def run_build(
     recipe_name: str,
@@ -243,38 +250,39 @@ def run_build(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run every stage in this process (the CLI's path; the Prefect flow fans the same calls out)."""
+    from acd import runlock
+
     recipe = load_recipe(recipe_name, overrides)
     build = Build(recipe, run_dir or default_run_dir(recipe), out_dir)
+    runlock.acquire(build.run_dir, driver="cli")
+    try:
+        return _run_stages(build, progress or (lambda stage, done, total: None))
+    finally:
+        runlock.release(build.run_dir)
+
+
+def _run_stages(build: Build, progress: Progress) -> dict[str, Any]:
     timer = StageTimer()
-    progress = progress or (lambda stage, done, total: None)
 
-    t0 = time.perf_counter()
-    batches = build.ingest_batches()
-    for i, batch in enumerate(batches, 1):
-        build.ingest(batch)
-        progress("ingest", i, len(batches))
-    timer.add("ingest", time.perf_counter() - t0)
+    def stage(name, units, fn):
+        t0 = time.perf_counter()
+        results = []
+        for i, unit in enumerate(units, 1):
+            results.append(fn(unit))
+            progress(name, i, len(units))
+        timer.add(name, time.perf_counter() - t0)
+        return results
 
+    stage("ingest", build.ingest_batches(), build.ingest)
     t0 = time.perf_counter()
     lots = build.plan()
     timer.add("plan", time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    for i, lot in enumerate(lots, 1):
-        build.generate(lot)
-        progress("generate", i, len(lots))
-    timer.add("generate", time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    decisions = []
-    for i, lot in enumerate(lots, 1):
-        decisions.append(build.review(lot))
-        progress("review", i, len(lots))
-    timer.add("review", time.perf_counter() - t0)
-
+    stage("generate", lots, build.generate)
+    decisions = stage("review", lots, build.review)
     t0 = time.perf_counter()
     manifest = build.export(progress)
     timer.add("export", time.perf_counter() - t0)
+    build.finish(timer.seconds)
     return {
         "run_dir": str(build.run_dir),
         "out_dir": str(build.out_dir),

@@ -67,8 +67,12 @@ def wait_healthy(port: int, timeout_s: float = 120) -> None:
 
 def up(port: int = 4200, worker: bool = True, deploy: bool = True) -> dict[str, str]:
     env = _env(port)
-    _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-    wait_healthy(port)
+    try:
+        wait_healthy(port, timeout_s=1)
+        print(f"a Prefect server already answers on port {port}; reusing it")
+    except TimeoutError:
+        _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
+        wait_healthy(port)
     run = lambda *a: subprocess.run(_prefect() + list(a), env=env, check=True, cwd=env["ACD_PROJECT_DIR"],
                                     stdout=subprocess.DEVNULL)
     existing = subprocess.run(_prefect() + ["work-pool", "inspect", POOL], env=env, capture_output=True)

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from acd import runlock
 from acd.pipeline import Build, default_run_dir
 from acd.progress import PrefectStageProgress
 from acd.recipe import load_recipe
@@ -78,14 +79,56 @@ def build_acd(
     out = Path(out_dir or f"out/{spec['name']}")
     build = Build(spec, run_dir or default_run_dir(spec), out)
     progress = PrefectStageProgress(f"build-acd-{spec['name']}".lower())
+    _take_over_run_dir(build, logger)
+    try:
+        return _build(build, spec, out, progress, logger, start_downstream)
+    finally:
+        runlock.release(build.run_dir)
+
+
+def _take_over_run_dir(build: Build, logger) -> None:
+    """Lock the run dir; a flow run that died holding it (SIGKILL, OOM) is marked Crashed, not left RUNNING."""
+    from prefect.runtime import flow_run
+
+    stale = runlock.acquire(build.run_dir, driver="prefect", flow_run_id=str(flow_run.id or ""))
+    if stale and stale.get("flow_run_id"):
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            old = client.read_flow_run(stale["flow_run_id"])
+            if old.state and not old.state.is_final():
+                client.set_flow_run_state(
+                    stale["flow_run_id"],
+                    Crashed(message=f"driver pid {stale['pid']} died; run resumed by flow run {flow_run.id}"),
+                    force=True,
+                )
+                logger.warning("marked orphaned flow run %s as Crashed", stale["flow_run_id"])
+
+
+def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool) -> dict:
+    import time
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
 
     batches = build.ingest_batches()
     _wait_all([ingest_batch.submit(build, b) for b in batches], progress, "ingest")
+    seconds["ingest"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     lots = plan.submit(build).result()
+    seconds["plan"] = time.perf_counter() - t0
     logger.info("planned %d lots", len(lots))
+    t0 = time.perf_counter()
     _wait_all([generate_lot.submit(build, lot) for lot in lots], progress, "generate")
+    seconds["generate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     decisions = _wait_all([review_lot.submit(build, lot) for lot in lots], progress, "review")
+    seconds["review"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     manifest = export.submit(build).result()
+    seconds["export"] = time.perf_counter() - t0
+    build.finish(seconds)
 
     from acd.report import markdown_report
 

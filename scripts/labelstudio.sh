@@ -58,6 +58,8 @@ port_free() {
   "${LS_VENV}/bin/python" - "$LS_PORT" <<'EOF'
 import socket, sys
 s = socket.socket()
+# SO_REUSEADDR like the server itself: connections in TIME_WAIT after a stop do not make the port taken.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

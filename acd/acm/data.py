@@ -25,7 +25,8 @@ import webdataset as wds
 from acd.acm.model import IGNORE
 from acd.acm.tokenizer import ALIGNER_TEMPLATE, CaptionTokenizer
 
-MEDIA_EXTS = {"image": ("jpg", "jpeg", "png"), "video": ("mp4", "webm", "avi"), "audio": ("wav", "flac", "mp3")}
+MEDIA_EXTS = {"image": ("jpg", "jpeg", "png", "webp"), "video": ("mp4", "webm", "avi", "mkv", "mov"),
+              "audio": ("wav", "flac", "mp3", "ogg")}
 
 
 # ------------------------------------------------------------------------------------------ media decode
@@ -120,6 +121,9 @@ def _decode_sample(sample: dict, mcfg: dict) -> dict | None:
     if isinstance(meta, (bytes, str)):
         meta = json.loads(meta)
     modality = meta["modality"]
+    ext = meta.get("ext")
+    if ext and ext in sample:
+        return {"meta": meta, "media": decode_media(modality, sample[ext], mcfg)}
     for ext in MEDIA_EXTS[modality]:
         if ext in sample:
             return {"meta": meta, "media": decode_media(modality, sample[ext], mcfg)}

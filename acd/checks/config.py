@@ -36,9 +36,23 @@ def effective_config(cfg: dict | None) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def compiled_patterns() -> tuple[re.Pattern, re.Pattern, int]:
-    """(refusal regex, leakage regex, refusal window): one alternation each, so a row costs one search."""
+def compiled_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern, int]:
+    """(refusal, caption leakage, instruction leakage, refusal window).
+
+    One alternation per regex so a row costs one search per text.
+    """
     spec = load_checks_spec()
-    refusal = re.compile("|".join(f"(?:{p})" for p in spec["refusal"]["patterns"]), re.IGNORECASE)
-    leak = re.compile("|".join(f"(?:{p})" for p in spec["leakage"]["patterns"]), re.IGNORECASE | re.MULTILINE)
-    return refusal, leak, int(spec["refusal"]["window"])
+    flags = re.IGNORECASE | re.MULTILINE
+    leak = spec["leakage"]
+    common = list(leak["patterns"])
+    placeholders = r"\{\s*(?:" + "|".join(map(re.escape, leak["instruction_placeholders"])) + r")\s*\}"
+
+    def alternation(patterns: list[str]) -> re.Pattern:
+        return re.compile("|".join(f"(?:{p})" for p in patterns), flags)
+
+    return (
+        alternation(spec["refusal"]["patterns"]),
+        alternation(common + list(leak["caption_patterns"])),
+        alternation(common + [placeholders]),
+        int(spec["refusal"]["window"]),
+    )

@@ -36,13 +36,15 @@ def is_empty(text: str | None) -> bool:
 
 
 def is_refusal(text: str | None) -> bool:
-    refusal, _, window = compiled_patterns()
+    refusal, _, _, window = compiled_patterns()
     return bool(text) and refusal.search(text[:window]) is not None
 
 
-def has_leak(text: str | None) -> bool:
-    _, leak, _ = compiled_patterns()
-    return bool(text) and leak.search(text) is not None
+def has_leak(text: str | None, role: str = "caption") -> bool:
+    """role: "caption" or "instruction" (instructions may carry the release's {object} braces)."""
+    _, caption_leak, instruction_leak, _ = compiled_patterns()
+    rx = instruction_leak if role == "instruction" else caption_leak
+    return bool(text) and rx.search(text) is not None
 
 
 @lru_cache(maxsize=256)
@@ -90,7 +92,7 @@ def check_pair(
     length_constraint: str | None = None,
 ) -> list[str]:
     """All deterministic reason codes for one pair; [] when it is clean. Order is fixed."""
-    refusal, leak, window = compiled_patterns()
+    refusal, caption_leak, instruction_leak, window = compiled_patterns()
     out: list[str] = []
     texts = (("instruction", instruction), ("chosen", chosen), ("rejected", rejected))
     for role, text in texts:
@@ -100,7 +102,7 @@ def check_pair(
         if text and refusal.search(text[:window]):
             out.append(REFUSAL.format(role))
     for role, text in texts:
-        if text and leak.search(text):
+        if text and (instruction_leak if role == "instruction" else caption_leak).search(text):
             out.append(LEAK.format(role))
 
     try:

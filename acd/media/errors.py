@@ -24,6 +24,7 @@ REASONS = {
     "modality_mismatch": "a manifest's modality column disagrees with the bytes",
     "fetch_disabled": "an http(s) URL while the source does not allow fetching",
     "fetch_failed": "an http(s) fetch that failed",
+    "internal_error": "an unexpected exception while probing (a bug: the detail has the type); the run goes on",
     "duplicate": "same bytes as an earlier item of the same batch (kept once; detail names it)",
 }
 

@@ -91,3 +91,21 @@ def classify(name_ext: str, head: bytes) -> tuple[str, str, str, str]:
     if fam != known[1]:
         raise ProbeError("wrong_extension", f"named .{name_ext} ({known[1]}) but the bytes are {fam}")
     return known
+
+
+def default_ext(family: str | None, modality: str | None = None) -> str:
+    """The extension to name bytes by when no usable file name exists (bytes-only dataset cells, bare URLs)."""
+    if family == "isobmff" and modality == "audio":
+        return "m4a"
+    if family == "ogg" and modality == "video":
+        return "ogv"
+    return FAMILY_DEFAULT.get(family or "", "")
+
+
+def effective_ext(name_ext: str, head: bytes, trust_sniffed: bool = False, modality: str | None = None) -> str:
+    """The extension to classify by: the name's, or (unknown name, or `trust_sniffed`) the bytes' own."""
+    fam = sniff(head)
+    known = EXTENSIONS.get(name_ext)
+    if fam is not None and (known is None and not name_ext or (trust_sniffed and (known is None or known[1] != fam))):
+        return default_ext(fam, modality)
+    return name_ext

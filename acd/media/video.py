@@ -55,6 +55,8 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
             raise ProbeError("no_video_stream", f"streams: {kinds}")
         vs = container.streams.video[0]
         cc = vs.codec_context
+        if cc is None:  # a stream whose codec FFmpeg does not know (e.g. a mangled fourcc)
+            raise ProbeError("corrupt_video", "video stream with an unknown codec")
         w, h = int(cc.width or 0), int(cc.height or 0)
         if w <= 0 or h <= 0:
             raise ProbeError("corrupt_video", f"video stream declares {w}x{h}")
@@ -66,7 +68,8 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
         declared = int(vs.frames or 0)
         duration = _duration(container, vs)
         audio = container.streams.audio[0] if container.streams.audio else None
-        audio_codec = audio.codec_context.name if audio is not None else None
+        audio_cc = audio.codec_context if audio is not None else None
+        audio_codec = audio_cc.name if audio_cc is not None else ("unknown" if audio is not None else None)
 
         # Validation decode: every frame up to the cap must decode; a short count vs. the header is truncation.
         cap = int(lim["max_decode_frames"])
@@ -144,7 +147,7 @@ def reencode_h264(data: bytes, limits: dict, clock: _Clock | None = None) -> tup
             ov.codec_context.options = {"crf": str(rc["crf"]), "preset": rc["preset"]}
             ov.codec_context.thread_count = 1
             oa = None
-            if a_in is not None and a_in.codec_context.sample_rate:
+            if a_in is not None and a_in.codec_context is not None and a_in.codec_context.sample_rate:
                 oa = dst.add_stream(rc["audio_codec"], rate=a_in.codec_context.sample_rate)
                 oa.bit_rate = int(rc["audio_bitrate"])
             cap, n = int(lim["max_decode_frames"]), 0

@@ -1,0 +1,179 @@
+"""README.md, the dataset card: a YAML header `datasets` and the Hub understand, then what a consumer needs
+to trust the data: counts, plots (assets/*.png), prompt and model provenance, review statistics, licence.
+
+All numbers come from the exported pairs themselves (plus the optional `stats` facts the pipeline passes:
+quarantine and check-failure counts, review mode and lot decisions, wall times); a missing fact is shown
+as "not recorded", never guessed. Rendering is deterministic: sorted keys, fixed float formatting.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from acd.export import plots
+from acd.export.fsutil import write_if_changed
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+# Hub task categories per modality (ids from huggingface.js `tasks`); text-generation covers the aligner.
+TASKS = {"image": ["image-to-text", "image-text-to-text"], "video": ["video-text-to-text"],
+         "audio": ["audio-text-to-text"]}
+
+
+def size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < bound:
+            return label
+    return "10M<n<100M"
+
+
+def _counter(table: pa.Table, *cols: str) -> Counter:
+    """Counts of distinct value tuples (nulls as None) via Arrow group_by, without row-wise Python."""
+    if table.num_rows == 0:
+        return Counter()
+    g = table.select(list(cols)).group_by(list(cols)).aggregate([([], "count_all")]).to_pylist()
+    return Counter({tuple(r[c] for c in cols) if len(cols) > 1 else r[cols[0]]: r["count_all"] for r in g})
+
+
+def _words(col: pa.ChunkedArray) -> list[int]:
+    # Count runs of non-space per row without materialising the words (a split list of 300k captions
+    # would be ~20M strings); nulls count as 0 words.
+    return pc.fill_null(pc.count_substring_regex(col, r"\S+"), 0).to_pylist()
+
+
+def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: dict[str, dict],
+              acm_counts: dict) -> dict[str, Any]:
+    """Everything the card shows, as plain data (also handy for the lead's report artifact)."""
+    stats = stats or {}
+    n = pairs.num_rows
+    by_split = _counter(pairs, "split")
+    by_mt_qcc = _counter(pairs, "modality", "instruction_type", "is_qcc")
+    mt = sorted({(m, t) for m, t, _ in by_mt_qcc})
+    per_type = {(m, t): (by_mt_qcc.get((m, t, False), 0), by_mt_qcc.get((m, t, True), 0)) for m, t in mt}
+    by_mod_qcc = _counter(pairs, "modality", "is_qcc")
+    modalities = sorted({m for m, _ in by_mod_qcc})
+    qcc_total = sum(v for (m, q), v in by_mod_qcc.items() if q)
+    forms = Counter()
+    for key, v in _counter(pairs, "length_key").items():
+        forms[key.split(":")[0]] += v
+    chosen_words = _words(pairs.column("chosen"))
+    rejected_words = _words(pairs.column("rejected"))
+    mods = pairs.column("modality").to_pylist()
+    words_by_mod: dict[str, list[int]] = {m: [] for m in modalities}
+    rej_by_mod: dict[str, list[int]] = {m: [] for m in modalities}
+    for m, c, r in zip(mods, chosen_words, rejected_words):
+        words_by_mod[m].append(c)
+        rej_by_mod[m].append(r)
+    prov = _counter(pairs, "backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash")
+    review_status = _counter(pairs, "review_status")
+    review_decision = _counter(pairs, "review_decision")
+    reviewers = len({r for r in pairs.column("reviewer").to_pylist() if r})
+    review = dict(stats.get("review") or {})
+    mode = review.get("mode") or ("human" if review_status.get("reviewed") else "auto")
+    judge = pairs.column("judge_score")
+    media_per_mod = _counter(media, "modality")
+    shards_per = Counter()
+    shard_bytes = Counter()
+    for info in shard_info.values():
+        shards_per[(info["split"], info["modality"])] += 1
+        shard_bytes[(info["split"], info["modality"])] += info["bytes"]
+
+    def mean(v: list[int]) -> float:
+        return round(sum(v) / len(v), 1) if v else 0.0
+
+    return {
+        "n_pairs": n,
+        "splits": dict(sorted(by_split.items())),
+        "modalities": modalities,
+        "per_type": [{"modality": m, "type": t, "qac": a, "qcc": b, "total": a + b} for (m, t), (a, b) in per_type.items()],
+        "per_modality": [{
+            "modality": m,
+            "pairs": by_mod_qcc.get((m, False), 0) + by_mod_qcc.get((m, True), 0),
+            "qcc": by_mod_qcc.get((m, True), 0),
+            "qcc_share": round(by_mod_qcc.get((m, True), 0) / max(1, by_mod_qcc.get((m, False), 0) + by_mod_qcc.get((m, True), 0)), 3),
+            "media": media_per_mod.get(m, 0),
+            "chosen_words": mean(words_by_mod[m]),
+            "rejected_words": mean(rej_by_mod[m]),
+        } for m in modalities],
+        "qcc_share": round(qcc_total / n, 3) if n else 0.0,
+        "length_forms": dict(sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rejection_strategies": dict(sorted(_counter(pairs, "rejection_strategy").items(), key=lambda kv: (-kv[1], kv[0]))),
+        "provenance": [dict(zip(("backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash"), k), pairs=v)
+                       for k, v in sorted(prov.items(), key=lambda kv: tuple(str(x) for x in kv[0]))],
+        "licences": dict(sorted(((k or "unspecified"), v) for k, v in _counter(media, "licence").items())),
+        "sources": dict(sorted(_counter(media, "source").items())),
+        "check_passed": dict(sorted((str(k), v) for k, v in _counter(pairs, "check_passed").items())),
+        "judge_mean": round(pc.mean(judge).as_py(), 3) if judge.null_count < n else None,
+        "attempts": dict(sorted((str(k), v) for k, v in _counter(pairs, "attempts").items())),
+        "review_mode": mode,
+        "review_status": dict(sorted((str(k), v) for k, v in review_status.items())),
+        "review_decision": dict(sorted((str(k), v) for k, v in review_decision.items())),
+        "reviewers": reviewers,
+        "review": review,
+        "lots": review.get("lots") or [],
+        "quarantine": dict(sorted((stats.get("quarantine") or {}).items())),
+        "check_failures": dict(sorted((stats.get("check_failures") or {}).items())),
+        "wall_times": dict(sorted((stats.get("wall_times") or {}).items())),
+        "shards": [{"split": s, "modality": m, "shards": c, "mib": round(shard_bytes[(s, m)] / 2**20, 1)}
+                   for (s, m), c in sorted(shards_per.items())],
+        "acm": acm_counts,
+        "_plot_per_type": per_type,
+        "_plot_words": words_by_mod,
+    }
+
+
+def header(summary: dict, recipe: dict) -> dict[str, Any]:
+    export = recipe.get("export") or {}
+    tasks: list[str] = []
+    for m in summary["modalities"]:
+        tasks += [t for t in TASKS.get(m, []) if t not in tasks]
+    tasks.append("text-generation")
+    return {
+        "pretty_name": export.get("pretty_name") or f"AnyCap-style controllable captioning preferences ({recipe.get('name', 'acd')})",
+        "license": export.get("license") or recipe.get("license") or "mit",
+        "language": ["en"],
+        "task_categories": tasks,
+        "tags": ["controllable-captioning", "preference", "anycap", "multimodal", "webdataset"],
+        "size_categories": [size_category(summary["n_pairs"])],
+        "configs": [{
+            "config_name": "default",
+            "data_files": [{"split": s, "path": f"pairs/{s}-*.parquet"} for s in summary["splits"]],
+        }],
+    }
+
+
+def write_assets(summary: dict, out_dir: Path) -> list[str]:
+    assets = {
+        "assets/pairs_by_type.png": lambda: plots.bar_by_type(summary["_plot_per_type"]),
+        "assets/length_forms.png": lambda: plots.bar_simple(summary["length_forms"], "Length-constraint forms"),
+        "assets/rejection_strategies.png": lambda: plots.bar_simple(summary["rejection_strategies"], "Rejection strategies"),
+        "assets/caption_words.png": lambda: plots.word_histogram(summary["_plot_words"]),
+    }
+    for rel, make in assets.items():
+        write_if_changed(out_dir / rel, make())
+    return list(assets)
+
+
+def render(summary: dict, recipe: dict, assets: list[str]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=False,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    head = yaml.safe_dump(header(summary, recipe), sort_keys=False, allow_unicode=True, width=1000)
+    return env.get_template("card.md.j2").render(
+        header=head, s=summary, recipe=recipe, assets=assets,
+        judge=((recipe.get("checks") or {}).get("judge") or "configured"),
+        bar=((recipe.get("review") or {}).get("compliance_bar")),
+    )
+
+
+def write_card(summary: dict, recipe: dict, out_dir: Path) -> list[str]:
+    assets = write_assets(summary, out_dir)
+    write_if_changed(out_dir / "README.md", render(summary, recipe, assets).encode("utf-8"))
+    return ["README.md", *assets]

@@ -1,0 +1,475 @@
+"""Instructions and chosen captions per instruction type, written from Facts with phrasing data.
+
+Code decides WHICH facts a caption of a given type covers and in what priority; prompts/grounded/*.yaml
+decides HOW they are worded. A caption is built as prioritised units (see fit.py) and then fitted to the
+length constraint, so the chosen caption satisfies acd.checks.length exactly.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from acd.checks.length import count_words
+from acd.grounded.facts import Facts, article, fmt_t, join_and, objects_list, relation
+from acd.grounded.fit import Target, choose_words, force_words, merge_sentences, with_connective
+from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
+from acd.taxonomy import LengthConstraint
+
+STRICT_NAMING = ("appearance", "position")  # the instruction names exactly the objects to cover
+
+
+@dataclass
+class Plan:
+    """What an instruction asks for, resolved against the grounding (ids, so corrupted Facts map too)."""
+
+    itype: str
+    target_ids: list[str] = field(default_factory=list)
+    excluded_id: str | None = None
+    theme: str | None = None
+    viewpoint: str | None = None
+    viewer_id: str | None = None
+
+
+class Writer:
+    def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
+        self.ph, self.f, self.rng = ph, facts, rng
+        self.used: set[int] = set()  # templates already drawn for the caption being written
+
+    # ================================================================ instructions
+    def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
+        f, rng, ph = self.f, self.rng, self.ph
+        ctx: dict[str, Any] = {"media": f.lex["media_instruction"][f.modality]}
+        things = f.things
+        named: list[dict] = []
+        if itype == "instance":
+            if not things:
+                raise ValueError("grounding_lacks_objects: instance needs an object to exclude")
+            bg = (f.scene.get("bg") or "").lower()
+            cats = [o["cat"] for o in things]
+            good = [o for o in things if cats.count(o["cat"]) == 1 and o["cat"].lower() not in bg] or things
+            named = [rng.choice(good)]
+        elif itype in STRICT_NAMING:
+            if not things:
+                raise ValueError(f"grounding_lacks_objects: {itype} needs an object to name")
+            weights = [1, 3, 1] if itype == "position" else [3, 2, 1]
+            n = rng.choices([1, 2, 3][: min(3, len(things))], weights=weights[: min(3, len(things))])[0]
+            idx = sorted(rng.sample(range(len(things)), n))
+            named = [things[i] for i in idx]
+        elif itype == "action":
+            if not things:
+                raise ValueError("grounding_lacks_objects: action needs an object to name")
+            movers = [o for o in things if o.get("moving")]
+            named = [rng.choice(movers or things)]
+        elif itype == "event":
+            seen: list[dict] = []
+            for e in f.events:
+                for o in e["objs"]:
+                    if o not in seen:
+                        seen.append(o)
+            named = seen[:3] if seen and rng.random() < 0.7 else []
+        elif itype in ("camera", "background") and things and rng.random() < 0.5:
+            named = [rng.choice(things)]
+        if named:
+            ctx["target"] = named[0]["label"]
+            if len(named) >= 2:
+                ctx["targets"] = join_and([o["label"] for o in named])
+            if len(named) == 2:
+                ctx["target2"] = named[1]["label"]
+        if itype == "theme":
+            tid = rng.choice(sorted(ph.styles["themes"]))
+            ctx["theme_a"] = article(rng.choice(ph.styles["themes"][tid]["phrases"]))
+        elif itype == "perspective":
+            vids = sorted(ph.styles["viewpoints"])
+            if len(f.objs) < 2:
+                vids.remove("object")
+            vid = rng.choice(vids)
+            phrase = rng.choice(ph.styles["viewpoints"][vid]["phrases"])
+            if vid == "object":
+                phrase = phrase.format(target=rng.choice(f.objs)["label"])
+            ctx["viewer"] = phrase
+        tpls = [t for t in ph.instruction_tpls[(itype, f.modality)] if t.ok(ctx)]
+        if itype in STRICT_NAMING:
+            tpls = [t for t in tpls if _covers(t, len(named))] or tpls
+        elif named:  # prefer phrasings that name the thing, as the release's content items do
+            naming = [t for t in tpls if {"target", "targets"} & set(t.fields)]
+            if naming and rng.random() < 0.7:
+                tpls = naming
+        text = cap(rng.choice(tpls).render(ctx))
+        ins = ph.instructions
+        if (itype in ins["truth_suffix_types"] and f.modality in ins["truth_suffix_modalities"]
+                and rng.random() < ins["truth_suffix_prob"]):
+            text = f"{text} {ins['truth_suffix'].format(media=ctx['media'])}"
+        length = lc.sentence() if lc is not None and lc.form != "none" else None
+        if length:
+            text = f"{length} {text}" if rng.random() < ins["length_first_prob"] else f"{text} {length}"
+        return text
+
+    # ================================================================ plan (instruction -> targets)
+    def plan(self, itype: str, instruction: str | None) -> Plan:
+        f, ph = self.f, self.ph
+        text = (instruction or "").lower()
+        found = []
+        for o in f.things:
+            m = re.search(r"\b" + re.escape(o["label"].lower()) + r"\b", text)
+            if m:
+                found.append((m.start(), o))
+        found.sort(key=lambda x: x[0])
+        ids = [o["id"] for _, o in found]
+        p = Plan(itype=itype, target_ids=ids)
+        if itype == "instance" and ids:
+            p.excluded_id = ids[0]
+        elif itype == "theme":
+            p.theme = next((tid for tid, spec in ph.styles["themes"].items()
+                            if any(x.lower() in text for x in spec["phrases"])), "mood")
+        elif itype == "perspective":
+            p.viewpoint = next((vid for vid, spec in ph.styles["viewpoints"].items() if vid != "object"
+                                and any(x.lower() in text for x in spec["phrases"])), None)
+            if p.viewpoint is None:
+                if ids and len(f.objs) >= 2:
+                    p.viewpoint, p.viewer_id = "object", ids[0]
+                else:
+                    p.viewpoint = "visitor"
+        elif itype == "action" and not ids and f.things:
+            movers = [o for o in f.things if o.get("moving")] or f.things
+            p.target_ids = [movers[0]["id"]]
+        return p
+
+    # ================================================================ captions
+    def caption(self, plan: Plan, lc: LengthConstraint | None, target: Target | None = None,
+                itype: str | None = None, lite: bool = False, force_first: str | None = None) -> str:
+        """Write a caption of `itype` (default: the plan's) fitted to `target` (default: from lc).
+
+        lite: fewer facts and no attributes (the weak-model rejection); force_first: an object id whose
+        mention must lead the caption (the ignore_instruction rejection of instance).
+        """
+        itype = itype or plan.itype
+        if itype == "poem":
+            return self._poem(plan, lc, target, lite)
+        units, n_core, natural = self._units(itype, plan)
+        if force_first:
+            o = self.f.by_id.get(force_first)
+            if o:
+                units.insert(0, self.u("obj_full", o) or self.u("obj_short", o))
+                n_core += 1
+        if lite:
+            units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
+        units = [u for u in units if u]
+        units += self._fillers()
+        if target is None:
+            target = _target(lc, natural, units)
+        return self._fit(units, n_core, target)
+
+    def u(self, group: str, *parts: dict | None, k: int = 2, **extra: Any) -> list[str]:
+        return pick_from(self.ph.sentences[group], self.f.ctx(*parts, **extra), self.rng, k, self.used)
+
+    def _fillers(self) -> list[list[str]]:
+        g = "filler_audio" if self.f.modality == "audio" else "filler_visual"
+        return [[s] for s in self.u(g, k=4)]
+
+    def _fit(self, units: list[list[str]], n_core: int, t: Target) -> str:
+        rng, ph = self.rng, self.ph
+        n_core = max(1, min(n_core, len(units)))
+        if t.unit != "words":
+            k = t.pref
+            picked = [u[0] for u in units[:k]]
+            if n_core > k:  # more asked-for facts than sentences allowed: merge them
+                picked = picked[: k - 1] + [merge_sentences([u[0] for u in units[k - 1 : n_core]])]
+            while len(picked) < k:  # only for absurdly small scenes: reuse fillers
+                picked.append(units[-1][0])
+            return " ".join(picked)
+        variants: list[list[str]] = []
+        for i, u in enumerate(units):
+            vs = list(u)
+            if i > 0:
+                for n, conns in ph.connectives.items():
+                    vs.append(with_connective(u[0], rng.choice(conns)))
+            variants.append(vs)
+        wcs = [[count_words(v) for v in vs] for vs in variants]
+        picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
+        if picks is None:
+            text = " ".join(u[0] for u in units)
+            return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
+        return " ".join(variants[i][j] for i, j in picks)
+
+    # ---------------------------------------------------------------- units per type
+    def _units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
+        if self.f.modality == "audio":
+            return self._audio_units(itype, plan)
+        f, rng, u = self.f, self.rng, self.u
+        objs = f.objs
+        targets = [f.by_id[i] for i in plan.target_ids if i in f.by_id]
+        video = f.modality == "video"
+        scene = self._scene_units(objs)
+
+        if itype == "brief":
+            main = objs[0] if objs else None
+            first = scene[0] + (u("scene_tiny", k=1) if objs else []) + (u("obj_tiny", main, k=1) if main else [])
+            return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
+        if itype == "detail":
+            units = [scene[0]] + self._object_units(objs)
+            if len(objs) >= 2:
+                units.append(u("relation", a_ref=objs[0]["ref"], b_ref=objs[1]["ref"], rel=relation(objs[0], objs[1])))
+            units += self._setting_units(full=True)
+            if video:
+                units += [u("camera")] + self._event_units(f.events) + [u("duration")]
+            units.append(u("count"))
+            return units, 1, rng.randint(5, 7)
+        if itype == "narrative":
+            units = [u("narr_open")]
+            for o in objs[:3]:
+                units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
+            if video:
+                units += self._event_units(f.events)
+            units += [u("narr_close"), u("lighting"), u("background")]
+            return units, 1, rng.randint(4, 6)
+        if itype == "theme":
+            spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
+            ctx = f.ctx()
+            units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
+            units += [u("theme_obj", o) for o in objs[:2]]
+            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background")]
+            return units, 1, rng.randint(3, 4)
+        if itype == "perspective":
+            spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
+            viewer = f.by_id.get(plan.viewer_id) if plan.viewer_id else None
+            vctx = {"vref": viewer["ref"], "vwhere": viewer["where"]} if viewer else {}
+            units = [pick_from(spec["open"], f.ctx(vctx), rng, 2, self.used)]
+            for o in objs:
+                if o is viewer:
+                    continue
+                rel = relation(o, viewer) if viewer else None
+                units.append(pick_from(spec["object"], f.ctx(o, vctx, rel=rel), rng, 2, self.used))
+            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting")]
+            return units, 1, rng.randint(3, 4)
+        if itype == "instance":
+            ex = f.by_id.get(plan.excluded_id)
+            keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
+            ol = objects_list(keep, f.lex["numbers"])
+            first = u("scene_intro", objects_list=ol) if keep else u("scene_empty")
+            units = [first or u("background")] + self._object_units(keep) + self._setting_units(full=True)
+            if video:
+                units += [u("camera")] + self._event_units([e for e in f.events if not ex or ex not in e["objs"]])
+            if ex:  # belt and braces: no variant may carry the excluded category word
+                rx = re.compile(r"\b" + re.escape(ex["cat"].lower()) + r"s?\b")
+                units = [[v for v in un if not rx.search(v.lower())] for un in units]
+            return units, 1, rng.randint(3, 4)
+        if itype == "appearance":
+            targets = targets or objs[:1]
+            units = [u("obj_appearance", o) for o in targets]
+            for o in targets:
+                units += [u("obj_attrs", o), u("obj_size", o)]
+            units += [u("obj_position", o) for o in targets] + [u("lighting"), u("background")]
+            return units, len(targets), len(targets) + 1
+        if itype == "position":
+            targets = targets or objs[:1]
+            units = [u("obj_position", o) for o in targets]
+            others = [o for o in objs if o not in targets]
+            pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
+            pairs += [(a, b) for a in targets for b in others][:2]
+            units += [u("relation", a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b)) for a, b in pairs]
+            units += [u("obj_position_detail", o) for o in targets]
+            if video:
+                units += [u("obj_end", o) for o in targets]
+            units += [u("background")]
+            return units, len(targets), len(targets) + 1
+        if itype == "action":
+            o = targets[0] if targets else (objs[0] if objs else None)
+            if o is None:
+                return [u("scene_empty")], 1, 1
+            units = [u("obj_action", o) if o.get("moving") else u("obj_still", o)]
+            if o.get("moving"):
+                units += [u("obj_intro_video", o), u("obj_end", o)]
+            units += self._event_units([e for e in f.events if o in e["objs"]])
+            units += [u("camera_subject", o), u("duration"), u("background")]
+            return units, 1, rng.randint(2, 3)
+        if itype == "event":
+            ev = self._event_units(f.events)
+            if not ev:
+                ev = [u("no_events")] + [u("obj_action", o) for o in objs if o.get("moving")]
+            units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
+            n_ev = max(1, len(ev))
+            return units, min(n_ev, 3), min(n_ev + 1, 6)
+        if itype == "camera":
+            o = targets[0] if targets else None
+            units = [u("camera"), u("camera_view")]
+            if o:
+                units.append(u("camera_subject", o))
+            units += [u("duration"), u("background"), u("lighting")]
+            return units, 1, rng.randint(2, 3)
+        if itype == "background":
+            units = [u("background"), u("background_colour"), u("lighting"), u("mood"), u("viewpoint"), u("duration")]
+            return units, 1, rng.randint(2, 3)
+        raise ValueError(f"no caption recipe for {f.modality}/{itype}")
+
+    def _scene_units(self, objs: list[dict]) -> list[list[str]]:
+        return [self.u("scene_intro") if objs else self.u("scene_empty")]
+
+    def _object_units(self, objs: list[dict], short: bool = False) -> list[list[str]]:
+        out = []
+        for o in objs:
+            if o.get("moving"):
+                out.append(self.u("obj_action", o) if short else self.u("obj_intro_video", o))
+                if not short:
+                    out.append(self.u("obj_action", o))
+            else:
+                out.append(self.u("obj_short" if short else "obj_full", o))
+        return out
+
+    def _setting_units(self, full: bool = False) -> list[list[str]]:
+        u = self.u
+        units = [u("background"), u("lighting")]
+        if full:
+            units += [u("viewpoint"), u("mood")]
+        return units
+
+    def _when(self, t: float) -> str:
+        lex = self.f.lex
+        if t <= 0.05:
+            return self.rng.choice(lex["when_start"])
+        return self.rng.choice(lex["when_time"]).format(t=fmt_t(t))
+
+    def _event_units(self, events: list[dict]) -> list[list[str]]:
+        out = []
+        for e in events:
+            objs, one = e["objs"], len(e["objs"]) == 1
+            refs = join_and([o.get("ref") or o.get("s_ref") for o in objs])
+            ctx = dict(when=self._when(e["t"]), objs=refs, etype=e["type"] + ("s" if one else ""),
+                       appear_v="appears" if one else "appear", come_v="comes" if one else "come",
+                       leave_v="leaves" if one else "leave", exit_v="exits" if one else "exit",
+                       a_ref=objs[0].get("ref"), b_ref=objs[1].get("ref") if len(objs) > 1 else None)
+            group = {"appear": "event_appear", "collide": "event_collide", "leave": "event_leave"}.get(e["type"], "event_other")
+            out.append(self.u(group, **ctx) or self.u("event_other", **ctx))
+        return out
+
+    # ---------------------------------------------------------------- audio
+    def _audio_units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
+        f, rng, u = self.f, self.rng, self.u
+        snds = f.sounds
+        intro = (u("audio_intro") + u("audio_tiny", k=1)) if snds else u("audio_empty")
+        setting = [u("audio_background"), u("audio_mood"), u("audio_duration")]
+        if itype == "brief":
+            return [intro] + [u("sound_short", s) for s in snds] + setting, 1, 1
+        if itype == "detail":
+            units = [intro]
+            for s in snds:
+                units.append(u("sound_full", s))
+            for s in snds:
+                units += [u("sound_quality", s), u("sound_span", s)]
+            return units + setting, 1, rng.randint(4, 6)
+        if itype == "event":
+            ev = []
+            for e in f.events:
+                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]))
+                ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
+            if not ev:
+                ev = [u("audio_empty")]
+            return ev + setting, min(len(ev), 3), min(len(ev), 6)
+        if itype == "narrative":
+            units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds] + [u("narr_audio_close")] + setting
+            return units, 1, rng.randint(4, 5)
+        raise ValueError(f"no caption recipe for audio/{itype}")
+
+    # ---------------------------------------------------------------- poems
+    def _couplets(self, group: str, *parts: dict | None, k: int = 2) -> list[tuple[str, str]]:
+        ctx = self.f.ctx(*parts)
+        ok = [c for c in self.ph.poem[group] if c[0].ok(ctx) and c[1].ok(ctx)]
+        if not ok:
+            return []
+        fresh = [c for c in ok if id(c) not in self.used] or ok
+        pick = self.rng.sample(fresh, min(k, len(fresh)))
+        self.used.add(id(pick[0]))
+        return [(cap(a.render(ctx)), cap(b.render(ctx))) for a, b in pick]
+
+    def _poem(self, plan: Plan, lc: LengthConstraint | None, target: Target | None, lite: bool) -> str:
+        f, rng, c = self.f, self.rng, self._couplets
+        if f.modality == "audio":
+            units = [c("sound", s) for s in f.sounds[:3]] + [c("audio_background"), c("mood")]
+            n_full = len([x for x in units if x])
+            units += [c("audio_short")]
+        else:
+            units = []
+            for o in f.objs[:3]:
+                units.append(c("motion", o) if o.get("moving") else c("object", o))
+            if f.modality == "video" and f.scene.get("cam"):
+                units.append(c("camera"))
+            units += [c("background"), c("mood")]
+        n_full = len([x for x in units if x])  # natural poems use full couplets; short ones fit tight limits
+        if f.modality != "audio":
+            units += [c("object_short", o) for o in f.objs[:2]] + [c("short")]
+        units = [x for x in units if x]
+        if lite:
+            units = units[:2]
+        if not units:
+            units = [[("Quiet", "still")]]
+        natural = max(1, min(rng.randint(2, 4), n_full))
+        if target is None:
+            if lc is None or lc.form == "none":
+                target = Target(None, natural, natural, natural)
+            elif lc.unit == "words":
+                nat_w = sum(count_words(a) + count_words(b) for a, b in (x[0] for x in units[:natural]))
+                lo, hi = lc.bounds()
+                target = Target("words", lo, hi, min(max(nat_w, lo), hi if lc.form != "word_max" else hi))
+            else:
+                lo, hi = lc.bounds()
+                target = Target("sentences", lo, hi, min(max(natural, lo), hi))
+        if target.unit == "words":
+            variants = []
+            for i, vs in enumerate(units):
+                vs = list(vs)
+                if i > 0:
+                    for n, conns in self.ph.poem_connectives.items():
+                        a, b = vs[0]
+                        vs.append((f"{rng.choice(conns)} {lower_first(a)}", b))
+                variants.append(vs)
+            wcs = [[count_words(a) + count_words(b) for a, b in vs] for vs in variants]
+            picks = choose_words(wcs, 1, target.lo, target.hi, target.pref)
+            if picks is None:
+                lines = [ln for vs in variants for ln in vs[0]]
+                return force_words(_punctuate(lines, len(lines) // 2), target.lo, target.hi, [])
+            lines = [ln for i, j in picks for ln in variants[i][j]]
+            return _punctuate(lines, len(lines) // 2)
+        k = target.pref  # sentences wanted (natural: one per couplet)
+        n_couplets = max(2, math.ceil(k / 2)) if target.unit else natural
+        chosen = [vs[0] for vs in units[:n_couplets]]
+        while len(chosen) * 2 < k:  # tiny grounding: reuse couplet variants
+            chosen.append(units[len(chosen) % len(units)][-1])
+        lines = [ln for cpl in chosen for ln in cpl]
+        return _punctuate(lines, k if target.unit else len(chosen))
+
+
+def _punctuate(lines: list[str], n_sentences: int) -> str:
+    """End exactly n_sentences lines with a full stop (always the last); others get ',' or ';'."""
+    n = len(lines)
+    n_sentences = max(1, min(n_sentences, n))
+    order = [n - 1] + [i for i in range(n - 3, -1, -2)] + [i for i in range(0, n, 2)]
+    ends: set[int] = set()
+    for i in order:
+        if len(ends) == n_sentences:
+            break
+        if 0 <= i < n:
+            ends.add(i)
+    out = []
+    for i, ln in enumerate(lines):
+        ln = ln.rstrip(" ,;.!?")
+        out.append(ln + ("." if i in ends else ("," if i % 2 == 0 else ";")))
+    return "\n".join(out)
+
+
+def _covers(t: Tpl, n: int) -> bool:
+    """A strict-naming template fits n named objects only if it names all of them."""
+    fs = set(t.fields)
+    if n == 1:
+        return "targets" not in fs and "target2" not in fs
+    if n == 2:
+        return "targets" in fs or "target2" in fs
+    return "targets" in fs
+
+
+def _target(lc: LengthConstraint | None, natural: int, units: list[list[str]]) -> Target:
+    from acd.grounded.fit import target_for
+
+    nat_words = sum(count_words(u[0]) for u in units[:natural])
+    return target_for(lc, natural, nat_words)

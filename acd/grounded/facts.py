@@ -1,0 +1,224 @@
+"""Word-ready facts from a grounding dict (acd/grounding.py): noun phrases, position phrases, relations.
+
+Everything a caption may claim is derived here from the grounding alone, so captions are true by
+construction. A Facts object is immutable in practice and cached per media_key by the backend; the
+rejection strategies corrupt a *copy of the grounding* and build new Facts from it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from acd.grounding import POSITIONS
+
+_STILL_WORDS = ("stays", "still", "static", "remains", "does not move", "stationary")
+
+
+def article(np: str) -> str:
+    """'a'/'an' + np by the first letter (good enough for the grounding's vocabulary)."""
+    if not np:
+        return np
+    return ("an " if np[0].lower() in "aeiou" else "a ") + np
+
+
+def join_and(items: list[str]) -> str:
+    if not items:
+        return ""
+    if len(items) == 1:
+        return items[0]
+    if len(items) == 2:
+        return f"{items[0]} and {items[1]}"
+    return ", ".join(items[:-1]) + f", and {items[-1]}"
+
+
+def plural(noun: str) -> str:
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def objects_list(objs: list[dict], numbers: list[str]) -> str | None:
+    """'a small red ball, two small green stars, and a large cube' (identical objects grouped)."""
+    groups: dict[str, list[dict]] = {}
+    for o in objs:
+        groups.setdefault(o["indef"], []).append(o)
+    parts = []
+    for indef, same in list(groups.items())[:5]:
+        if len(same) == 1:
+            parts.append(indef)
+        else:
+            o = same[0]
+            words = " ".join(x for x in (o.get("size"), o.get("colour"), plural(o["cat"])) if x)
+            parts.append(f"{numbers[len(same)] if len(same) < len(numbers) else len(same)} {words}")
+    return join_and(parts) or None
+
+
+def fmt_t(x: float) -> str:
+    s = f"{float(x):.1f}"
+    return s[:-2] if s.endswith(".0") else s
+
+
+def _grid(pos: str | None) -> tuple[int, int] | None:
+    if pos in POSITIONS:
+        i = POSITIONS.index(pos)
+        return i // 3, i % 3
+    return None
+
+
+def relation(a: dict, b: dict) -> str:
+    """Where a is relative to b: 'above and to the left of', 'to the right of', 'right next to'."""
+    if a.get("_cx") is not None and b.get("_cx") is not None:
+        dx, dy = a["_cx"] - b["_cx"], a["_cy"] - b["_cy"]
+        h = "to the left of" if dx < -0.12 else ("to the right of" if dx > 0.12 else "")
+        v = "above" if dy < -0.12 else ("below" if dy > 0.12 else "")
+    else:
+        ga, gb = _grid(a.get("pos")), _grid(b.get("pos"))
+        if not ga or not gb:
+            return "near"
+        h = "to the left of" if ga[1] < gb[1] else ("to the right of" if ga[1] > gb[1] else "")
+        v = "above" if ga[0] < gb[0] else ("below" if ga[0] > gb[0] else "")
+    if h and v:
+        return f"{v} and {h}"
+    return h or v or "right next to"
+
+
+class Facts:
+    """The grounding of one media item, as caption-ready context dicts."""
+
+    def __init__(self, modality: str, g: dict[str, Any], lex: dict[str, Any]):
+        self.modality = modality
+        self.g = g
+        self.lex = lex
+        scene = g.get("scene") or {}
+        numbers = lex["numbers"]
+        self.duration = g.get("duration_s")
+        sc: dict[str, Any] = {
+            "media": lex["media_caption"][modality],
+            "mood": scene.get("mood"),
+            "mood_indef": article(scene["mood"]) if scene.get("mood") else None,
+            "dur": fmt_t(self.duration) if self.duration else None,
+        }
+        self.objs: list[dict[str, Any]] = []
+        self.sounds: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        if modality == "audio":
+            bg = scene.get("background")
+            sc["bg"] = bg
+            sc["abg"] = lex["audio_background"].get(bg) or (article(bg) if bg else "near silence")
+            self._sounds(g.get("sounds") or [], lex)
+            sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
+            self._audio_events(g.get("events") or [])
+        else:
+            bg = scene.get("background")
+            sc.update(
+                bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
+                lighting=scene.get("lighting"),
+                vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
+            )
+            self._objects(g.get("objects") or [], lex)
+            sc["objects_list"] = objects_list(self.objs, numbers)
+            n = len(self.objs)
+            sc["count_word"] = numbers[n] if 1 < n < len(numbers) else None
+            cam = g.get("camera") or {}
+            self.camera = cam.get("motion")
+            if self.camera:
+                speed_adv = lex["speed_adv"].get(cam.get("speed"), "smoothly")
+                tpl = lex["camera"].get(self.camera, "moves ({motion})")
+                sc["cam"] = tpl.format(speed_adv=speed_adv, motion=self.camera)
+            self._video_events(g.get("events") or [])
+        self.scene = sc
+
+    # -- objects ----------------------------------------------------------------------------------
+    def _objects(self, raw: list[dict], lex: dict) -> None:
+        cats: dict[str, int] = {}
+        cc: dict[tuple, int] = {}
+        for o in raw:
+            cats[o.get("category")] = cats.get(o.get("category"), 0) + 1
+            cc[(o.get("colour"), o.get("category"))] = cc.get((o.get("colour"), o.get("category")), 0) + 1
+        for o in raw:
+            cat, colour, size, pos = o.get("category") or "object", o.get("colour"), o.get("size"), o.get("position")
+            ref_core = f"{colour} {cat}" if colour else cat
+            where = lex["where"].get(pos) or (f"at the {pos}" if pos else None)
+            ref = f"the {ref_core}"
+            if cc[(colour, o.get("category"))] > 1 and pos:
+                ref = f"the {pos.replace(' ', '-')} {ref_core}"  # identical objects: tell them apart by place
+            label = f"the {cat}" if cats[o.get("category")] == 1 else ref
+            attrs = [a for a in (o.get("attributes") or []) if a]
+            action = o.get("action")
+            end_pos = o.get("end_position")
+            moving = bool(action) and not any(w in action for w in _STILL_WORDS)
+            moving = moving or bool(end_pos and pos and end_pos != pos)
+            bbox = o.get("bbox")
+            ctx = {
+                "id": o.get("id"), "cat": cat, "colour": colour, "size": size, "pos": pos,
+                "ref": ref, "label": label, "name": label,
+                "indef": article(" ".join(x for x in (size, colour, cat) if x)),
+                "attrs": join_and(attrs[:2]) or None,
+                "where": where, "edge_note": lex["edge_note"].get(pos),
+                "moving": moving,
+                "action": action if moving else None,
+                "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,
+                "end_where": lex["where"].get(end_pos) if end_pos and end_pos != pos else None,
+                "_cx": (bbox[0] + bbox[2]) / 2 if bbox else None,
+                "_cy": (bbox[1] + bbox[3]) / 2 if bbox else None,
+            }
+            if moving and not ctx["action"]:
+                ctx["action"] = f"moves to the {end_pos}"
+            self.objs.append(ctx)
+        self.by_id = {o["id"]: o for o in self.objs}
+
+    def _video_events(self, raw: list[dict]) -> None:
+        for e in sorted(raw, key=lambda e: e.get("t", 0.0)):
+            objs = [self.by_id[i] for i in e.get("objects", []) if i in self.by_id]
+            if objs:
+                self.events.append({"t": float(e.get("t", 0.0)), "type": e.get("type", "event"), "objs": objs})
+
+    # -- sounds -----------------------------------------------------------------------------------
+    def _sounds(self, raw: list[dict], lex: dict) -> None:
+        dur = self.duration or max([s.get("end", 0.0) for s in raw] + [1.0])
+        for s in sorted(raw, key=lambda s: s.get("start", 0.0)):
+            src = s.get("source") or "sound"
+            loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
+            quals = ", ".join(x for x in (loud, pitch) if x)
+            frac = (s.get("start") or 0.0) / dur if dur else 0.0
+            when_key = "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
+            self.sounds.append({
+                "id": s.get("id"), "src": src, "s_ref": f"the {src}", "label": f"the {src}",
+                "s_indef": article(f"{quals} {src}" if quals else src),
+                "loud": loud, "pitch": pitch, "pattern": s.get("pattern"),
+                "when": lex["when_audio"][when_key],
+                "start": fmt_t(s.get("start", 0.0)), "end": fmt_t(s.get("end", 0.0)),
+                "_start": float(s.get("start", 0.0)), "_end": float(s.get("end", 0.0)),
+            })
+        self.by_id = {s["id"]: s for s in self.sounds}
+
+    def _audio_events(self, raw: list[dict]) -> None:
+        if not raw:  # derive start/stop events from the sounds themselves
+            raw = [{"t": s["_start"], "type": "start", "sounds": [s["id"]]} for s in self.sounds]
+            raw += [{"t": s["_end"], "type": "stop", "sounds": [s["id"]]} for s in self.sounds]
+        for e in sorted(raw, key=lambda e: (e.get("t", 0.0), e.get("type") != "start")):
+            snds = [self.by_id[i] for i in e.get("sounds", []) if i in self.by_id]
+            if snds:
+                self.events.append({"t": float(e.get("t", 0.0)), "type": e.get("type", "start"), "objs": snds})
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def things(self) -> list[dict[str, Any]]:
+        """What content instructions can name: objects (image/video) or sounds (audio)."""
+        return self.sounds if self.modality == "audio" else self.objs
+
+    def ctx(self, *parts: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+        out = dict(self.scene)
+        for p in parts:
+            if p:
+                out.update(p)
+        out.update(extra)
+        return out
+
+    def words(self) -> set[str]:
+        """Lower-case words appearing anywhere in the grounding (for 'is this value really there?')."""
+        import json
+        import re
+
+        return set(re.findall(r"[a-z]+", json.dumps(self.g).lower()))

@@ -1,0 +1,139 @@
+"""Phrasing as data: the grounded backend's YAML (prompts/grounded/*.yaml), loaded and precompiled once.
+
+The revision is a hash of the files' bytes, so editing any phrasing changes the backend's model_revision
+(and with it every cache key and provenance record that depends on it).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acd.paths import PROMPTS_DIR
+
+PHRASING_DIR = PROMPTS_DIR / "grounded"
+FILES = ("instructions.yaml", "captions.yaml", "styles.yaml")
+_FMT = string.Formatter()
+
+
+class Tpl:
+    """A str.format template plus the placeholders it needs (so ineligible ones are skipped cheaply)."""
+
+    __slots__ = ("text", "fields")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(text) if f}))
+
+    def ok(self, ctx: dict[str, Any]) -> bool:
+        for f in self.fields:
+            if not ctx.get(f):  # None and "" both mean "this item has no such fact"
+                return False
+        return True
+
+    def render(self, ctx: dict[str, Any]) -> str:
+        return self.text.format_map(ctx)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Tpl({self.text!r})"
+
+
+def cap(text: str) -> str:
+    """Capitalise the first letter (templates may start with a placeholder like {indef})."""
+    return text[:1].upper() + text[1:] if text else text
+
+
+def lower_first(text: str) -> str:
+    """Lower-case the first letter unless the first word looks like an acronym ("TV")."""
+    if len(text) > 1 and (text[1].islower() or text[1] == " "):
+        return text[0].lower() + text[1:]
+    return text
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    revision: str
+    instructions: dict[str, Any]
+    styles: dict[str, Any]
+    lexicon: dict[str, Any]
+    sentences: dict[str, tuple[Tpl, ...]]
+    poem: dict[str, tuple[tuple[Tpl, Tpl], ...]]
+    connectives: dict[int, tuple[str, ...]]
+    poem_connectives: dict[int, tuple[str, ...]]
+    instruction_tpls: dict[tuple[str, str], tuple[Tpl, ...]]  # (type, modality) -> templates
+    style_tpls: dict[str, dict[str, dict[str, tuple[Tpl, ...]]]]  # themes/viewpoints -> id -> part
+    hallucination: dict[str, Any]
+    weak_model: dict[str, Any]
+    ignore_instruction: dict[str, Any]
+
+    def pick(self, group: str, ctx: dict[str, Any], rng: random.Random, k: int = 1) -> list[str]:
+        """Up to k distinct renderings of `group` that fit ctx, capitalised; [] when none fits."""
+        return pick_from(self.sentences[group], ctx, rng, k)
+
+
+def pick_from(tpls, ctx: dict[str, Any], rng: random.Random, k: int = 1, used: set | None = None) -> list[str]:
+    """Up to k distinct eligible templates rendered with ctx, in random order.
+
+    `used` (ids of templates already drawn for this caption) steers the draw to unused templates first,
+    so a caption about three objects does not say "Look, there is ..." three times.
+    """
+    ok = [t for t in tpls if t.ok(ctx)]
+    if not ok:
+        return []
+    if used is not None:
+        fresh = [t for t in ok if id(t) not in used]
+        stale = [t for t in ok if id(t) in used]
+        chosen = rng.sample(fresh, min(k, len(fresh)))
+        if len(chosen) < k and stale:
+            chosen += rng.sample(stale, min(k - len(chosen), len(stale)))
+        used.update(id(t) for t in chosen[:1])
+    else:
+        chosen = rng.sample(ok, min(k, len(ok)))
+    return [cap(t.render(ctx)) for t in chosen]
+
+
+def _revision(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode())
+        h.update((directory / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=4)
+def load_phrasing(directory: str | Path | None = None) -> Phrasing:
+    d = Path(directory) if directory else PHRASING_DIR
+    ins = yaml.safe_load((d / "instructions.yaml").read_text())
+    cap_ = yaml.safe_load((d / "captions.yaml").read_text())
+    sty = yaml.safe_load((d / "styles.yaml").read_text())
+    instruction_tpls: dict[tuple[str, str], tuple[Tpl, ...]] = {}
+    for itype, per in ins["types"].items():
+        for modality in ("image", "video", "audio"):
+            texts = list(per.get("any", [])) + list(per.get(modality, []))
+            instruction_tpls[(itype, modality)] = tuple(Tpl(t) for t in texts)
+    style_tpls = {
+        kind: {sid: {part: tuple(Tpl(t) for t in spec.get(part, [])) for part in ("phrases", "open", "object", "close")}
+               for sid, spec in sty[kind].items()}
+        for kind in ("themes", "viewpoints")
+    }
+    return Phrasing(
+        revision=_revision(d),
+        instructions=ins,
+        styles=sty,
+        lexicon=cap_["lexicon"],
+        sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
+        poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
+        connectives={int(k): tuple(v) for k, v in cap_["connectives"].items()},
+        poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
+        instruction_tpls=instruction_tpls,
+        style_tpls=style_tpls,
+        hallucination=cap_["hallucination"],
+        weak_model=cap_["weak_model"],
+        ignore_instruction=cap_["ignore_instruction"],
+    )

@@ -1,0 +1,221 @@
+"""Rejected captions: the same corruption strategies a model would be asked for, applied to facts.
+
+Each strategy changes one thing about a good caption, so the pair teaches exactly that difference:
+  hallucination       a value absent from the grounding (colour, object, sound, camera move) replaces
+                      a true one, then the caption is written as usual from the corrupted facts;
+  ignore_instruction  a fluent true caption of another type (instance: one that names the excluded object);
+  length_violation    the chosen type and facts, fitted to a length that clearly breaks the constraint;
+  weak_model          fewer facts, no attributes, vaguer words and one small slip (a weaker captioner);
+  identical           the chosen caption itself (q-c-c).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from typing import Any
+
+from acd.checks.length import satisfies, split_sentences
+from acd.grounded.compose import Plan, Writer
+from acd.grounded.facts import Facts
+from acd.grounded.fit import Target
+from acd.grounded.phrasing import Phrasing, cap
+from acd.grounding import POSITIONS
+from acd.taxonomy import LengthConstraint, load_taxonomy
+
+STRATEGIES = ("hallucination", "ignore_instruction", "length_violation", "weak_model", "identical")
+
+
+def reject(ph: Phrasing, facts: Facts, plan: Plan, lc: LengthConstraint | None, strategy: str,
+           chosen: str, rng: random.Random) -> str:
+    if strategy == "identical":
+        return chosen
+    if strategy == "length_violation" and lc is not None and lc.form != "none":
+        text = _length_violation(ph, facts, plan, lc, rng, chosen)
+    elif strategy == "hallucination":
+        text = _hallucination(ph, facts, plan, lc, rng)
+    elif strategy == "ignore_instruction":
+        text = _ignore(ph, facts, plan, lc, rng)
+    elif strategy in ("weak_model", "length_violation"):  # length_violation without a constraint: weak
+        text = _weak(ph, facts, plan, lc, rng)
+    else:
+        raise ValueError(f"unknown rejection strategy {strategy!r}")
+    if text.strip() == chosen.strip():  # must never pass for a q-c-c pair by accident
+        text = _append_hallucination(ph, facts, text, rng)
+    return text
+
+
+# ------------------------------------------------------------------------------------ length
+def violating_target(lc: LengthConstraint, rng: random.Random) -> Target:
+    lo, hi = lc.bounds()
+    if lc.unit == "words":
+        options = []
+        if lc.form != "word_max" and lo >= 15:
+            options.append(Target("words", max(3, lo // 3), lo - max(5, lo // 4), lo // 2))
+        long_lo, long_hi = hi + max(6, hi // 3), hi + max(20, hi // 2)
+        options.append(Target("words", long_lo, long_hi, (long_lo + long_hi) // 2))
+        return rng.choice(options)
+    counts = []
+    if lo == hi and lo >= 3:
+        counts.append(lo - 2)
+    counts.append(hi + 2)
+    k = rng.choice(counts)
+    return Target("sentences", k, k, k)
+
+
+def _length_violation(ph, facts, plan, lc, rng, chosen) -> str:
+    text = Writer(ph, facts, rng).caption(plan, lc, target=violating_target(lc, rng))
+    if satisfies(text, lc):  # the facts could not stretch that far: repeat content to break it clearly
+        text = f"{text} {chosen}" if lc.unit == "words" or lc.bounds()[1] > 1 else f"{chosen} {text}"
+    return text
+
+
+# ------------------------------------------------------------------------------------ hallucination
+def _fresh(values: list[str], present: set[str]) -> list[str]:
+    return [v for v in values if not (set(re.findall(r"[a-z]+", v.lower())) & present)]
+
+
+def _primary_id(facts: Facts, plan: Plan) -> str | None:
+    """The object/sound a caption of this plan surely mentions (so a corruption of it shows)."""
+    things = facts.things
+    if plan.itype == "instance":
+        ex = facts.by_id.get(plan.excluded_id)
+        keep = [o for o in things if not ex or o["cat"] != ex["cat"]]
+        return keep[0]["id"] if keep else None
+    if plan.target_ids and plan.itype in ("appearance", "position", "action"):
+        return plan.target_ids[0]
+    if plan.itype == "perspective" and plan.viewer_id:
+        rest = [o for o in things if o["id"] != plan.viewer_id]
+        return rest[0]["id"] if rest else None
+    if plan.itype == "event" and facts.events:
+        return facts.events[0]["objs"][0]["id"]
+    return things[0]["id"] if things else None
+
+
+def hallucinate(ph: Phrasing, facts: Facts, plan: Plan, rng: random.Random) -> tuple[dict, str]:
+    """A corrupted copy of the grounding and the hallucinated term it introduces."""
+    g = json.loads(json.dumps(facts.g))
+    present = facts.words()
+    hv = ph.hallucination
+    colours = _fresh(hv["colours"], present) or ["ultramarine"]
+    if facts.modality == "audio":
+        src = rng.choice(_fresh(hv["sounds"], present) or ["gong"])
+        pid = _primary_id(facts, plan)
+        for s in g.get("sounds") or []:
+            if s.get("id") == pid:
+                s["source"] = src
+                return g, src
+        g.setdefault("sounds", []).append({"id": "hx", "source": src, "start": 0.0, "end": 1.0, "loudness": "loud"})
+        return g, src
+    if plan.itype == "camera" and g.get("camera"):
+        kind = (g["camera"].get("motion") or "static").split()[0]
+        motion = rng.choice([m for m in hv["camera"] if m.split()[0] != kind])
+        g["camera"]["motion"] = motion
+        return g, motion.split()[0]
+    if plan.itype == "background":
+        scene = g.setdefault("scene", {})
+        if scene.get("background_colour"):
+            scene["background_colour"] = rng.choice(colours)
+            return g, scene["background_colour"]
+        scene["background"] = rng.choice(_fresh(hv["backgrounds"], present) or ["canyon"])
+        return g, scene["background"]
+    pid = _primary_id(facts, plan)
+    for o in g.get("objects") or []:
+        if o.get("id") == pid:
+            if o.get("colour"):
+                o["colour"] = rng.choice(colours)
+                return g, o["colour"]
+            o["category"] = rng.choice(_fresh(hv["objects"], present) or ["gadget"])
+            return g, o["category"]
+    new = rng.choice(_fresh(hv["objects"], present) or ["gadget"])
+    g.setdefault("objects", []).insert(0, {"id": "hx", "category": new, "colour": rng.choice(colours),
+                                           "size": "small", "position": rng.choice(POSITIONS)})
+    return g, new
+
+
+def _hallucination(ph, facts, plan, lc, rng) -> str:
+    g, term = hallucinate(ph, facts, plan, rng)
+    bad = Facts(facts.modality, g, facts.lex)
+    if plan.excluded_id == "hx":
+        plan = Plan(**{**plan.__dict__, "excluded_id": None})
+    text = Writer(ph, bad, rng).caption(plan, lc)
+    if not re.search(r"\b" + re.escape(term.lower()), text.lower()):
+        text = _append_hallucination(ph, facts, text, rng)
+    return text
+
+
+def _append_hallucination(ph: Phrasing, facts: Facts, text: str, rng: random.Random) -> str:
+    """Swap the last sentence (or poem line) for one about a thing that is not there."""
+    present = facts.words()
+    hv = ph.hallucination
+    if facts.modality == "audio":
+        src = rng.choice(_fresh(hv["sounds"], present) or ["gong"])
+        ctx = facts.ctx({"s_indef": f"a loud {src}", "when": facts.lex["when_audio"]["end"]})
+        line = ph.pick("sound_short", ctx, rng)[0]
+    else:
+        cat = rng.choice(_fresh(hv["objects"], present) or ["gadget"])
+        colour = rng.choice(_fresh(hv["colours"], present) or ["ultramarine"])
+        ctx = facts.ctx({"indef": f"a {colour} {cat}", "where": facts.lex["where"]["center"]})
+        line = ph.pick("obj_short", ctx, rng)[0]
+    if "\n" in text:
+        lines = text.split("\n")
+        return "\n".join(lines[:-1] + [line])
+    sents = split_sentences(text)
+    return " ".join(sents[:-1] + [line]) if len(sents) > 1 else f"{text} {line}"
+
+
+# ------------------------------------------------------------------------------------ ignore / weak
+def _ignore(ph, facts, plan, lc, rng) -> str:
+    table = ph.ignore_instruction
+    alt = (table.get(facts.modality) or {}).get(plan.itype) if facts.modality == "audio" else None
+    alt = alt or table[plan.itype]
+    if alt not in load_taxonomy().modalities[facts.modality]:
+        alt = "detail"
+    force = plan.excluded_id if plan.itype == "instance" else None
+    return Writer(ph, facts, rng).caption(plan, lc, itype=alt, force_first=force)
+
+
+def _weak(ph, facts, plan, lc, rng) -> str:
+    g = json.loads(json.dumps(facts.g))
+    wm = ph.weak_model
+    # one small slip, on the primary thing so it shows: a size, loudness, pitch, speed or position
+    pid = _primary_id(facts, plan)
+    items = g.get("sounds") if facts.modality == "audio" else g.get("objects")
+    for it in items or []:
+        it.pop("attributes", None)
+        it.pop("pattern", None)
+        if it.get("id") != pid:
+            continue
+        for key, table in (("size", wm["size_swap"]), ("loudness", wm["loudness_swap"]), ("pitch", wm["pitch_swap"])):
+            if it.get(key) in table:
+                it[key] = table[it[key]]
+                break
+        else:
+            if it.get("position") in POSITIONS:
+                it["position"] = POSITIONS[(POSITIONS.index(it["position"]) + 1) % 9]
+                it.pop("bbox", None)
+    if plan.itype == "camera" and (g.get("camera") or {}).get("speed") in wm["speed_swap"]:
+        g["camera"]["speed"] = wm["speed_swap"][g["camera"]["speed"]]
+    weak = Facts(facts.modality, g, facts.lex)
+    text = Writer(ph, weak, rng).caption(plan, lc, lite=True)
+    for a, b in wm["vague_words"].items():
+        text = text.replace(a, b)
+    return text
+
+
+def hallucinated_terms(text: str, grounding: dict[str, Any] | str, ph: Phrasing) -> list[str]:
+    """Hallucination-vocabulary terms that `text` states but the grounding does not contain."""
+    g = json.loads(grounding) if isinstance(grounding, str) else grounding
+    present = set(re.findall(r"[a-z]+", json.dumps(g).lower()))
+    low = text.lower()
+    hv = ph.hallucination
+    terms = list(hv["colours"]) + list(hv["objects"]) + list(hv["sounds"]) + list(hv["backgrounds"])
+    terms += [m.split()[0] for m in hv["camera"]]
+    out = []
+    for t in terms:
+        words = set(re.findall(r"[a-z]+", t.lower()))
+        if words & present:
+            continue
+        if re.search(r"\b" + re.escape(t.lower()), low):
+            out.append(t)
+    return out

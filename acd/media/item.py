@@ -1,0 +1,90 @@
+"""One input -> one media row or one quarantine row; and a batch collector that dedups by media_key.
+
+Every source funnels its inputs through `Collector.add`, which turns any ProbeError (and, as a last line of
+defence, any other exception) into a quarantine row, so a bad input never stops a batch and nothing is lost.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from acd.media.audio import probe_audio
+from acd.media.errors import ProbeError
+from acd.media.image import Probed, probe_image
+from acd.media.safety import read_regular
+from acd.media.sniff import classify, effective_ext
+from acd.media.video import probe_video
+from acd.sources.base import IngestResult, store_media
+
+FACT_FIELDS = ("width", "height", "duration_s", "fps", "num_frames", "sample_rate", "channels")
+
+
+def probe_bytes(data: bytes, name_ext: str, limits: dict, expected_modality: str | None = None,
+                trust_sniffed: bool = False) -> Probed:
+    """Classify (magic numbers vs. name), apply the byte cap, then probe + normalise by modality.
+
+    A name that disagrees with the bytes is quarantined as wrong_extension unless `trust_sniffed`, in which
+    case the bytes' own type wins. An empty name (bytes-only input) always goes by the bytes.
+    """
+    if not data:
+        raise ProbeError("zero_byte", "0 bytes")
+    name_ext = effective_ext(name_ext, data[:64], trust_sniffed, expected_modality)
+    modality, _family, ext, _mime = classify(name_ext, data[:64])
+    if expected_modality and expected_modality != modality:
+        raise ProbeError("modality_mismatch", f"declared {expected_modality}, the bytes are {modality}")
+    cap = int(limits["max_bytes"][modality])
+    if len(data) > cap:
+        raise ProbeError("too_large", f"{len(data)} bytes > max_bytes.{modality} {cap}")
+    if modality == "image":
+        return probe_image(data, limits)
+    if modality == "video":
+        return probe_video(data, limits, ext=ext)
+    return probe_audio(data, limits, ext=ext)
+
+
+def read_file(real: Path, name_ext: str, limits: dict, trust_sniffed: bool = False) -> bytes:
+    """Read a (resolved, root-checked) file, capped by the cap of the modality its head and name say."""
+
+    def cap_for(head: bytes, size: int) -> int:
+        modality = classify(effective_ext(name_ext, head, trust_sniffed), head)[0]
+        return int(limits["max_bytes"][modality])
+
+    return read_regular(real, cap_for)[1]
+
+
+class Collector:
+    """Accumulates one batch's IngestResult; the first item with a given media_key wins, later ones are
+    quarantined as `duplicate` (so inputs == media rows + quarantine rows always holds)."""
+
+    def __init__(self, source: str, media_dir: Path):
+        self.source, self.media_dir = source, Path(media_dir)
+        self.result = IngestResult()
+        self._seen: dict[str, str] = {}
+
+    def bad(self, source_id: str, reason: str, detail: str = "") -> None:
+        self.result.quarantine.append(
+            {"source": self.source, "source_id": source_id, "stage": "ingest", "reason": reason, "detail": detail}
+        )
+
+    def add(self, source_id: str, produce: Callable[[], Probed], licence: str | None = None,
+            existing_captions: list[str] | None = None) -> None:
+        try:
+            probed = produce()
+        except ProbeError as exc:
+            return self.bad(source_id, exc.reason, exc.detail)
+        except Exception as exc:  # a probe bug must not stop the run; the fuzz tests keep this path empty
+            return self.bad(source_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        key, uri = store_media(probed.data, probed.ext, self.media_dir)
+        if key in self._seen:
+            return self.bad(source_id, "duplicate", f"same bytes as {self._seen[key]} (media_key {key})")
+        self._seen[key] = source_id
+        row: dict[str, Any] = {
+            "media_key": key, "modality": probed.modality, "source": self.source, "source_id": source_id,
+            "uri": uri, "ext": probed.ext, "mime": probed.mime, "bytes": len(probed.data),
+            "licence": licence, "grounding": None,  # real media: no ground truth; instructions come from a model
+            "existing_captions": json.dumps(existing_captions, ensure_ascii=False) if existing_captions else None,
+        }
+        for f in FACT_FIELDS:
+            row[f] = probed.facts.get(f)
+        self.result.media.append(row)

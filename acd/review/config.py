@@ -1,0 +1,52 @@
+"""The recipe's `review:` block with defaults filled in, and the Label Studio token lookup."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "compliance_bar": 0.95,  # a lot passes when its measured compliance is above this
+    "confidence": 0.95,  # of the Wilson interval reported with every decision
+    "margin": 0.03,  # the interval half-width the sample is sized for (±3 points)
+    "label_studio": None,  # null: auto gate only; else {url, token_env | token_secret, document_root, ...}
+    "wait": False,  # true: the build flow suspends until sync-reviews resumes it
+    "on_reject": "drop",  # drop | regenerate: what the pipeline does with a rejected lot
+    "gold_share": 0.05,  # planted known-bad pairs per sampled pair (annotator accuracy)
+    "min_gold": 1,
+    "overlap": 0.0,  # share of tasks Label Studio shows to a second annotator (agreement)
+}
+
+LS_DEFAULTS: dict[str, Any] = {
+    "url": "http://127.0.0.1:8080",
+    "token_env": "LABEL_STUDIO_API_KEY",
+    "token_secret": None,  # name of a Prefect Secret block holding the token
+    "document_root": None,  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server; env of that name if null
+    "project_prefix": "ACD review",
+}
+
+
+def review_config(cfg: dict | None) -> dict[str, Any]:
+    """Accept either a whole recipe or its `review:` block; return the block with defaults filled in."""
+    cfg = cfg or {}
+    block = (cfg.get("review") or {}) if "review" in cfg or "pairs" in cfg else cfg
+    out = copy.deepcopy(DEFAULTS)
+    out.update(copy.deepcopy(block))
+    if out.get("label_studio"):
+        out["label_studio"] = {**LS_DEFAULTS, **out["label_studio"]}
+    if out["on_reject"] not in ("drop", "regenerate"):
+        raise ValueError(f"review.on_reject must be drop or regenerate, not {out['on_reject']!r}")
+    return out
+
+
+def resolve_token(ls_cfg: dict) -> str:
+    """The API token from the environment or a Prefect Secret block. Never logged, never a parameter."""
+    env = ls_cfg.get("token_env") or "LABEL_STUDIO_API_KEY"
+    token = os.environ.get(env)
+    if not token and ls_cfg.get("token_secret"):
+        from prefect.blocks.system import Secret  # lazy: the engine imports without Prefect running
+
+        token = Secret.load(ls_cfg["token_secret"]).get()
+    if not token:
+        raise RuntimeError(f"Label Studio token not found: set ${env} or review.label_studio.token_secret")
+    return token

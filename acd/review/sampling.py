@@ -1,0 +1,85 @@
+"""Which pairs of a lot go to human review, and the gold pairs planted among them.
+
+Deterministic by seed and independent of row order: every pair gets a rank from a hash of
+(seed, lot_id, pair_id), and the sample is the lowest ranks. A rerun, a resume on another machine, or a
+reordered part all pick the same pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+from acd.review.config import review_config
+from acd.review.stats import sample_size
+
+GOLD_KINDS = ("swapped", "foreign")  # chosen<->rejected swapped; chosen taken from another media item
+
+
+def _rank(seed: int, *parts: str) -> str:
+    return hashlib.sha256(":".join([str(seed), *parts]).encode()).hexdigest()
+
+
+def lot_id_of(pairs: pa.Table) -> str:
+    lots = set(pairs.column("lot_id").to_pylist())
+    if len(lots) != 1:
+        raise ValueError(f"review works on one lot at a time, got lots {sorted(lots)[:5]}")
+    return lots.pop()
+
+
+def sample_lot(pairs: pa.Table, cfg: dict, seed: int) -> list[str]:
+    """pair_ids to review: enough for a ±margin interval around the bar, or the whole lot if smaller."""
+    rc = review_config(cfg)
+    lot = lot_id_of(pairs)
+    ids = pairs.column("pair_id").to_pylist()
+    n = sample_size(len(ids), p=rc["compliance_bar"], margin=rc["margin"], confidence=rc["confidence"])
+    return sorted(ids, key=lambda pid: _rank(seed, lot, pid))[:n]
+
+
+def gold_count(n_sampled: int, cfg: dict) -> int:
+    rc = review_config(cfg)
+    if n_sampled < 2:
+        return 0
+    return max(int(rc["min_gold"]), round(n_sampled * float(rc["gold_share"])))
+
+
+def plant_gold(pairs: pa.Table, n: int, seed: int) -> list[dict]:
+    """`n` known-bad pairs made from the lot's own pairs; every annotator should mark them non-compliant.
+
+    swapped: the rejected caption is shown as chosen and vice versa (needs a pair whose captions differ);
+    foreign: the chosen caption of a pair about another media item (content that is not in this one).
+    Rows carry PAIR_SCHEMA fields plus gold_kind and gold_source (the pair it was made from).
+    """
+    rows = pairs.to_pylist()
+    if n <= 0 or len(rows) < 2:
+        return []
+    lot = rows[0]["lot_id"]
+    order = sorted(rows, key=lambda r: _rank(seed, lot, "gold", r["pair_id"]))
+    gold: list[dict] = []
+    for i, src in enumerate(order):
+        if len(gold) >= n:
+            break
+        kind = GOLD_KINDS[len(gold) % len(GOLD_KINDS)]
+        if kind == "swapped" and (src.get("is_qcc") or not src.get("rejected") or src["rejected"] == src["chosen"]):
+            kind = "foreign"
+        if kind == "foreign":
+            other = next((o for o in order[i + 1:] + order[:i] if o["media_key"] != src["media_key"] and o.get("chosen")), None)
+            if other is None:
+                continue
+            chosen, rejected = other["chosen"], src["chosen"]
+        else:
+            chosen, rejected = src["rejected"], src["chosen"]
+        row = dict(src)
+        row.update(
+            pair_id="gold-" + _rank(seed, lot, kind, src["pair_id"])[:24],
+            chosen=chosen,
+            rejected=rejected,
+            is_qcc=False,
+            # The annotator must not be told; this field never reaches the labeling view.
+            rejection_strategy=f"gold_{kind}",
+            check_passed=True,  # as a real pair that passed the checks would look
+            gold_kind=kind,
+            gold_source=src["pair_id"],
+        )
+        gold.append(row)
+    return gold

@@ -1,0 +1,229 @@
+"""Manifest source: a JSONL / CSV / Parquet table of media paths or URLs, with optional captions.
+
+Config (recipe `source:`):
+    kind: manifest
+    path: data/manifest.jsonl       # .jsonl | .csv | .parquet
+    root: data/                     # files must resolve inside it (default: the manifest's folder)
+    path_column: path               # default: `path`, else `url`
+    modality_column: modality       # optional: image|video|audio, checked against the bytes
+    caption_columns: [caption]      # optional; default: `caption` / `captions` when present (str or list)
+    licence_column: licence         # optional; default `licence` / `license` when present
+    licence: cc-by-4.0              # optional fallback for every row
+    allow_http: false               # http(s) rows: fetched with httpx only when true (else fetch_disabled)
+    http_timeout_s: 20
+    batch_size: 256                 # rows per batch
+    limits: {...}                   # overrides of schemas/ingest.yaml
+
+Relative paths are relative to the manifest's folder; file:// URLs are local paths. Row numbers in
+source_id/detail are 1-based: the line for JSONL/CSV (where the row ends), the row index for Parquet.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+from acd.media.errors import ProbeError
+from acd.media.item import Collector, probe_bytes, read_file
+from acd.media.limits import load_limits
+from acd.media.safety import resolve_inside
+from acd.media.sniff import ext_of
+from acd.sources.base import IngestResult
+
+MODALITIES = ("image", "video", "audio")
+
+
+class ManifestSource:
+    name = "manifest"
+
+    def __init__(self, config: dict[str, Any], seed: int = 0):
+        self.path = Path(os.path.expanduser(config["path"]))
+        self.base = self.path.parent
+        self.root = Path(os.path.expanduser(config["root"])) if config.get("root") else self.base
+        self.path_column = config.get("path_column")
+        self.modality_column = config.get("modality_column")
+        cc = config.get("caption_columns", config.get("caption_column"))
+        self.caption_columns = [cc] if isinstance(cc, str) else cc
+        self.licence_column = config.get("licence_column")
+        self.licence = config.get("licence")
+        self.allow_http = bool(config.get("allow_http", False))
+        self.http_timeout_s = float(config.get("http_timeout_s", 20))
+        self.batch_size = int(config.get("batch_size", 256))
+        self.limits = load_limits(config.get("limits"))
+        self._rows: list[tuple[int, dict | None, str | None]] | None = None
+
+    # -- parsing: each row is (row number, mapping or None, error reason or None) ----------------------------
+    def rows(self) -> list[tuple[int, dict | None, str | None]]:
+        if self._rows is None:
+            suffix = self.path.suffix.lower()
+            if suffix in (".jsonl", ".ndjson"):
+                self._rows = list(_jsonl_rows(self.path.read_bytes()))
+            elif suffix == ".csv":
+                self._rows = list(_csv_rows(self.path.read_bytes()))
+            elif suffix == ".parquet":
+                self._rows = list(_parquet_rows(self.path))
+            else:
+                raise ValueError(f"manifest {self.path}: expected .jsonl, .csv or .parquet")
+        return self._rows
+
+    def batches(self) -> list[str]:
+        n = len(self.rows())
+        return [f"rows-{i:04d}" for i in range((n + self.batch_size - 1) // self.batch_size)]
+
+    def read(self, batch: str, media_dir: Path) -> IngestResult:
+        i = int(batch.rsplit("-", 1)[1])
+        col = Collector(self.name, media_dir)
+        for num, row, error in self.rows()[i * self.batch_size:(i + 1) * self.batch_size]:
+            sid = f"{self.path.name}:{num}"
+            if error is not None:
+                col.bad(sid, error[0], f"row {num}: {error[1]}")
+                continue
+            ref = self._ref(row)
+            if ref is None:
+                want = self.path_column or "path' or 'url"
+                col.bad(sid, "missing_field", f"row {num}: no '{want}' value")
+                continue
+            sid = f"{sid}:{ref}"
+            col.add(sid, lambda row=row, ref=ref: self._probe(row, ref),
+                    licence=self._licence(row), existing_captions=self._captions(row))
+        return col.result
+
+    # -- one row ------------------------------------------------------------------------------------------
+    def _ref(self, row: dict) -> str | None:
+        cols = [self.path_column] if self.path_column else ["path", "url"]
+        for c in cols:
+            v = row.get(c)
+            if isinstance(v, str) and v.strip():
+                return v.strip()
+        return None
+
+    def _captions(self, row: dict) -> list[str] | None:
+        cols = self.caption_columns if self.caption_columns is not None else [c for c in ("caption", "captions") if c in row]
+        out: list[str] = []
+        for c in cols:
+            v = row.get(c)
+            if isinstance(v, str) and v.strip():
+                out.append(v.strip())
+            elif isinstance(v, list):
+                out.extend(s.strip() for s in v if isinstance(s, str) and s.strip())
+        return out or None
+
+    def _licence(self, row: dict) -> str | None:
+        cols = [self.licence_column] if self.licence_column else ["licence", "license"]
+        for c in cols:
+            if isinstance(row.get(c), str) and row[c].strip():
+                return row[c].strip()
+        return self.licence
+
+    def _probe(self, row: dict, ref: str):
+        expected = None
+        if self.modality_column:
+            expected = row.get(self.modality_column) or None
+        elif isinstance(row.get("modality"), str):
+            expected = row["modality"]
+        if expected is not None and expected not in MODALITIES:
+            raise ProbeError("malformed_row", f"modality {expected!r} is not one of {MODALITIES}")
+        scheme = urlparse(ref).scheme.lower() if "://" in ref else ""
+        if scheme in ("http", "https"):
+            data = self._fetch(ref)
+            return probe_bytes(data, ext_of(urlparse(ref).path), self.limits, expected)
+        if scheme == "file":
+            u = urlparse(ref)
+            if u.netloc not in ("", "localhost"):
+                raise ProbeError("escapes_root", f"file URL on another host {u.netloc!r}")
+            local = url2pathname(unquote(u.path))
+        elif scheme:
+            raise ProbeError("unsupported_type", f"URL scheme {scheme!r} is not supported (file, http, https)")
+        else:
+            local = ref
+        real = resolve_inside(self.root, local, base=self.base)  # before any open
+        data = read_file(real, ext_of(local), self.limits)
+        return probe_bytes(data, ext_of(local), self.limits, expected)
+
+    def _fetch(self, url: str) -> bytes:
+        if not self.allow_http:
+            raise ProbeError("fetch_disabled", f"{url}: set allow_http: true to fetch http(s) rows")
+        import httpx
+
+        cap = max(int(v) for v in self.limits["max_bytes"].values())
+        try:
+            with httpx.Client(timeout=self.http_timeout_s, follow_redirects=True) as client:
+                with client.stream("GET", url) as resp:
+                    resp.raise_for_status()
+                    buf = bytearray()
+                    for chunk in resp.iter_bytes():
+                        buf += chunk
+                        if len(buf) > cap:
+                            raise ProbeError("too_large", f"{url}: more than {cap} bytes")
+                    return bytes(buf)
+        except ProbeError:
+            raise
+        except Exception as exc:  # httpx.HTTPError and friends: the row is quarantined, the run goes on
+            raise ProbeError("fetch_failed", f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+def _jsonl_rows(raw: bytes):
+    for num, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue  # blank lines are not rows
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield num, None, ("not_utf8", f"byte {exc.start}: {exc.reason}")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield num, None, ("malformed_row", f"bad JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(obj, dict):
+            yield num, None, ("malformed_row", f"a JSON {type(obj).__name__}, not an object")
+            continue
+        yield num, obj, None
+
+
+def _csv_rows(raw: bytes):
+    # Decode with surrogateescape so one bad row cannot spoil the file; its fields then carry lone surrogates,
+    # which is how that row (and only it) is found to be not UTF-8. Quoted newlines stay CSV's business.
+    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        num = reader.line_num
+        values = [v for v in row.values() if isinstance(v, str)] + [k for k in row if isinstance(k, str)]
+        if any(_has_surrogate(v) for v in values):
+            yield num, None, ("not_utf8", "a field is not valid UTF-8")
+            continue
+        if None in row:
+            yield num, None, ("malformed_row", "more fields than the header")
+            continue
+        yield num, {k: (v if v != "" else None) for k, v in row.items()}, None
+
+
+def _has_surrogate(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _parquet_rows(path: Path):
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    num = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            num += 1
+            bad = None
+            for k, v in list(row.items()):
+                if isinstance(v, bytes):  # binary columns: text must be UTF-8 like everywhere else
+                    try:
+                        row[k] = v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad = k
+            if bad is not None:
+                yield num, None, ("not_utf8", f"column {bad!r} is not valid UTF-8")
+            else:
+                yield num, row, None

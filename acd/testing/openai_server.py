@@ -1,0 +1,312 @@
+"""A local OpenAI-compatible server for tests and benchmarks: real HTTP, simulated model.
+
+Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
+  * latency drawn from a seeded lognormal (median, sigma), spent while holding one of `slots` concurrency
+    slots (requests beyond that queue, as in vLLM's max-num-seqs);
+  * failure injection by rate and kind: "429" (with Retry-After), "500", "timeout" (hangs far beyond any
+    client timeout), "malformed" (truncated JSON body), "empty" (choices: []), "length" (cut-off reply,
+    finish_reason "length"); `first_n` makes the first n attempts of every distinct request fail;
+  * a deterministic reply derived from the request (`reply_for(body)`), so tests can verify content; a
+    judge-style prompt (mentions "chosen_complies") gets a JSON verdict;
+  * counters: GET /stats -> outcome counts, per-request-hash outcome counts and arrival times, so tests can
+    prove "zero requests were sent" and "each item was generated exactly once".
+Admin: POST /admin/faults {rate, kinds, retry_after, first_n}, POST /admin/reset.
+
+Run it:  python -m acd.testing.openai_server --port 8011 --median 0.4 --sigma 0.6 --slots 128
+In tests: `with OpenAITestServer(...) as srv: srv.base_url` (a thread on a free 127.0.0.1 port), or
+process=True for a separate process (benchmarks: the client must not share the server's GIL).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import orjson
+
+FAULT_KINDS = ("429", "500", "timeout", "malformed", "empty", "length")
+
+
+def request_hash(body: dict) -> str:
+    """Identity of a request as the server sees it: sha256 of the canonical JSON body."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _last_user_text(body: dict) -> str:
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            return " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def reply_for(body: dict) -> str:
+    """The deterministic reply text for a request body (what a successful response carries)."""
+    h = request_hash(body)
+    text = _last_user_text(body)
+    if "chosen_complies" in text:
+        v = int(h[:4], 16)
+        return orjson.dumps({"chosen_complies": v % 10 != 0, "rejected_worse": v % 7 != 0, "score": v % 5,
+                             "reason": f"verdict {h[:8]}"}).decode()
+    words = text.replace("\n", " ").split()[:16]
+    return f"Caption {h[:12]} by {body.get('model', '?')}: " + " ".join(words)
+
+
+class _State:
+    def __init__(self, median: float, sigma: float, slots: int, seed: int, models: dict[str, str]):
+        self.median, self.sigma, self.slots = median, sigma, slots
+        self.models = models  # id -> revision
+        self.rng = random.Random(seed)
+        self.faults: dict[str, Any] = {"rate": 0.0, "kinds": list(FAULT_KINDS), "retry_after": 1.0,
+                                       "first_n": 0, "hang_s": 600.0}
+        self.sem: asyncio.Semaphore | None = None  # created on the server's loop
+        self.reset()
+
+    def reset(self) -> None:
+        self.outcomes: Counter = Counter()
+        self.per_hash: dict[str, Counter] = defaultdict(Counter)
+        self.arrivals: dict[str, list[float]] = defaultdict(list)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.first_arrival: list[float] = []  # per distinct request, for throughput timelines
+        self.ok_times: list[float] = []  # completion time of every successful response
+
+    def pick_fault(self, h: str) -> str | None:
+        f = self.faults
+        kinds = [str(k) for k in f.get("kinds") or FAULT_KINDS]
+        if f.get("first_n") and len(self.arrivals[h]) <= int(f["first_n"]):
+            return kinds[self.rng.randrange(len(kinds))]
+        if f.get("rate") and self.rng.random() < float(f["rate"]):
+            return kinds[self.rng.randrange(len(kinds))]
+        return None
+
+
+def make_app(state: _State):
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def js(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+        return Response(orjson.dumps(obj), status_code=status, media_type="application/json", headers=headers)
+
+    async def models(_: Request) -> Response:
+        return js({"object": "list", "data": [
+            {"id": m, "object": "model", "owned_by": "acd-test", "root": m, "revision": rev}
+            for m, rev in state.models.items()]})
+
+    async def chat(request: Request) -> Response:
+        if state.sem is None:
+            state.sem = asyncio.Semaphore(state.slots)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return js({"error": {"message": "invalid JSON body", "type": "invalid_request_error"}}, 400)
+        h = request_hash(body)
+        now = time.time()
+        if h not in state.arrivals:
+            state.first_arrival.append(now)
+        state.arrivals[h].append(now)
+        fault = state.pick_fault(h)
+
+        def done(outcome: str) -> None:
+            state.outcomes[outcome] += 1
+            state.per_hash[h][outcome] += 1
+
+        if fault == "429":  # a rate limiter answers at once, before any work
+            done("429")
+            ra = state.faults.get("retry_after", 1.0)
+            return js({"error": {"message": "rate limited", "type": "rate_limit_error"}}, 429,
+                      {"Retry-After": f"{ra:g}"})
+        if fault == "timeout":  # hang without holding a slot, far past the client's timeout
+            done("timeout")
+            await asyncio.sleep(float(state.faults.get("hang_s", 600.0)))
+            return js({"error": {"message": "gateway timeout"}}, 504)
+        async with state.sem:
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                delay = state.rng.lognormvariate(math.log(state.median), state.sigma) if state.median > 0 else 0.0
+                await asyncio.sleep(delay)
+            finally:
+                state.in_flight -= 1
+        if fault == "500":
+            done("500")
+            return js({"error": {"message": "internal error", "type": "server_error"}}, 500)
+        if fault == "malformed":
+            done("malformed")
+            return Response(b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": {"content": "Capt',
+                            status_code=200, media_type="application/json")
+        if fault == "empty":
+            done("empty")
+            return js({"id": "chatcmpl-" + h[:12], "object": "chat.completion", "model": body.get("model"),
+                       "choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+        text = reply_for(body)
+        words = text.split()
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        finish = "stop"
+        if fault == "length" or (max_tokens and len(words) > int(max_tokens)):
+            words, finish = words[: max(1, min(len(words) // 2, int(max_tokens or 10**9)))], "length"
+            text = " ".join(words)
+        done("ok" if finish == "stop" else "length")
+        if finish == "stop":
+            state.ok_times.append(time.time())
+        prompt_tokens = max(1, len(_last_user_text(body)) // 4)
+        return js({
+            "id": "chatcmpl-" + h[:12], "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                      "total_tokens": prompt_tokens + len(words)},
+        })
+
+    async def stats(request: Request) -> Response:
+        out: dict[str, Any] = {"outcomes": dict(state.outcomes), "requests": sum(state.outcomes.values()),
+                               "max_in_flight": state.max_in_flight, "distinct": len(state.arrivals),
+                               "per_hash": {h: dict(c) for h, c in state.per_hash.items()}}
+        if request.query_params.get("arrivals"):
+            out["arrivals"] = {h: v for h, v in state.arrivals.items()}
+            out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times}
+        return js(out)
+
+    async def set_faults(request: Request) -> Response:
+        state.faults.update(orjson.loads(await request.body()))
+        return js(state.faults)
+
+    async def reset(_: Request) -> Response:
+        state.reset()
+        return js({"ok": True})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
+        Route("/admin/faults", set_faults, methods=["POST"]),
+        Route("/admin/reset", reset, methods=["POST"]),
+    ])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OpenAITestServer:
+    """Start the server on 127.0.0.1 (a thread in this process, or process=True), stop it on exit."""
+
+    def __init__(self, median: float = 0.005, sigma: float = 0.0, slots: int = 256, seed: int = 0,
+                 models: dict[str, str] | None = None, faults: dict | None = None, process: bool = False,
+                 port: int | None = None):
+        self.median, self.sigma, self.slots, self.seed = median, sigma, slots, seed
+        self.models = models or {"test-model": "rev-1", "weak-model": "rev-w"}
+        self.initial_faults = faults or {}
+        self.process = process
+        self.port = port or _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._root = f"http://127.0.0.1:{self.port}"
+        self._thread = self._server = self._proc = None
+
+    def __enter__(self) -> "OpenAITestServer":
+        if self.process:
+            args = [sys.executable, "-m", "acd.testing.openai_server", "--port", str(self.port),
+                    "--median", str(self.median), "--sigma", str(self.sigma), "--slots", str(self.slots),
+                    "--seed", str(self.seed), "--models", ",".join(f"{m}={r}" for m, r in self.models.items())]
+            self._proc = subprocess.Popen(args, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        else:
+            import uvicorn
+
+            state = _State(self.median, self.sigma, self.slots, self.seed, self.models)
+            config = uvicorn.Config(make_app(state), host="127.0.0.1", port=self.port, log_level="warning",
+                                    access_log=False, lifespan="off", timeout_keep_alive=30)
+            self._server = uvicorn.Server(config)
+            self._thread = threading.Thread(target=self._server.run, name="openai-test-server", daemon=True)
+            self._thread.start()
+        self._wait_ready()
+        if self.initial_faults:
+            self.set_faults(**self.initial_faults)
+        return self
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"test server exited with {self._proc.returncode}")
+            try:
+                if httpx.get(self._root + "/v1/models", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"test server did not start on port {self.port}")
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True  # don't wait for hanging "timeout" requests
+            self._thread.join(10)
+
+    # --- control and counters (over HTTP, so the same calls work for a thread or a process) ---------
+    def stats(self, arrivals: bool = False) -> dict:
+        import httpx
+
+        return httpx.get(self._root + "/stats" + ("?arrivals=1" if arrivals else ""), timeout=10).json()
+
+    def set_faults(self, **faults) -> dict:
+        import httpx
+
+        return httpx.post(self._root + "/admin/faults", content=orjson.dumps(faults), timeout=10).json()
+
+    def heal(self) -> None:
+        self.set_faults(rate=0.0, first_n=0)
+
+    def reset(self) -> None:
+        import httpx
+
+        httpx.post(self._root + "/admin/reset", timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=8011)
+    ap.add_argument("--median", type=float, default=0.4, help="median latency, seconds")
+    ap.add_argument("--sigma", type=float, default=0.6, help="lognormal sigma of latency")
+    ap.add_argument("--slots", type=int, default=128, help="concurrent requests served; more queue")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
+    ap.add_argument("--models", default="test-model=rev-1,weak-model=rev-w", help="id=revision,...")
+    a = ap.parse_args(argv)
+    models = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in a.models.split(",") if kv)
+    state = _State(a.median, a.sigma, a.slots, a.seed, models)
+    state.faults.update(rate=a.fault_rate, kinds=a.fault_kinds.split(","))
+    # Loopback only: this is a test double, never a service.
+    uvicorn.run(make_app(state), host="127.0.0.1", port=a.port, log_level="warning", access_log=False,
+                lifespan="off", timeout_keep_alive=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Review statistics, sampling and the lot gate, without a server."""
+import math
+
+import pyarrow as pa
+import pytest
+
+from acd.records import PAIR_SCHEMA, rows_to_table
+from acd.review import plant_gold, review_config, review_lot, sample_lot, sample_size, wilson
+from acd.review.gate import human_review, verdict_ok
+from acd.review.labelstudio import guideline_html, parse_result
+from acd.review.stats import cohen_kappa, decide, percent_agreement
+
+CFG = {"review": {"compliance_bar": 0.95, "confidence": 0.95, "margin": 0.03, "label_studio": None}}
+
+
+def make_pairs(n, lot="image-instance-b0", passed=None, qcc_every=5):
+    rows = []
+    for i in range(n):
+        rows.append(dict(
+            pair_id=f"p{i:04d}", lot_id=lot, modality="image", media_key=f"m{i % 7}", instruction_type="instance",
+            control="content", length_key="none", is_qcc=(i % qcc_every == 0), rejection_strategy="hallucination",
+            split="train", seed=1, instruction=f"Describe the thing {i}.", chosen=f"chosen {i}",
+            rejected=f"chosen {i}" if i % qcc_every == 0 else f"rejected {i}",
+            check_passed=True if passed is None else passed(i), judge_score=0.9,
+        ))
+    return rows_to_table(rows, PAIR_SCHEMA)
+
+
+def test_sample_size_matches_formula_and_fpc():
+    assert sample_size(10**9) == 203  # z²p(1-p)/m² = 1.96²·0.95·0.05/0.03² = 202.7
+    assert sample_size(128) == math.ceil(202.75 / (1 + 201.75 / 128))  # finite-population correction: 79
+    assert sample_size(128) == 79
+    assert sample_size(10) == 10 and sample_size(1) == 1 and sample_size(0) == 0
+    assert sample_size(10**9, margin=0.01) > 1800
+
+
+def test_wilson_known_values_and_fpc():
+    lo, hi = wilson(46, 50)
+    assert lo == pytest.approx(0.8112, abs=1e-3) and hi == pytest.approx(0.9685, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert wilson(40, 40, population=40) == (1.0, 1.0)  # a census has no sampling error
+    wide, narrow = wilson(46, 50), wilson(46, 50, population=60)
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2
+
+
+def test_decide_accept_reject_needs_more():
+    g = dict(bar=0.95, confidence=0.95, margin=0.03)
+    assert decide(200, 203, **g)["decision"] == "accepted"  # 98.5%, interval above the bar
+    assert decide(160, 200, **g)["decision"] == "rejected"  # 80%
+    assert decide(19, 20, **g)["decision"] == "needs_more"  # straddles with too few samples
+    assert decide(0, 0, **g)["decision"] == "needs_more"
+    # designed precision reached (census): decided on the point estimate
+    assert decide(49, 50, population=50, **g)["decision"] == "accepted"
+    assert decide(47, 50, population=50, **g)["decision"] == "rejected"  # 94% is not above 95%
+    d = decide(46, 47, population=60, **g)
+    assert d["decision"] == "accepted" and d["ci_low"] < d["compliance"] < d["ci_high"]
+
+
+def test_agreement_and_kappa():
+    assert percent_agreement([[True, True], [True, False], [False, False], [True]]) == pytest.approx(2 / 3)
+    assert percent_agreement([[True]]) is None
+    assert cohen_kappa([True, False, True, False], [True, False, True, False]) == 1.0
+    assert cohen_kappa([True, True, False, False], [True, False, True, False]) == pytest.approx(0.0)
+    assert cohen_kappa([True, True], [True, True]) == 1.0
+
+
+def test_sampling_is_deterministic_and_order_free():
+    pairs = make_pairs(300)
+    a = sample_lot(pairs, CFG, seed=7)
+    b = sample_lot(pairs.take(list(reversed(range(300)))), CFG, seed=7)
+    assert a == b and len(a) == sample_size(300) == len(set(a))
+    assert sample_lot(pairs, CFG, seed=8) != a
+    assert len(sample_lot(make_pairs(30), CFG, seed=7)) == sample_size(30) == 27  # FPC: most of a small lot
+    assert len(sample_lot(make_pairs(5), CFG, seed=7)) == 5
+
+
+def test_gold_pairs_are_known_bad():
+    pairs = make_pairs(40)
+    gold = plant_gold(pairs, 4, seed=3)
+    assert len(gold) == 4 and {g["gold_kind"] for g in gold} == {"swapped", "foreign"}
+    src = {r["pair_id"]: r for r in pairs.to_pylist()}
+    for g in gold:
+        s = src[g["gold_source"]]
+        assert g["pair_id"].startswith("gold-") and g["chosen"] != s["chosen"]
+        if g["gold_kind"] == "swapped":
+            assert (g["chosen"], g["rejected"]) == (s["rejected"], s["chosen"])
+        else:
+            other = next(r for r in src.values() if r["chosen"] == g["chosen"])
+            assert other["media_key"] != s["media_key"]
+    assert plant_gold(pairs, 4, seed=3) == gold
+
+
+def test_auto_gate():
+    ok, _ = review_lot(make_pairs(100), CFG, seed=1)
+    assert set(ok.column("review_status").to_pylist()) == {"auto"}
+    t, d = review_lot(make_pairs(100, passed=lambda i: i % 10 != 0), CFG, seed=1)  # 90% pass
+    assert d["decision"] == "rejected" and d["compliance"] == pytest.approx(0.9) and d["mode"] == "auto"
+    assert set(t.column("review_decision").to_pylist()) == {"rejected"} and t.schema == PAIR_SCHEMA
+    _, d = review_lot(make_pairs(100), CFG, seed=1)
+    assert d["decision"] == "accepted" and d["ci_low"] < 1.0 and "pending human" in d["note"]
+    _, d = review_lot(make_pairs(100), {"review": {"on_reject": "regenerate"}}, seed=1)
+    assert d["action"] == "keep"
+    _, d = review_lot(make_pairs(100, passed=lambda i: i % 5 != 0), {"review": {"on_reject": "regenerate"}}, seed=1)
+    assert (d["decision"], d["action"]) == ("rejected", "regenerate")
+    with pytest.raises(ValueError):
+        review_config({"review": {"on_reject": "ignore"}})
+
+
+def ann(aid, pid, who, ok=True, worse="yes", correction=None):
+    return dict(annotation_id=aid, pair_id=pid, annotator=who, chosen_complies=ok, rejected_worse=worse,
+                chosen_hallucinates=False, correction=correction, was_cancelled=False, updated_at=f"t{aid:05d}")
+
+
+def test_human_gate_corrections_gold_and_agreement():
+    pairs = make_pairs(20, qcc_every=1000)
+    tasks = [{"pair_id": f"p{i:04d}", "gold": False} for i in range(20)] + [{"pair_id": "gold-x", "gold": True}]
+    anns = [ann(i, f"p{i:04d}", "a@x", ok=i != 3, correction="fixed caption" if i == 3 else None) for i in range(20)]
+    anns += [ann(100, "p0000", "b@x"), ann(101, "p0001", "b@x", ok=False)]  # two annotators on two items
+    anns += [ann(200, "gold-x", "a@x", ok=False), ann(201, "gold-x", "b@x", ok=True)]
+    out, d = human_review(pairs, tasks, anns, CFG)
+    rows = {r["pair_id"]: r for r in out.to_pylist()}
+    assert rows["p0003"]["chosen"] == "fixed caption" and rows["p0003"]["original_chosen"] == "chosen 3"
+    assert rows["p0003"]["reviewer"] == "a@x" and rows["p0000"]["reviewer"] == "a@x,b@x"
+    assert d["n"] == 20 and d["compliant"] == 18  # p0003 no; p0001 tie 1:1 is not compliant
+    assert d["gold_items"] == 1 and d["gold_accuracy"] == 0.5
+    assert d["multi_rated"] == 3 and d["agreement"] == pytest.approx(1 / 3) and d["corrected"] == 1
+    assert set(out.column("review_status").to_pylist()) == {"reviewed"}
+
+
+def test_verdicts_and_parse():
+    assert verdict_ok({"chosen_complies": True, "rejected_worse": "identical"}, is_qcc=True)
+    assert not verdict_ok({"chosen_complies": True, "rejected_worse": "identical"}, is_qcc=False)
+    assert not verdict_ok({"chosen_complies": True, "rejected_worse": "yes", "chosen_hallucinates": True}, False)
+    r = parse_result([
+        {"from_name": "chosen_complies", "value": {"choices": ["Does not comply"]}},
+        {"from_name": "rejected_worse", "value": {"choices": ["Identical (q-c-c)"]}},
+        {"from_name": "hallucination", "value": {"choices": ["Chosen hallucinates"]}},
+        {"from_name": "correction", "value": {"text": ["  A red ball.  "]}},
+    ])
+    assert r == {"chosen_complies": False, "rejected_worse": "identical", "chosen_hallucinates": True,
+                 "rejected_hallucinates": False, "correction": "A red ball."}
+    html = guideline_html()
+    assert "<h3>1. Does the chosen caption comply?</h3>" in html and "<li>" in html and "<b>Complies</b>" in html
