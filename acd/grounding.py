@@ -40,6 +40,11 @@ Audio example::
         {"id": "s1", "source": "bell", "category": "tonal", "start": 0.2, "end": 1.1,
          "pitch": "high", "loudness": "loud", "pattern": "three rings"}, ...],
      "events": [{"t": 0.2, "type": "start", "sounds": ["s1"]}, {"t": 1.1, "type": "stop", "sounds": ["s1"]}]}
+
+Notes fixed by the synthetic source (acd/synth): video objects also carry `bbox` (the box when first
+seen); `camera.speed` is null when the motion is static; the colliding pair's actions are "moves to the
+right" / "moves to the left" and they stop on contact; audio event types are `start` and `stop`.
+`acd.synth.validate.problems(grounding)` checks a grounding's structure and internal consistency.
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ def _requests(n, prefix="r", role="chosen"):
 
 
 def _cfg(*servers, **kw):
-    cfg = {"name": "openai", "endpoints": [{"base_url": s.base_url, "max_in_flight": kw.pop("max_in_flight", 64)}
-                                           for s in servers],
+    per = kw.pop("max_in_flight", 64)
+    cfg = {"name": "openai", "endpoints": [{"base_url": s.base_url, "max_in_flight": per} for s in servers],
            "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model", "judge": "test-model"},
            "params": {"temperature": 0.2, "max_tokens": 64}, "timeout_s": 5, "backoff_base_s": 0.05, "seed": 1}
     cfg.update(kw)
@@ -224,3 +224,33 @@ def test_bad_request_is_not_retried():
 
         r = httpx.post(srv.base_url + "/chat/completions", content=b"not json")
         assert r.status_code == 400
+
+
+def test_llm_judge_through_the_backend(tmp_path):
+    from PIL import Image
+
+    from acd.backends.llm_judge import LLMJudge, parse_verdict
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), "red").save(img)
+    media = {"media_key": "k" * 64, "modality": "image", "ext": "png", "mime": "image/png", "path": str(img)}
+    pairs = [{"pair_id": f"p{i}", "modality": "image", "instruction_type": "brief", "length_key": "none",
+              "instruction": "Describe it briefly.", "chosen": f"A red square {i}.", "rejected": "A blue circle.",
+              "media": media} for i in range(30)]
+    with OpenAITestServer() as srv:
+        backend = CachedBackend(make_backend(_cfg(srv)), RequestCache(tmp_path / "c"))
+        verdicts = LLMJudge(backend).judge(pairs)
+        assert srv.stats()["requests"] == 30
+    assert [v["pair_id"] for v in verdicts] == [p["pair_id"] for p in pairs]
+    assert all(v["parse_error"] is None and isinstance(v["chosen_complies"], bool) and 0 <= v["score"] <= 4
+               for v in verdicts)
+    assert len({v["score"] for v in verdicts}) > 1  # the verdicts really come from the replies
+    assert all(v["template_id"].startswith("image/brief/judge@") for v in verdicts)
+
+    # Robust parsing of what models really send.
+    assert parse_verdict('Sure! ```json\n{"chosen_complies": "yes", "rejected_worse": 1, "score": "3", "reason": "ok"}\n```') \
+        == {"chosen_complies": True, "rejected_worse": True, "score": 3.0, "reason": "ok", "parse_error": None}
+    v = parse_verdict("Verdict: {'chosen_complies': false, 'rejected_worse': true, 'score': 7, 'reason': 'x',}")
+    assert v["chosen_complies"] is False and v["score"] == 4.0 and v["parse_error"] is None
+    assert parse_verdict("I think it is fine.")["parse_error"] == "no_json_verdict"
+    assert parse_verdict('{"other": 1} then {"chosen_complies": true, "score": 2}')["score"] == 2.0

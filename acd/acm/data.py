@@ -218,14 +218,16 @@ _Q_HEAD, _Q_TAIL = _HEAD.split("{instruction}")
 
 
 def prompt_ids(tok: CaptionTokenizer, instruction: str, existing: str, max_tokens: int) -> list[int]:
-    """[bos] + the aligner prompt; the existing caption (then the instruction) is cut to fit, never the
+    """[bos] + the aligner prompt + [bos]; the existing caption (then the instruction) is cut to fit, never the
     template itself, so the model always sees the full task wording."""
     head, q, mid, a, tail = (tok.encode(_Q_HEAD), tok.encode(instruction.strip()), tok.encode(_Q_TAIL),
                              tok.encode(existing.strip()), tok.encode(_TAIL))
-    budget = max_tokens - 1 - len(head) - len(mid) - len(tail)
+    budget = max_tokens - 2 - len(head) - len(mid) - len(tail)
     q = q[: max(budget // 2, budget - len(a))]
     a = a[: max(0, budget - len(q))]
-    return [tok.bos_id] + head + q + mid + a + tail
+    # A second bos marks where the answer starts (the role marker of a chat template): without it the
+    # prompt's closing "." looks like a caption's end and an undertrained model emits eos at once.
+    return [tok.bos_id] + head + q + mid + a + tail + [tok.bos_id]
 
 
 def collate(examples: list[dict], tok: CaptionTokenizer, mcfg: dict, *, for_generation: bool = False) -> dict:

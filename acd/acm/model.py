@@ -256,8 +256,11 @@ class ACM(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         tokens: list[list[int]] = [[] for _ in range(b)]
         emb = self.lm.get_input_embeddings()
-        for _ in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1)
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            if step == 0:  # a caption is never empty
+                logits[:, self.eos_id] = float("-inf")
+            nxt = logits.argmax(-1)
             for i in range(b):
                 if not done[i]:
                     if nxt[i].item() == self.eos_id:

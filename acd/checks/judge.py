@@ -161,15 +161,17 @@ class OfflineJudge:
 
     # -- compliance ---------------------------------------------------------------------------------
     def relevance(self, instruction: str, caption: str) -> float:
-        """0..1: how much the caption is about what the instruction asks (length sentence removed)."""
+        """0..1: how much the caption is about what the instruction asks (length sentence removed).
+
+        Whole-caption cosine only: scoring every sentence/clause too costs ~10x the model time per pair
+        and the check stage's budget is model time (see schemas/checks.yaml judge_sample_rate).
+        """
         q = strip_length_sentence(instruction)
         if not q.strip() or not (caption or "").strip():
             return 0.0
-        units = caption_units(caption, int(self.spec["clause_min_words"]))
-        e = self.embed([q, caption] + units)
-        whole, best_unit = float(e[0] @ e[1]), float((e[2:] @ e[0]).max())
+        e = self.embed([q, caption])
         lo, hi = float(self.spec["relevance_floor"]), float(self.spec["relevance_ceil"])
-        return float(np.clip((0.5 * (whole + best_unit) - lo) / (hi - lo), 0.0, 1.0))
+        return float(np.clip((float(e[0] @ e[1]) - lo) / (hi - lo), 0.0, 1.0))
 
     def compliance(
         self,

@@ -99,14 +99,13 @@ def _run_judge(judge, pairs: pa.Table, col: dict, lc: list, failures: list[list[
     rows = [i for i in range(n) if picked[i]]
     if hasattr(judge, "prefetch"):
         # one batched model call for the whole sample instead of one per pair
-        from acd.checks.judge import caption_units, strip_length_sentence
+        from acd.checks.judge import strip_length_sentence
 
         texts: list[str] = []
         for i in rows:
-            texts.append(strip_length_sentence(col["instruction"][i]))
-            for cap in {col["chosen"][i], col["rejected"][i]}:
-                texts.append(cap)
-                texts.extend(caption_units(cap))
+            texts += [strip_length_sentence(col["instruction"][i] or ""), col["chosen"][i]]
+            if not col["is_qcc"][i]:
+                texts.append(col["rejected"][i])
         judge.prefetch(texts)
     scores: list[float | None] = [None] * n
     margin = float(getattr(judge, "spec", {}).get("prefer_margin", 0.05))

@@ -18,7 +18,8 @@ from acd.grounded.fit import Target, choose_words, force_words, merge_sentences,
 from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
-STRICT_NAMING = ("appearance", "position")  # the instruction names exactly the objects to cover
+STRICT_NAMING = ("appearance", "position")
+FALLBACKS = {"prose": 0, "poem": 0}  # how often fitting had to cut or pad words (watched by tests)  # the instruction names exactly the objects to cover
 
 
 @dataclass
@@ -156,11 +157,27 @@ class Writer:
                 n_core += 1
         if lite:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
+        tiny = f"tiny_{itype}"
+        if units and tiny in self.ph.sentences and not force_first:
+            units[0] = units[0] + self.u(tiny, self._main(itype, plan), k=3)
         units = [u for u in units if u]
         units += self._fillers()
         if target is None:
             target = _target(lc, natural, units)
         return self._fit(units, n_core, target)
+
+    def _main(self, itype: str, plan: Plan) -> dict | None:
+        """The thing a tiny first sentence is about: the named target, else the first object/sound."""
+        f = self.f
+        things = f.things
+        if itype == "instance":
+            ex = f.by_id.get(plan.excluded_id)
+            things = [o for o in things if not ex or o["cat"] != ex["cat"]]
+            return things[0] if things else None
+        for i in plan.target_ids:
+            if i in f.by_id:
+                return f.by_id[i]
+        return things[0] if things else None
 
     def u(self, group: str, *parts: dict | None, k: int = 2, **extra: Any) -> list[str]:
         return pick_from(self.ph.sentences[group], self.f.ctx(*parts, **extra), self.rng, k, self.used)
@@ -183,14 +200,19 @@ class Writer:
         variants: list[list[str]] = []
         for i, u in enumerate(units):
             vs = list(u)
-            if i > 0:
-                for n, conns in ph.connectives.items():
-                    vs.append(with_connective(u[0], rng.choice(conns)))
+            links = ph.connectives if i > 0 else ph.openers
+            for base in (u[:2] if i > 0 else u):
+                for n, conns in links.items():
+                    vs.append(with_connective(base, rng.choice(conns)))
             variants.append(vs)
         wcs = [[count_words(v) for v in vs] for vs in variants]
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
-        if picks is None:
-            text = " ".join(u[0] for u in units)
+        if picks is None:  # rare: even the shortest core sentence is too long, or all facts too short
+            FALLBACKS["prose"] += 1
+            if min(wcs[0]) > t.hi:
+                text = min(units[0], key=count_words)
+            else:
+                text = " ".join(u[0] for u in units)
             return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
         return " ".join(variants[i][j] for i, j in picks)
 
@@ -387,8 +409,8 @@ class Writer:
         f, rng, c = self.f, self.rng, self._couplets
         if f.modality == "audio":
             units = [c("sound", s) for s in f.sounds[:3]] + [c("audio_background"), c("mood")]
-            n_full = len([x for x in units if x])
-            units += [c("audio_short")]
+            n_full = len([x for x in units if x])  # natural poems use full couplets
+            units += [c("sound", s) for s in f.sounds[:3]] + [c("audio_background"), c("audio_short")]
         else:
             units = []
             for o in f.objs[:3]:
@@ -396,10 +418,16 @@ class Writer:
             if f.modality == "video" and f.scene.get("cam"):
                 units.append(c("camera"))
             units += [c("background"), c("mood")]
-        n_full = len([x for x in units if x])  # natural poems use full couplets; short ones fit tight limits
-        if f.modality != "audio":
+            n_full = len([x for x in units if x])
+            # second-round couplets give long forms (exactly 60 words) room; short ones fit tight limits
+            units += [c("object", o) for o in f.objs[:3]] + [c("background")]
             units += [c("object_short", o) for o in f.objs[:2]] + [c("short")]
         units = [x for x in units if x]
+        if units:  # short couplets as alternatives for the first couplet, for "exactly 10 words"
+            if f.modality == "audio":
+                units[0] = units[0] + c("audio_short", k=3)
+            else:
+                units[0] = units[0] + (c("object_short", f.objs[0]) if f.objs else []) + c("short", k=3)
         if lite:
             units = units[:2]
         if not units:
@@ -427,6 +455,7 @@ class Writer:
             wcs = [[count_words(a) + count_words(b) for a, b in vs] for vs in variants]
             picks = choose_words(wcs, 1, target.lo, target.hi, target.pref)
             if picks is None:
+                FALLBACKS["poem"] += 1
                 lines = [ln for vs in variants for ln in vs[0]]
                 return force_words(_punctuate(lines, len(lines) // 2), target.lo, target.hi, [])
             lines = [ln for i, j in picks for ln in variants[i][j]]

@@ -155,7 +155,7 @@ class Facts:
                 "ref": ref, "label": label, "name": label,
                 "indef": article(" ".join(x for x in (size, colour, cat) if x)),
                 "attrs": join_and(attrs[:2]) or None,
-                "where": where, "edge_note": lex["edge_note"].get(pos),
+                "where": where, "at_pos": f"at the {pos}" if pos else None, "edge_note": lex["edge_note"].get(pos),
                 "moving": moving,
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,

@@ -65,6 +65,7 @@ class Phrasing:
     sentences: dict[str, tuple[Tpl, ...]]
     poem: dict[str, tuple[tuple[Tpl, Tpl], ...]]
     connectives: dict[int, tuple[str, ...]]
+    openers: dict[int, tuple[str, ...]]
     poem_connectives: dict[int, tuple[str, ...]]
     instruction_tpls: dict[tuple[str, str], tuple[Tpl, ...]]  # (type, modality) -> templates
     style_tpls: dict[str, dict[str, dict[str, tuple[Tpl, ...]]]]  # themes/viewpoints -> id -> part
@@ -130,6 +131,7 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
         poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
         connectives={int(k): tuple(v) for k, v in cap_["connectives"].items()},
+        openers={int(k): tuple(v) for k, v in cap_["openers"].items()},
         poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
         instruction_tpls=instruction_tpls,
         style_tpls=style_tpls,
