@@ -63,7 +63,7 @@ def generate_lot(
     checks_cfg: dict[str, Any],
     judge=None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    from acd.checks.run import check_lot
+    from acd.checks.lot import check_lot
 
     media_by_key = {}
     for row in media.to_pylist():

@@ -67,7 +67,7 @@ class RunStore:
         con = duckdb.connect()
         try:
             con.execute("SET threads TO 2")
-            return con.execute(query.format(**mapping), params or None).to_arrow_table()
+            return con.sql(query.format(**mapping), params=params or None).to_arrow_table()
         finally:
             con.close()
 

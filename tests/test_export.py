@@ -6,12 +6,10 @@ import glob
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -385,3 +383,12 @@ def test_rejects_broken_inputs(built, tmp_path):
         write_outputs(pairs, media, built["run"], tmp_path / "x", RECIPE)
     with pytest.raises(ValueError, match="unique"):
         write_outputs(pa.concat_tables([pairs, pairs.slice(0, 1)]), built["media"], built["run"], tmp_path / "y", RECIPE)
+    with pytest.raises(ValueError, match="no accepted pairs"):
+        write_outputs(pairs.slice(0, 0), built["media"], built["run"], tmp_path / "z", RECIPE)
+    import pyarrow.compute as pc
+
+    wrong = pairs.set_column(pairs.schema.get_field_index("modality"), "modality",
+                             pc.if_else(pc.equal(pairs.column("modality"), "image"), "video", pairs.column("modality")))
+    with pytest.raises(ValueError, match="its pairs say"):
+        write_outputs(wrong, built["media"], built["run"], tmp_path / "w", RECIPE)
+    assert not (tmp_path / "w").exists()  # validation happens before anything is written

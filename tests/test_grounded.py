@@ -270,7 +270,9 @@ def test_event_captions_keep_order(backend):
     pair = _pair("video", 0, "event", lc)
     pair["instruction"] = _run(backend, "instruct", pair, media)
     c = _run(backend, "chosen", pair, media)
-    assert c.index("appear") < c.index("collide" if "collide" in c else "bump") < c.index("the frame" if "leaves the frame" in c else "scene", c.index("bump" if "bump" in c else "collide"))
+    first = min(c.index(w) for w in ("appears", "comes into view") if w in c)
+    assert first < c.index("1.4") < c.index("2.6"), c
+    assert "collide" in c or "bump" in c
     media = _media("audio", 0)
     pair = _pair("audio", 0, "event", lc)
     pair["instruction"] = _run(backend, "instruct", pair, media)
@@ -345,7 +347,7 @@ def test_instruction_register_matches_reference_release(backend):
                 ref_sentences.add(lc.sentence())
                 assert q.startswith(lc.sentence()) or lc.sentence() in q
                 q = q.replace(lc.sentence(), "").strip()
-            ref_first.add(q.split()[0])
+            ref_first.add(q.split()[0].strip(",."))
     assert {TAX.types[t].release_name for t in TAX.types} <= ref_types | {"instance"}
     seen_forms = set()
     for modality, i, itype in _cases():
@@ -358,7 +360,7 @@ def test_instruction_register_matches_reference_release(backend):
                     seen_forms.add(s)
                 assert q.startswith(s) or q.endswith(s) or backend.ph.instructions["truth_suffix"].split()[1] in q
                 q = q.replace(s, "").strip()
-            assert q.split()[0] in ref_first, q
+            assert q.split()[0].strip(",.") in ref_first, q
     assert seen_forms == ref_sentences & {c.sentence() for c in TAX.constraints if c.form != "none"}
 
 

@@ -36,23 +36,30 @@ def effective_config(cfg: dict | None) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def compiled_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern, int]:
-    """(refusal, caption leakage, instruction leakage, refusal window).
+def pattern_sources() -> tuple[str, str, str, int]:
+    """(refusal, caption leakage, instruction leakage) as one alternation each, plus the refusal window.
 
-    One alternation per regex so a row costs one search per text.
+    Written in the common subset of Python re and RE2 (no look-arounds, no back-references), so the
+    per-pair path (re) and check_lot's vectorised path (pyarrow/RE2) answer alike. Multi-line mode is
+    inline so both engines see it.
     """
     spec = load_checks_spec()
-    flags = re.IGNORECASE | re.MULTILINE
     leak = spec["leakage"]
-    common = list(leak["patterns"])
     placeholders = r"\{\s*(?:" + "|".join(map(re.escape, leak["instruction_placeholders"])) + r")\s*\}"
 
-    def alternation(patterns: list[str]) -> re.Pattern:
-        return re.compile("|".join(f"(?:{p})" for p in patterns), flags)
+    def alternation(patterns: list[str]) -> str:
+        return "(?m)" + "|".join(f"(?:{p})" for p in patterns)
 
     return (
         alternation(spec["refusal"]["patterns"]),
-        alternation(common + list(leak["caption_patterns"])),
-        alternation(common + [placeholders]),
+        alternation(list(leak["patterns"]) + list(leak["caption_patterns"])),
+        alternation(list(leak["patterns"]) + [placeholders]),
         int(spec["refusal"]["window"]),
     )
+
+
+@lru_cache(maxsize=1)
+def compiled_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern, int]:
+    """pattern_sources compiled for Python re (case-insensitive)."""
+    refusal, caption_leak, instruction_leak, window = pattern_sources()
+    return tuple(re.compile(p, re.IGNORECASE) for p in (refusal, caption_leak, instruction_leak)) + (window,)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from acd.checks.config import effective_config
 from acd.checks.neardup import NEAR_DUPLICATE, near_duplicates
-from acd.checks.rules import check_pair
+from acd.checks.rules import check_pair, vectorised_text_flags
 
 JUDGE_PREFERS_REJECTED = "judge_prefers_rejected"
 _REQUIRED = ("pair_id", "media_key", "instruction_type", "length_key", "is_qcc", "instruction", "chosen", "rejected")
@@ -59,9 +59,10 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None) -> pa
     lc = pairs.column("length_constraint").to_pylist() if "length_constraint" in pairs.column_names else [None] * pairs.num_rows
     n = pairs.num_rows
 
+    flags = vectorised_text_flags(*(pairs.column(c) for c in ("instruction", "chosen", "rejected")))
     failures = [
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
-                   col["length_key"][i], lc[i])
+                   col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags))
         for i in range(n)
     ]
     dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf["near_duplicate_threshold"])

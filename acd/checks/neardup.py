@@ -4,74 +4,69 @@ A pair is flagged when its chosen caption is a near-duplicate (feature-set Jacca
 chosen caption of an *earlier row* with the same instruction type and a *different* media item. The same
 item may legitimately get one caption under several length constraints, so same-media copies pass.
 
-Features: word bigrams inside each sentence of the lower-cased text, stopwords dropped (schemas/checks.yaml),
-so case, punctuation, whitespace, article swaps and sentence re-ordering do not hide a copy, while
-template captions with different slot values (colours, counts, positions) stay apart.
-Speed: identical feature sets are grouped by hash first (the degenerate case, O(n)); the remaining distinct
-sets go through MinHash (fixed seed, numpy) with LSH banding, and only candidate pairs get an exact Jaccard.
+Features: word bigrams inside each sentence/clause of the lower-cased text, stopwords dropped
+(schemas/checks.yaml), so case, punctuation, whitespace, article swaps and sentence re-ordering do not
+hide a copy, while template captions with different slot values (colours, counts, places) stay apart.
+Speed and exactness: identical feature sets are grouped by hash first (the degenerate case, O(n)); the
+distinct sets go through prefix filtering (Bayardo et al., "All-Pairs"): with features in one fixed order
+(rarest first), two sets with Jaccard >= t must share one of their first |A| - ceil(t|A|) + 1 features, which
+for t = 0.98 is one or two features per set. Candidates get an exact Jaccard, so the result is exact
+and deterministic (no hashing randomness, no false negatives).
 """
 from __future__ import annotations
 
 import re
-import zlib
+import heapq
+import math
 from collections import defaultdict
 from functools import lru_cache
 from typing import Sequence
 
-import numpy as np
 
 from acd.checks.config import load_checks_spec
-from acd.checks.length import split_sentences
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
-_PRIME = np.uint64((1 << 31) - 1)
+# Shingles do not cross sentence or clause-level punctuation: a copy that re-orders sentences or swaps
+# ". " for "; " keeps its features. Commas are ignored (inserting one is a paraphrase, not a new text).
+_BOUNDARY_CHARS = ".!?;:…\n"
+_TOKEN_OR_BOUNDARY = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[.!?;:…\n]")
 NEAR_DUPLICATE = "near_duplicate"
 
 
 @lru_cache(maxsize=1)
-def _spec() -> tuple[int, frozenset, int, int, np.ndarray, np.ndarray]:
+def _spec() -> tuple[int, frozenset]:
     s = load_checks_spec()["near_duplicate"]
-    rng = np.random.default_rng(int(s["seed"]))
-    n = int(s["num_perm"])
-    a = rng.integers(1, int(_PRIME), size=n, dtype=np.uint64)
-    b = rng.integers(0, int(_PRIME), size=n, dtype=np.uint64)
-    if n % int(s["bands"]):
-        raise ValueError("checks.yaml near_duplicate: num_perm must be a multiple of bands")
-    return int(s["shingle"]), frozenset(s["stopwords"]), n, int(s["bands"]), a, b
+    return int(s["shingle"]), frozenset(s["stopwords"])
 
 
-def features(text: str | None) -> frozenset[str]:
-    k, stop, *_ = _spec()
-    out: set[str] = set()
-    for sent in split_sentences((text or "").lower()):
-        words = [w for w in _TOKEN.findall(sent) if w not in stop]
-        if len(words) < k:
-            if words:
-                out.add(" ".join(words))
-            continue
-        out.update(" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+def features(text: str | None) -> frozenset:
+    """Word n-grams (tuples) within sentences/clauses, stopwords dropped. One regex pass per text."""
+    k, stop = _spec()
+    out: set = set()
+    words: list[str] = []
+    for tok in _TOKEN_OR_BOUNDARY.findall((text or "").lower()):
+        if tok[0] in _BOUNDARY_CHARS:
+            _add_shingles(out, words, k)
+            words = []
+        elif tok not in stop:
+            words.append(tok)
+    _add_shingles(out, words, k)
     return frozenset(out)
+
+
+def _add_shingles(out: set, words: list[str], k: int) -> None:
+    if len(words) < k:
+        if words:
+            out.add(tuple(words))
+    elif k == 2:
+        out.update(zip(words, words[1:]))
+    else:
+        out.update(tuple(words[i : i + k]) for i in range(len(words) - k + 1))
 
 
 def jaccard(x: frozenset, y: frozenset) -> float:
     if not x and not y:
         return 1.0
     return len(x & y) / len(x | y)
-
-
-def _minhash(sets: list[frozenset]) -> np.ndarray:
-    """(len(sets), num_perm) uint64 signatures; crc32 keeps the hash stable across processes."""
-    _, _, n, _, a, b = _spec()
-    sig = np.full((len(sets), n), np.iinfo(np.uint64).max, dtype=np.uint64)
-    lengths = [len(s) for s in sets]
-    flat = np.fromiter((zlib.crc32(f.encode()) for s in sets for f in s), dtype=np.uint64, count=sum(lengths))
-    if flat.size == 0:
-        return sig
-    hashed = (flat[:, None] % _PRIME * a[None, :] + b[None, :]) % _PRIME  # (total features, num_perm)
-    starts = np.cumsum([0] + lengths[:-1])
-    nonempty = np.array(lengths) > 0
-    sig[nonempty] = np.minimum.reduceat(hashed, starts[nonempty], axis=0)
-    return sig
 
 
 class _Group:
@@ -121,30 +116,11 @@ def near_duplicates(
     if threshold >= 1.0 or len(groups) < 2:
         return flags
 
-    # 2. distinct sets: MinHash + LSH candidates, exact Jaccard to confirm
-    keys = list(groups)
-    sig = _minhash([k[1] for k in keys])
-    _, _, n_perm, bands, _, _ = _spec()
-    rows_per_band = n_perm // bands
-    similar: dict[int, list[int]] = defaultdict(list)  # group index -> similar group indices
-    seen_pairs: set[tuple[int, int]] = set()
-    for band in range(bands):
-        cols = sig[:, band * rows_per_band : (band + 1) * rows_per_band]
-        table: dict[tuple, list[int]] = defaultdict(list)
-        for gi, row in enumerate(map(bytes, cols)):
-            table[(keys[gi][0], row)].append(gi)
-        for members in table.values():
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    p = (members[x], members[y])
-                    if p in seen_pairs:
-                        continue
-                    seen_pairs.add(p)
-                    if jaccard(keys[p[0]][1], keys[p[1]][1]) >= threshold:
-                        similar[p[0]].append(p[1])
-                        similar[p[1]].append(p[0])
+    # 2. distinct sets: prefix-filter candidates, exact Jaccard to confirm
+    similar = _similar_groups(list(groups), threshold)
     if not similar:
         return flags
+    keys = list(groups)
     index = {id(groups[k]): gi for gi, k in enumerate(keys)}
     for i in range(n):
         g = row_group[i]
@@ -155,3 +131,36 @@ def near_duplicates(
                 flags[i] = True
                 break
     return flags
+
+
+def _similar_groups(keys: list[tuple[str, frozenset]], threshold: float) -> dict[int, list[int]]:
+    """Pairs of (bucket, feature set) keys, same bucket, with Jaccard >= threshold (exact)."""
+    df: dict[str, int] = defaultdict(int)
+    for _, fs in keys:
+        for f in fs:
+            df[f] += 1
+    # one global order: rarest first, ties by the feature itself
+    # (any fixed order keeps the filter exact; rarest-first keeps candidate lists short)
+    rank = {f: r for r, f in enumerate(sorted(df, key=lambda f: (df[f], f)))}
+    index: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for gi, (bucket, fs) in enumerate(keys):
+        prefix = len(fs) - math.ceil(threshold * len(fs) - 1e-9) + 1
+        for f in heapq.nsmallest(prefix, fs, key=rank.__getitem__):
+            index[(bucket, f)].append(gi)
+    similar: dict[int, list[int]] = defaultdict(list)
+    checked: set[tuple[int, int]] = set()
+    for members in index.values():
+        for x in range(len(members)):
+            a = keys[members[x]][1]
+            for y in range(x + 1, len(members)):
+                p = (members[x], members[y])
+                if p in checked:
+                    continue
+                checked.add(p)
+                b = keys[p[1]][1]
+                if min(len(a), len(b)) < threshold * max(len(a), len(b)):  # size filter
+                    continue
+                if jaccard(a, b) >= threshold:
+                    similar[p[0]].append(p[1])
+                    similar[p[1]].append(p[0])
+    return similar

@@ -83,6 +83,45 @@ def _states_sentence(instruction: str, sentence: str) -> bool:
     return sentence in instruction or normalize(sentence) in normalize(instruction)
 
 
+def text_flags(instruction: str | None, chosen: str | None, rejected: str | None) -> tuple[bool, ...]:
+    """(refusal_chosen, refusal_rejected, leak_instruction, leak_chosen, leak_rejected), Python re.
+
+    check_lot computes the same five flags for a whole column at once with RE2 (vectorised_text_flags);
+    tests hold the two to the same answers.
+    """
+    refusal, caption_leak, instruction_leak, window = compiled_patterns()
+    return (
+        bool(chosen) and refusal.search(chosen[:window]) is not None,
+        bool(rejected) and refusal.search(rejected[:window]) is not None,
+        bool(instruction) and instruction_leak.search(instruction) is not None,
+        bool(chosen) and caption_leak.search(chosen) is not None,
+        bool(rejected) and caption_leak.search(rejected) is not None,
+    )
+
+
+def vectorised_text_flags(instruction, chosen, rejected) -> list[list[bool]]:
+    """text_flags for whole pyarrow string arrays (RE2, C++): the slow part of the rules, 10x faster."""
+    import pyarrow.compute as pc
+
+    from acd.checks.config import pattern_sources
+
+    refusal, caption_leak, instruction_leak, window = pattern_sources()
+
+    def match(arr, pattern):
+        return pc.fill_null(pc.match_substring_regex(arr, pattern, ignore_case=True), False).to_pylist()
+
+    return [
+        match(pc.utf8_slice_codeunits(chosen, 0, window), refusal),
+        match(pc.utf8_slice_codeunits(rejected, 0, window), refusal),
+        match(instruction, instruction_leak),
+        match(chosen, caption_leak),
+        match(rejected, caption_leak),
+    ]
+
+
+_FLAG_CODES = ("refusal_chosen", "refusal_rejected", "leak_instruction", "leak_chosen", "leak_rejected")
+
+
 def check_pair(
     instruction: str | None,
     chosen: str | None,
@@ -90,27 +129,27 @@ def check_pair(
     is_qcc: bool,
     length_key: str | None = "none",
     length_constraint: str | None = None,
+    flags: tuple[bool, ...] | None = None,
 ) -> list[str]:
-    """All deterministic reason codes for one pair; [] when it is clean. Order is fixed."""
-    refusal, caption_leak, instruction_leak, window = compiled_patterns()
+    """All deterministic reason codes for one pair; [] when it is clean. Order is fixed.
+
+    flags: precomputed text_flags (check_lot passes the vectorised ones); computed here when None.
+    """
     out: list[str] = []
-    texts = (("instruction", instruction), ("chosen", chosen), ("rejected", rejected))
-    for role, text in texts:
+    for role, text in (("instruction", instruction), ("chosen", chosen), ("rejected", rejected)):
         if text is None or not text.strip():
             out.append(EMPTY.format(role))
-    for role, text in texts[1:]:
-        if text and refusal.search(text[:window]):
-            out.append(REFUSAL.format(role))
-    for role, text in texts:
-        if text and (instruction_leak if role == "instruction" else caption_leak).search(text):
-            out.append(LEAK.format(role))
+    if flags is None:
+        flags = text_flags(instruction, chosen, rejected)
+    # refusals first, then leaks (the documented order)
+    out.extend(code for code, hit in zip(_FLAG_CODES, flags) if hit)
 
     try:
         constraint = resolve_constraint(length_constraint or None, length_key)
     except ValueError:
         out.append("length_unparsed")
         constraint = None
-    if constraint is not None and chosen and not satisfies(chosen, constraint):
+    if constraint is not None and chosen and chosen.strip() and not satisfies(chosen, constraint):
         out.append("length_chosen")
     if length_constraint and instruction and not _states_sentence(instruction, length_constraint):
         out.append("length_sentence_missing")

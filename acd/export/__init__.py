@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from acd.export import acm_export, card, manifest as mf, parquet_out, shards
+from acd.export.fsutil import write_if_changed
 from acd.export.tables import runs
 from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, conform
 
@@ -77,6 +78,8 @@ def _prepare(pairs: pa.Table, media: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Conform, validate and sort: pairs by (split, modality, media_key, pair_id); media by (modality, key)."""
     pairs = conform(pairs, PAIR_SCHEMA)
     media = conform(media, MEDIA_SCHEMA)
+    if pairs.num_rows == 0:
+        raise ValueError("no accepted pairs to export (an empty dataset would not load)")
     for col in ("instruction", "chosen", "rejected"):
         if pairs.column(col).null_count:
             raise ValueError(f"pairs: column {col!r} has nulls; only finished, accepted pairs can be exported")
@@ -95,6 +98,13 @@ def _prepare(pairs: pa.Table, media: pa.Table) -> tuple[pa.Table, pa.Table]:
     if len(missing):
         raise ValueError(f"pairs reference {len(missing)} media_key(s) with no media row, e.g. {missing[0].as_py()}")
     media = media.filter(pc.is_in(media.column("media_key"), used))
+    # Fail before writing anything (not halfway through the shards) when a pair and its media disagree.
+    j = pairs.select(["media_key", "modality"]).join(
+        media.select(["media_key", "modality"]).rename_columns(["media_key", "media_modality"]), "media_key")
+    bad = j.filter(pc.not_equal(j.column("modality"), j.column("media_modality")))
+    if bad.num_rows:
+        r = bad.slice(0, 1).to_pylist()[0]
+        raise ValueError(f"media {r['media_key']} is {r['media_modality']!r} but its pairs say {r['modality']!r}")
     order = [("split", "ascending"), ("modality", "ascending"), ("media_key", "ascending"), ("pair_id", "ascending")]
     pairs = pairs.take(pc.sort_indices(pairs, order)).combine_chunks()
     return pairs, media.combine_chunks()
@@ -152,8 +162,8 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
     progress(stage, done, total) is called with stage in: pairs, shards, acm, card, manifest, up-to-date.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    pairs, media = _prepare(pairs, media)  # validates everything before the first byte is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    pairs, media = _prepare(pairs, media)
     inputs_hash = _inputs_hash(pairs, media, recipe, stats)
     state = mf.load_state(out_dir)
     if state.get("inputs_sha256") == inputs_hash and mf.files_unchanged(out_dir, state.get("check", {})):
@@ -188,8 +198,6 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
         if progress:
             progress("manifest", i + 1, len(rels))
     manifest = mf.build_manifest(entries, _counts(pairs, media, shard_info, acm["counts"]), inputs_hash)
-    from acd.export.fsutil import write_if_changed
-
     write_if_changed(out_dir / mf.MANIFEST, mf.manifest_bytes(manifest))
     check = dict(entries)
     st = (out_dir / mf.MANIFEST).stat()

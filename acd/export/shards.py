@@ -97,7 +97,7 @@ def sample_json(media_row: dict[str, Any], pair_rows: list[dict[str, Any]], spli
     return dumps(obj).encode("utf-8")
 
 
-def iter_items(pairs: pa.Table, media_by_key: dict[str, dict[str, Any]], split: str) -> Iterator[Item]:
+def iter_items(pairs: pa.Table, media_by_key: dict[str, dict[str, Any]], split: str, modality: str) -> Iterator[Item]:
     """Items of one split and modality. `pairs` is sorted by (media_key, pair_id); we walk it in slices so
     only one item's pairs are ever Python objects at once (300k pairs as dicts would cost ~0.5 GB)."""
     keys = pairs.column("media_key").to_pylist()
@@ -110,6 +110,8 @@ def iter_items(pairs: pa.Table, media_by_key: dict[str, dict[str, Any]], split: 
             end += 1
         key = keys[start]
         m = media_by_key[key]
+        if m["modality"] != modality:
+            raise ValueError(f"media {key} is {m['modality']!r} but its pairs say {modality!r}")
         js = sample_json(m, cols.slice(start, end - start).to_pylist(), split)
         yield Item(key=key, ext=m["ext"], media_bytes=int(m["bytes"]), uri=m["uri"], json=js)
         start = end
@@ -177,7 +179,7 @@ def write_shards(pairs_by_split: dict[str, pa.Table], media_by_key: dict[str, di
     out: dict[str, dict] = {}
     done = 0
     for split, modality, sub in groups:
-        for shard in plan_shards(iter_items(sub, media_by_key, split), split, modality, target_bytes):
+        for shard in plan_shards(iter_items(sub, media_by_key, split, modality), split, modality, target_bytes):
             fp = shard.fingerprint()
             prev = previous.get(shard.rel)
             path = out_dir / shard.rel

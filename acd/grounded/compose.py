@@ -174,6 +174,8 @@ class Writer:
             ex = f.by_id.get(plan.excluded_id)
             things = [o for o in things if not ex or o["cat"] != ex["cat"]]
             return things[0] if things else None
+        if itype == "event" and f.events:
+            return f.events[0]["objs"][0]
         for i in plan.target_ids:
             if i in f.by_id:
                 return f.by_id[i]
@@ -197,15 +199,20 @@ class Writer:
             while len(picked) < k:  # only for absurdly small scenes: reuse fillers
                 picked.append(units[-1][0])
             return " ".join(picked)
-        variants: list[list[str]] = []
+        # Variants are (base text, linking word or None); a link's word count is its key (checked when
+        # the phrasing loads), so only base sentences are counted and only picked texts are built.
+        variants: list[list[tuple[str, str | None]]] = []
+        wcs: list[list[int]] = []
         for i, u in enumerate(units):
-            vs = list(u)
+            vs: list[tuple[str, str | None]] = [(b, None) for b in u]
+            ws = [count_words(b) for b in u]
             links = ph.connectives if i > 0 else ph.openers
-            for base in (u[:2] if i > 0 else u):
+            for b, w in (list(zip(u[:2], ws[:2])) if i > 0 else list(zip(u, ws))):
                 for n, conns in links.items():
-                    vs.append(with_connective(base, rng.choice(conns)))
+                    vs.append((b, rng.choice(conns)))
+                    ws.append(w + n)
             variants.append(vs)
-        wcs = [[count_words(v) for v in vs] for vs in variants]
+            wcs.append(ws)
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
         if picks is None:  # rare: even the shortest core sentence is too long, or all facts too short
             FALLBACKS["prose"] += 1
@@ -214,7 +221,11 @@ class Writer:
             else:
                 text = " ".join(u[0] for u in units)
             return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
-        return " ".join(variants[i][j] for i, j in picks)
+        out = []
+        for i, j in picks:
+            b, link = variants[i][j]
+            out.append(with_connective(b, link) if link else b)
+        return " ".join(out)
 
     # ---------------------------------------------------------------- units per type
     def _units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
@@ -363,7 +374,11 @@ class Writer:
                        leave_v="leaves" if one else "leave", exit_v="exits" if one else "exit",
                        a_ref=objs[0].get("ref"), b_ref=objs[1].get("ref") if len(objs) > 1 else None)
             group = {"appear": "event_appear", "collide": "event_collide", "leave": "event_leave"}.get(e["type"], "event_other")
-            out.append(self.u(group, **ctx) or self.u("event_other", **ctx))
+            unit = self.u(group, **ctx) or self.u("event_other", **ctx)
+            if e["t"] > 0.05:  # a variant with the shortest time phrase, for tight word limits
+                ctx["when"] = self.f.lex["when_time"][-1].format(t=fmt_t(e["t"]))
+                unit += self.u(group, k=1, **ctx)
+            out.append(unit)
         return out
 
     # ---------------------------------------------------------------- audio
@@ -425,7 +440,7 @@ class Writer:
         units = [x for x in units if x]
         if units:  # short couplets as alternatives for the first couplet, for "exactly 10 words"
             if f.modality == "audio":
-                units[0] = units[0] + c("audio_short", k=3)
+                units[0] = units[0] + c("audio_short", f.sounds[0] if f.sounds else None, k=3)
             else:
                 units[0] = units[0] + (c("object_short", f.objs[0]) if f.objs else []) + c("short", k=3)
         if lite:
@@ -447,9 +462,8 @@ class Writer:
             variants = []
             for i, vs in enumerate(units):
                 vs = list(vs)
-                if i > 0:
+                for a, b in (vs[:1] if i > 0 else list(vs)):  # linking words on a couplet's first line
                     for n, conns in self.ph.poem_connectives.items():
-                        a, b = vs[0]
                         vs.append((f"{rng.choice(conns)} {lower_first(a)}", b))
                 variants.append(vs)
             wcs = [[count_words(a) + count_words(b) for a, b in vs] for vs in variants]

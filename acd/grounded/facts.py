@@ -89,6 +89,7 @@ class Facts:
     def __init__(self, modality: str, g: dict[str, Any], lex: dict[str, Any]):
         self.modality = modality
         self.g = g
+        self._words: set[str] | None = None
         self.lex = lex
         scene = g.get("scene") or {}
         numbers = lex["numbers"]
@@ -108,6 +109,7 @@ class Facts:
             sc["abg"] = lex["audio_background"].get(bg) or (article(bg) if bg else "near silence")
             self._sounds(g.get("sounds") or [], lex)
             sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
+            sc["silent_abg"] = None if self.sounds else sc["abg"]  # only claim "only X" when nothing else sounds
             self._audio_events(g.get("events") or [])
         else:
             bg = scene.get("background")
@@ -218,7 +220,9 @@ class Facts:
 
     def words(self) -> set[str]:
         """Lower-case words appearing anywhere in the grounding (for 'is this value really there?')."""
-        import json
-        import re
+        if self._words is None:
+            import json
+            import re
 
-        return set(re.findall(r"[a-z]+", json.dumps(self.g).lower()))
+            self._words = set(re.findall(r"[a-z]+", json.dumps(self.g).lower()))
+        return self._words

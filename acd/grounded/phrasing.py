@@ -123,6 +123,13 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
                for sid, spec in sty[kind].items()}
         for kind in ("themes", "viewpoints")
     }
+    from acd.checks.length import count_words
+
+    for key in ("connectives", "openers", "poem_connectives"):  # the fitter adds a link's key as its length
+        for n, words in cap_[key].items():
+            bad = [w for w in words if count_words(w) != int(n)]
+            if bad:
+                raise ValueError(f"captions.yaml {key}[{n}]: {bad} do not have {n} words")
     return Phrasing(
         revision=_revision(d),
         instructions=ins,

@@ -1,0 +1,27 @@
+# ACM training and AnyCapEval on the latest built dataset (default: the demo build).
+#   make train                      tiny ACM on out/demo -> runs/acm/demo-tiny (resumes if interrupted)
+#   make train DATASET=out/x ACM_CONFIG=my-gpu STEPS=1000
+#   make eval                       synthetic split from the dataset's test shards: base vs base+ACM
+#   make eval-reference             the official AnyCapEval slice (reference captions; judge sanity)
+DATASET ?= out/demo
+ACM_CONFIG ?= tiny
+ACM_RUN ?= runs/acm/$(notdir $(DATASET))-$(ACM_CONFIG)
+STEPS ?=
+EVAL_CAPTIONER ?= grounded:rejected
+EVAL_SPLIT ?= test
+EVAL_OUT ?= runs/anycapeval/$(notdir $(DATASET))
+
+.PHONY: train eval eval-reference
+
+train: venv
+	@test -d $(DATASET)/shards || { echo "no built dataset at $(DATASET) (run 'make demo' first)"; exit 1; }
+	time $(PY) -m acd.acm.train --dataset $(DATASET) --config $(ACM_CONFIG) --out $(ACM_RUN) $(if $(STEPS),--steps $(STEPS))
+
+eval: venv
+	$(PY) -m acd.evaluation.synthetic_split --dataset $(DATASET) --split $(EVAL_SPLIT) --out $(EVAL_OUT)/bench
+	$(PY) -m acd.evaluation.anycapeval --bench $(EVAL_OUT)/bench --captioner $(EVAL_CAPTIONER) \
+		$(if $(wildcard $(ACM_RUN)/latest),--acm $(ACM_RUN)) --out $(EVAL_OUT)
+
+eval-reference: venv
+	$(PY) -m acd.evaluation.anycapeval --sanity
+	$(PY) -m acd.evaluation.anycapeval --captioner reference --out runs/anycapeval/reference
