@@ -191,10 +191,17 @@ class Build:
     def review(self, lot: str) -> dict[str, Any]:
         if self.store.has_part("review", lot) and self.store.has_part("lot_decisions", lot):
             return json.loads(self.store.read_part("lot_decisions", lot).column("payload")[0].as_py())
-        from acd.review.stage import review_lot
+        from acd.review.gate import review_lot
 
         pairs = self.store.read_part("generate", lot)
-        reviewed, decision = review_lot(pairs, self.recipe.get("review", {}), int(self.recipe["seed"]), run_dir=self.run_dir)
+        cfg = self.recipe.get("review", {})
+        # The automatic gate always runs; with Label Studio configured its decision is provisional and the
+        # lot's sample goes to annotators (push and move on: `acd review sync` / sync-reviews decides later).
+        reviewed, decision = review_lot(pairs, cfg, int(self.recipe["seed"]))
+        if cfg.get("label_studio"):
+            from acd.review.stage import push_lot
+
+            decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
         decision_row = {"lot_id": lot, "decision": decision["decision"], "payload": dumps(decision)}
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
         self.store.write_part("lot_decisions", lot, rows_to_table([decision_row], LOT_DECISION_SCHEMA))
@@ -209,22 +216,22 @@ class Build:
         return conform(table, PAIR_SCHEMA)
 
     def stats(self) -> dict[str, Any]:
+        """Run facts for the card: counts only (no wall times, so an unchanged rerun rewrites nothing)."""
         s = self.store.sql
-        quarantine = s("select reason, count(*) as n from {quarantine} group by reason order by reason").to_pylist() \
-            if self.store.has_stage("quarantine") else []
-        failures = s(
+        has = self.store.has_stage
+        quarantine = {r["reason"]: r["n"] for r in s(
+            "select reason, count(*) as n from {quarantine} group by reason order by reason").to_pylist()} \
+            if has("quarantine") else {}
+        failures = {r["reason"]: r["n"] for r in s(
             "select f as reason, count(*) as n from (select unnest(check_failures) as f from {generate}) "
-            "group by f order by f"
-        ).to_pylist()
+            "group by f order by f").to_pylist()}
         decisions = [json.loads(r["payload"]) for r in s("select payload from {lot_decisions} order by lot_id").to_pylist()]
-        deadletters = s("select error, count(*) as n from {deadletter} group by error order by error").to_pylist() \
-            if self.store.has_stage("deadletter") else []
+        modes = sorted({d.get("mode", "auto") for d in decisions})
         return {
             "quarantine": quarantine,
             "check_failures": failures,
-            "lot_decisions": decisions,
-            "deadletters": deadletters,
-            "review_mode": sorted({d.get("mode", "auto") for d in decisions}),
+            "review": {"mode": "human" if modes == ["human"] else ("mixed" if len(modes) > 1 else "auto"),
+                       "lots": decisions},
         }
 
     def export(self, progress: Progress | None = None) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from acd.records import dumps
 STATE_FILE = ".build-inputs"
 MANIFEST = "manifest.json"
 # Not part of the published dataset: our state, and media a consumer unpacked for ACM training.
-EXCLUDED_PREFIXES = ("acm/media/",)
+# acm/media/ is extracted on demand; report.html is the run report (wall times: differs run to run by nature).
+EXCLUDED_PREFIXES = ("acm/media/", "report.html")
 
 
 def is_published(rel: str) -> bool:
