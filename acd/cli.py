@@ -93,9 +93,19 @@ def cmd_schemas(args) -> int:
 
 
 def cmd_review_sync(args) -> int:
-    from acd.review.sync import sync_cli
+    """Pull annotations from Label Studio, decide each lot, and re-export when --out is given."""
+    from acd.pipeline import Build
+    from acd.review import sync
 
-    return sync_cli(args)
+    build = Build.from_run_dir(args.run_dir, args.out or "out/unused")
+    decisions = sync(args.run_dir, build.recipe).to_pylist()
+    for d in decisions:
+        ci = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d["ci_low"] is not None else "-"
+        print(f"{d['lot_id']:<28} {d['mode']:<12} {d['decision']:<10} compliance {d['compliance'] or 0:.3f} {ci} n={d['n']}")
+    if args.out:
+        manifest = build.export()
+        print(f"re-exported {args.out}: {manifest.get('counts', {}).get('pairs')} pairs")
+    return 0
 
 
 def cmd_eval(args, rest) -> int:

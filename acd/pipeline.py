@@ -34,13 +34,6 @@ DEADLETTER_SCHEMA = pa.schema(
     ]
 )
 
-LOT_DECISION_SCHEMA = pa.schema(
-    [
-        pa.field("lot_id", pa.string(), nullable=False),
-        pa.field("decision", pa.string(), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),  # JSON of the review's lot decision
-    ]
-)
 
 
 def recipe_fingerprint(recipe: dict[str, Any]) -> str:
@@ -70,6 +63,12 @@ class Build:
         self._judge = None
         self._source = None
         self._record_recipe()
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path) -> "Build":
+        """Reopen a run from the recipe it recorded (review sync re-exports a run this way)."""
+        recipe = json.loads((Path(run_dir) / "recipe.json").read_text())
+        return cls(recipe, run_dir, out_dir)
 
     # --- plumbing ---------------------------------------------------------------------------------
     def __getstate__(self):  # backends, judges and sources are rebuilt on the worker that needs them
@@ -189,9 +188,11 @@ class Build:
 
     # --- review ----------------------------------------------------------------------------------------
     def review(self, lot: str) -> dict[str, Any]:
-        if self.store.has_part("review", lot) and self.store.has_part("lot_decisions", lot):
-            return json.loads(self.store.read_part("lot_decisions", lot).column("payload")[0].as_py())
-        from acd.review.gate import review_lot
+        # review/ and review_decisions/ hold each lot's *current* decision: `acd review sync` replaces the
+        # automatic one with the annotators' when Label Studio is configured.
+        if self.store.has_part("review", lot) and self.store.has_part("review_decisions", lot):
+            return self.store.read_part("review_decisions", lot).to_pylist()[0]
+        from acd.review.gate import DECISION_SCHEMA, review_lot
 
         pairs = self.store.read_part("generate", lot)
         cfg = self.recipe.get("review", {})
@@ -202,15 +203,14 @@ class Build:
             from acd.review.stage import push_lot
 
             decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
-        decision_row = {"lot_id": lot, "decision": decision["decision"], "payload": dumps(decision)}
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
-        self.store.write_part("lot_decisions", lot, rows_to_table([decision_row], LOT_DECISION_SCHEMA))
+        self.store.write_part("review_decisions", lot, rows_to_table([decision], DECISION_SCHEMA))
         return decision
 
     # --- export ----------------------------------------------------------------------------------------
     def accepted_pairs(self) -> pa.Table:
         table = self.store.sql(
-            "select r.* from {review} r join {lot_decisions} d using (lot_id) "
+            "select r.* from {review} r join {review_decisions} d using (lot_id) "
             "where d.decision = 'accepted' and r.check_passed order by r.split, r.modality, r.pair_id"
         )
         return conform(table, PAIR_SCHEMA)
@@ -225,12 +225,12 @@ class Build:
         failures = {r["reason"]: r["n"] for r in s(
             "select f as reason, count(*) as n from (select unnest(check_failures) as f from {generate}) "
             "group by f order by f").to_pylist()}
-        decisions = [json.loads(r["payload"]) for r in s("select payload from {lot_decisions} order by lot_id").to_pylist()]
-        modes = sorted({d.get("mode", "auto") for d in decisions})
+        decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
+        modes = sorted({d["mode"] for d in decisions})
         return {
             "quarantine": quarantine,
             "check_failures": failures,
-            "review": {"mode": "human" if modes == ["human"] else ("mixed" if len(modes) > 1 else "auto"),
+            "review": {"mode": "human" if modes == ["label_studio"] else ("mixed" if len(modes) > 1 else "auto"),
                        "lots": decisions},
         }
 

@@ -28,7 +28,7 @@ def report_data(build) -> dict:
             "from {generate} group by 1, 2 order by 1, 2"
         ).to_pylist() if has("generate") else [],
         "accepted": s(
-            "select r.modality, count(*) as accepted from {review} r join {lot_decisions} d using (lot_id) "
+            "select r.modality, count(*) as accepted from {review} r join {review_decisions} d using (lot_id) "
             "where d.decision = 'accepted' and r.check_passed group by 1 order by 1"
         ).to_pylist() if has("review") else [],
         "check_failures": s(
@@ -40,8 +40,7 @@ def report_data(build) -> dict:
             "select instruction_type, len(regexp_split_to_array(trim(chosen), '\\s+')) as words "
             "from {generate} where chosen is not null"
         ).to_pylist() if has("generate") else [],
-        "lots": [json.loads(r["payload"]) for r in s("select payload from {lot_decisions} order by lot_id").to_pylist()]
-        if has("lot_decisions") else [],
+        "lots": s("select * from {review_decisions} order by lot_id").to_pylist() if has("review_decisions") else [],
     }
     timing = build.run_dir / "timings.json"
     data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}

@@ -44,11 +44,22 @@ def _report(decisions: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@task(name="re-export")
+def reexport_task(run_dir: str, out_dir: str) -> dict:
+    from acd.pipeline import Build
+
+    return Build.from_run_dir(run_dir, out_dir).export()
+
+
 @flow(name="sync-reviews")
 def sync_reviews(run_dir: str, recipe: str = "demo", label_studio_url: str | None = None,
-                 document_root: str | None = None) -> list[dict]:
+                 document_root: str | None = None, out_dir: str | None = None) -> list[dict]:
+    """Pull annotations, decide lots; with out_dir, re-export so lots annotators rejected leave the dataset."""
     log = get_run_logger()
     decisions = sync_task(run_dir, recipe, label_studio_url, document_root)
+    if out_dir:
+        manifest = reexport_task(run_dir, out_dir)
+        log.info("re-exported %s: %s pairs", out_dir, manifest.get("counts", {}).get("pairs"))
     create_markdown_artifact(_report(decisions), key="review-decisions", description=f"review of {run_dir}")
     open_lots = [d["lot_id"] for d in decisions if d["decision"] == "needs_more"]
     log.info("%d lots: %d accepted, %d rejected, %d need more reviews", len(decisions),
@@ -80,8 +91,9 @@ def main() -> None:
     ap.add_argument("--recipe", default="demo")
     ap.add_argument("--url", default=None, help="Label Studio URL when the recipe has no label_studio block")
     ap.add_argument("--document-root", default=None)
+    ap.add_argument("--out", default=None, help="re-export the dataset here after the sync")
     a = ap.parse_args()
-    for d in sync_reviews(a.run, a.recipe, a.url, a.document_root):
+    for d in sync_reviews(a.run, a.recipe, a.url, a.document_root, a.out):
         print(json.dumps(d))
 
 

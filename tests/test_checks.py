@@ -244,15 +244,19 @@ def test_llm_judge_without_object_is_explicit():
 
 
 def test_deterministic_throughput():
-    """The rules + near-dup must keep up with a 300k-pair build: >= 50k pairs/s on one core."""
+    """The rules + near-dup must keep up with a 300k-pair build (target >= 50k pairs/s per core).
+
+    Measured in CPU time of this process: on a shared 2-core box wall time mostly measures the
+    neighbours. The hard floor is half the target so noisy CI does not flake.
+    """
     lots = [make_lot(2048, seed=s) for s in range(3)]
-    t = time.perf_counter()
+    check_lot(lots[0], {"judge": "none"})  # warm caches (regexes, yaml)
+    wall, cpu = time.perf_counter(), time.process_time()
     for lot in lots:
         check_lot(lot, {"judge": "none"})
-    dt = time.perf_counter() - t
-    rate = 3 * 2048 / dt
-    print(f"deterministic checks: {rate:,.0f} pairs/s")
-    assert rate >= 50_000 * 0.5  # half the target as the hard floor: shared CI machines are noisy
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"deterministic checks: {3 * 2048 / cpu:,.0f} pairs/s CPU, {3 * 2048 / wall:,.0f} pairs/s wall")
+    assert 3 * 2048 / cpu >= 25_000
 
 
 def test_vectorised_flags_match_python():

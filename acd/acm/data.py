@@ -274,7 +274,9 @@ def dataset_texts(dataset_dir: str | Path, split: str = "train") -> Iterator[str
             for col in t.column_names:
                 yield from (v for v in t.column(col).to_pylist() if v)
         return
-    for sample in wds.WebDataset(shard_urls(dataset_dir, split), shardshuffle=False, empty_check=False).decode():
+    # every rank reads every text (each trains the same tokenizer): an identity nodesplitter
+    for sample in wds.WebDataset(shard_urls(dataset_dir, split), shardshuffle=False, empty_check=False,
+                                 nodesplitter=lambda urls: urls).decode():
         meta = sample["json"]
         for p in meta.get("pairs", []):
             for k in ("instruction", "chosen", "rejected"):

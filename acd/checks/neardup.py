@@ -15,20 +15,23 @@ and deterministic (no hashing randomness, no false negatives).
 """
 from __future__ import annotations
 
-import re
 import heapq
 import math
-from collections import defaultdict
+from itertools import chain
+from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from acd.checks.config import load_checks_spec
 
 # Shingles do not cross sentence or clause-level punctuation: a copy that re-orders sentences or swaps
 # ". " for "; " keeps its features. Commas are ignored (inserting one is a paraphrase, not a new text).
-_BOUNDARY_CHARS = ".!?;:…\n"
-_TOKEN_OR_BOUNDARY = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[.!?;:…\n]")
+_BOUNDARY_RX = r"[.!?;:…\n]+"
+_SEPARATOR_RX = r"[^a-z0-9'|]+"
 NEAR_DUPLICATE = "near_duplicate"
 
 
@@ -38,29 +41,53 @@ def _spec() -> tuple[int, frozenset]:
     return int(s["shingle"]), frozenset(s["stopwords"])
 
 
-def features(text: str | None) -> frozenset:
-    """Word n-grams (tuples) within sentences/clauses, stopwords dropped. One regex pass per text."""
+def feature_sets(captions: Sequence[str | None]) -> list[frozenset[int]]:
+    """Per caption, its word n-grams within sentences/clauses (stopwords dropped) as integer ids.
+
+    Vectorised with pyarrow + numpy: a per-caption Python loop was the check stage's bottleneck. Ids are
+    consistent within one call only, so compare sets from the same call.
+    """
     k, stop = _spec()
-    out: set = set()
-    words: list[str] = []
-    for tok in _TOKEN_OR_BOUNDARY.findall((text or "").lower()):
-        if tok[0] in _BOUNDARY_CHARS:
-            _add_shingles(out, words, k)
-            words = []
-        elif tok not in stop:
-            words.append(tok)
-    _add_shingles(out, words, k)
-    return frozenset(out)
-
-
-def _add_shingles(out: set, words: list[str], k: int) -> None:
-    if len(words) < k:
-        if words:
-            out.add(tuple(words))
-    elif k == 2:
-        out.update(zip(words, words[1:]))
+    n = len(captions)
+    marked = pc.replace_substring_regex(pc.utf8_lower(pa.array(captions, pa.string())), _BOUNDARY_RX, " | ")
+    toks = pc.split_pattern_regex(pc.fill_null(marked, ""), _SEPARATOR_RX)
+    rows = pc.list_parent_indices(toks).to_numpy()
+    enc = pc.list_flatten(toks).dictionary_encode()
+    idx = enc.indices.to_numpy().astype(np.int64)
+    vocab = enc.dictionary.to_pylist()
+    drop = np.array([w.strip("'") == "" or w in stop for w in vocab] + [True], dtype=bool)
+    boundary = np.array([w == "|" for w in vocab] + [False], dtype=bool)
+    keep = ~drop[idx]
+    idx, rows = idx[keep], rows[keep]
+    is_word = ~boundary[idx]
+    # a word opens a new segment at a row start or right after a boundary token
+    new_seg = np.ones(len(idx), dtype=bool)
+    new_seg[1:] = (rows[1:] != rows[:-1]) | ~is_word[:-1]
+    idx, rows, new_seg = idx[is_word], rows[is_word], new_seg[is_word]
+    seg = np.cumsum(new_seg)
+    seg_len = np.bincount(seg)[seg] if len(seg) else seg
+    m = len(idx) - k + 1
+    if m > 0:
+        fid = idx[:m].copy()
+        same = np.ones(m, dtype=bool)
+        for j in range(1, k):  # n-gram id = base-(vocab+1) number of its word ids
+            fid = fid * (len(vocab) + 1) + idx[j : m + j]
+            same &= seg[j : m + j] == seg[:m]
+        f, r = fid[same], rows[:m][same]
     else:
-        out.update(tuple(words[i : i + k]) for i in range(len(words) - k + 1))
+        f, r = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    short = seg_len < k  # a segment shorter than n contributes its words (negative ids)
+    f = np.concatenate([f, -(idx[short] + 1)])
+    r = np.concatenate([r, rows[short]])
+    order = np.lexsort((f, r))
+    f, r = f[order], r[order]
+    bounds = np.searchsorted(r, np.arange(n + 1))
+    return [frozenset(f[bounds[i] : bounds[i + 1]].tolist()) for i in range(n)]
+
+
+def features(text: str | None) -> frozenset[int]:
+    """feature_sets for one text (ids are comparable only within one call)."""
+    return feature_sets([text])[0]
 
 
 def jaccard(x: frozenset, y: frozenset) -> float:
@@ -95,7 +122,7 @@ def near_duplicates(
     (instruction type) for a different media key. Empty captions are never flagged (another check)."""
     n = len(captions)
     flags = [False] * n
-    feats = [features(c) for c in captions]
+    feats = feature_sets(captions)
     # 1. exact feature-set groups, per bucket
     groups: dict[tuple[str, frozenset], _Group] = {}
     row_group: list[_Group | None] = [None] * n
@@ -133,16 +160,13 @@ def near_duplicates(
     return flags
 
 
-def _similar_groups(keys: list[tuple[str, frozenset]], threshold: float) -> dict[int, list[int]]:
+def _similar_groups(keys: list[tuple[str, frozenset[int]]], threshold: float) -> dict[int, list[int]]:
     """Pairs of (bucket, feature set) keys, same bucket, with Jaccard >= threshold (exact)."""
-    df: dict[str, int] = defaultdict(int)
-    for _, fs in keys:
-        for f in fs:
-            df[f] += 1
+    df = Counter(chain.from_iterable(fs for _, fs in keys))  # document frequency, counted in C
     # one global order: rarest first, ties by the feature itself
     # (any fixed order keeps the filter exact; rarest-first keeps candidate lists short)
     rank = {f: r for r, f in enumerate(sorted(df, key=lambda f: (df[f], f)))}
-    index: dict[tuple[str, str], list[int]] = defaultdict(list)
+    index: dict[tuple[str, int], list[int]] = defaultdict(list)
     for gi, (bucket, fs) in enumerate(keys):
         prefix = len(fs) - math.ceil(threshold * len(fs) - 1e-9) + 1
         for f in heapq.nsmallest(prefix, fs, key=rank.__getitem__):

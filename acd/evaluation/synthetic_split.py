@@ -168,7 +168,8 @@ def from_dataset(dataset_dir: str | Path, out_dir: str | Path, split: str = "tes
 
     rows, media = [], {}
     counts: dict[str, int] = {}
-    for s in wds.WebDataset(shard_urls(dataset_dir, split), shardshuffle=False, empty_check=False).decode():
+    for s in wds.WebDataset(shard_urls(dataset_dir, split), shardshuffle=False, empty_check=False,
+                               nodesplitter=lambda urls: urls).decode():
         meta = s["json"]
         m = meta["modality"]
         if limit and counts.get(m, 0) >= limit:
