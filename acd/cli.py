@@ -33,10 +33,9 @@ class TqdmProgress:
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="lot" if stage != "ingest" else "batch",
-                                          dynamic_ncols=True, leave=True)
+                                          dynamic_ncols=True, leave=True, mininterval=0.5)
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # update() honours tqdm's refresh throttle; a bare refresh() would not
         if done >= total:
             bar.close()
 
