@@ -55,6 +55,16 @@ def _run_role(role, pairs, media_by_key, attempt, backend, deadletters) -> dict[
     return ok
 
 
+def _with_length(instruction: str, pair: dict) -> str:
+    """Length control is composed onto the instruction as the release does: its sentence, appended, verbatim.
+    A model-written instruction that already carries it is left alone."""
+    instruction = instruction.strip()
+    sentence = pair.get("length_constraint")
+    if sentence and sentence not in instruction:
+        instruction = f"{instruction} {sentence}"
+    return instruction
+
+
 def generate_lot(
     plan: pa.Table,
     media: pa.Table,
@@ -79,7 +89,7 @@ def generate_lot(
         if not pending:
             break
         q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters)
-        pending = [dict(p, instruction=q[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in q]
+        pending = [dict(p, instruction=_with_length(q[p["pair_id"]].text, p)) for p in pending if p["pair_id"] in q]
         c = _run_role("chosen", pending, media_by_key, attempt, backend, deadletters)
         pending = [dict(p, chosen=c[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in c]
         # q-c-c pairs need no rejected call: the existing caption is the chosen one by construction.

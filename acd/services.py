@@ -1,41 +1,113 @@
 """`make up` / `make down`: a local Prefect server and a process worker, tracked by PID files.
 
-    python -m acd.services up [--port 4200]   # server (SQLite), work pool, deployments, worker
-    python -m acd.services down               # stops what `up` started, by PID
+    python -m acd.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
+    python -m acd.services down                    # stops what `up` started, by PID
+    python -m acd.services status
 
-Tests use the same functions to get a real server on a free port.
+Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, server.pid,
+worker.pid, port, server.log, worker.log. Deployments come from prefect.yaml, one `prefect deploy --name
+<flow>/<deployment>` per entry whose entrypoint file exists (a flow file another team has not written yet
+is skipped and reported, instead of failing `prefect deploy --all` as a whole).
+The integration tests use the same functions to get a real server on a free port.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POOL = "acd-local"
+DEFAULT_PORT = 4200
+
+# Popen objects of the processes this interpreter started (so stop() can reap them: a killed child that is
+# never waited for stays a zombie, and a zombie still answers kill(pid, 0)).
+_CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME", PROJECT_DIR / ".prefect-home"))
 
 
-def _env(port: int) -> dict[str, str]:
+def project_dir() -> Path:
+    return Path(os.environ.get("ACD_PROJECT_DIR", PROJECT_DIR))
+
+
+def env_for(port: int, home: Path | None = None) -> dict[str, str]:
+    """The environment of every process `up` starts (and of clients that talk to that server)."""
     env = dict(os.environ)
     env.update(
-        PREFECT_HOME=str(prefect_home()),
+        PREFECT_HOME=str(home or prefect_home()),
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_API_HOST="127.0.0.1",
         PREFECT_SERVER_API_PORT=str(port),
-        ACD_PROJECT_DIR=str(env.get("ACD_PROJECT_DIR", PROJECT_DIR)),
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        ACD_PROJECT_DIR=str(project_dir()),
     )
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")
+    # The worker must not inherit a run's Dask settings by accident from whoever typed `make up`.
     return env
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a running process; False for a missing one or a zombie (dead, not yet reaped)."""
+    if pid <= 0:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] not in "ZX"
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def _read_pid(name: str, home: Path | None = None) -> int | None:
+    """The PID in <home>/<name>.pid if that process is alive and still a prefect process (not a reused PID)."""
+    f = (home or prefect_home()) / f"{name}.pid"
+    try:
+        pid = int(f.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    try:
+        if b"prefect" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+    except OSError:
+        pass
+    return pid
 
 
 def _prefect() -> list[str]:
@@ -43,16 +115,17 @@ def _prefect() -> list[str]:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
-    home = prefect_home()
+    home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    log = open(home / f"{name}.log", "ab")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=env["ACD_PROJECT_DIR"],
-                            start_new_session=True)
+    with open(home / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=env["ACD_PROJECT_DIR"],
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    _CHILDREN[proc.pid] = proc
     (home / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
 
-def wait_healthy(port: int, timeout_s: float = 120) -> None:
+def wait_healthy(port: int, timeout_s: float = 120, pid: int | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     url = f"http://127.0.0.1:{port}/api/health"
     while time.monotonic() < deadline:
@@ -61,64 +134,194 @@ def wait_healthy(port: int, timeout_s: float = 120) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
-    raise TimeoutError(f"Prefect server did not answer on {url} within {timeout_s:.0f}s (see {prefect_home()}/server.log)")
+        if pid is not None and not pid_alive(pid):
+            break
+        time.sleep(0.3)
+    log = prefect_home() / "server.log"
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise TimeoutError(f"Prefect server did not answer on {url} within {timeout_s:.0f}s ({log}):\n{tail}")
 
 
-def up(port: int = 4200, worker: bool = True, deploy: bool = True) -> dict[str, str]:
-    env = _env(port)
+def deployment_entries(prefect_yaml: Path | None = None) -> list[dict]:
+    """prefect.yaml's deployments as {ref: 'flow-name/deployment', entrypoint, exists}."""
+    path = prefect_yaml or project_dir() / "prefect.yaml"
+    spec = yaml.safe_load(path.read_text())
+    out = []
+    for d in spec.get("deployments") or []:
+        entry = d["entrypoint"]
+        file, func = entry.rsplit(":", 1)
+        out.append({
+            # `prefect deploy --name flow/deployment` matches the entrypoint's function name (- and _ alike);
+            # the flow's registered name is the function name with dashes (build_acd -> build-acd).
+            "ref": f"{func.replace('_', '-')}/{d['name']}",
+            "entrypoint": entry,
+            "exists": (path.parent / file).is_file(),
+        })
+    return out
+
+
+def deploy(env: dict[str, str], refs: list[str] | None = None) -> dict[str, list[str]]:
+    """Apply the deployments whose entrypoint file exists. Returns {deployed, skipped, failed}."""
+    entries = deployment_entries(Path(env["ACD_PROJECT_DIR"]) / "prefect.yaml")
+    if refs is not None:
+        entries = [e for e in entries if e["ref"] in refs]
+    skipped = [f"{e['ref']} (no file {e['entrypoint'].rsplit(':', 1)[0]})" for e in entries if not e["exists"]]
+    todo = [e["ref"] for e in entries if e["exists"]]
+    deployed: list[str] = []
+    failed: list[str] = []
+
+    def run(names: list[str]) -> subprocess.CompletedProcess:
+        args = _prefect() + ["--no-prompt", "deploy"]
+        for n in names:
+            args += ["--name", n]
+        return subprocess.run(args, env=env, cwd=env["ACD_PROJECT_DIR"], capture_output=True, text=True)
+
+    if todo:
+        res = run(todo)  # one process for all: each `prefect deploy` costs seconds of imports
+        if res.returncode == 0:
+            deployed = todo
+        else:  # one broken flow file must not keep the others from deploying: retry one by one
+            for ref in todo:
+                r = run([ref])
+                if r.returncode == 0:
+                    deployed.append(ref)
+                else:
+                    lines = [ln for ln in (r.stdout + r.stderr).strip().splitlines() if ln.strip()]
+                    failed.append(f"{ref} ({lines[-1].strip() if lines else 'exit %d' % r.returncode})")
+    return {"deployed": deployed, "skipped": skipped, "failed": failed}
+
+
+def _pick_port(port: int | str | None) -> int:
+    if port in (None, "", "auto", 0, "0"):
+        saved = prefect_home() / "port"
+        if _read_pid("server") and saved.exists():
+            return int(saved.read_text())
+        return DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
+    return int(port)
+
+
+def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = True, quiet: bool = False) -> dict:
+    """Start (or reuse) the server, create the process work pool, apply deployments, start the worker."""
+    say = (lambda *a: None) if quiet else print
+    port = _pick_port(port)
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    env = env_for(port)
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    server_pid = _read_pid("server")
     try:
         wait_healthy(port, timeout_s=1)
-        print(f"a Prefect server already answers on port {port}; reusing it")
+        say(f"a Prefect server already answers on port {port}; reusing it")
     except TimeoutError:
-        _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-        wait_healthy(port)
-    run = lambda *a: subprocess.run(_prefect() + list(a), env=env, check=True, cwd=env["ACD_PROJECT_DIR"],
-                                    stdout=subprocess.DEVNULL)
-    existing = subprocess.run(_prefect() + ["work-pool", "inspect", POOL], env=env, capture_output=True)
-    if existing.returncode != 0:
-        run("work-pool", "create", POOL, "--type", "process")
-    if deploy:
-        run("--no-prompt", "deploy", "--all")
-    if worker:
-        _spawn("worker", _prefect() + ["worker", "start", "--pool", POOL, "--limit", "2"], env)
+        if not port_free(port):
+            raise SystemExit(f"port {port} is taken by something that is not a Prefect server; "
+                             f"choose another: make up PREFECT_PORT=<port>")
+        server_pid = _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
+        wait_healthy(port, pid=server_pid)
+    (home / "port").write_text(str(port))
+    timings["server_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    pool = subprocess.run(_prefect() + ["work-pool", "inspect", POOL], env=env, capture_output=True)
+    if pool.returncode != 0:
+        subprocess.run(_prefect() + ["work-pool", "create", POOL, "--type", "process"], env=env, check=True,
+                       capture_output=True)
+    result = {"deployed": [], "skipped": [], "failed": []}
+    if do_deploy:
+        result = deploy(env)
+        for ref in result["deployed"]:
+            say(f"deployed {ref}")
+        for ref in result["skipped"]:
+            say(f"skipped  {ref}")
+        for ref in result["failed"]:
+            say(f"FAILED   {ref}")
+    timings["deploy_s"] = time.monotonic() - t0
+
+    worker_pid = _read_pid("worker")
+    if worker and worker_pid is None:
+        worker_pid = start_worker(env)
     ui = f"http://127.0.0.1:{port}"
-    print(f"Prefect UI: {ui}")
-    print(f"API: {env['PREFECT_API_URL']}  (export PREFECT_API_URL={env['PREFECT_API_URL']})")
-    print("run a build: prefect deployment run build-acd/demo")
-    return {"ui": ui, "api": env["PREFECT_API_URL"]}
+    say(f"Prefect UI: {ui}")
+    say(f"export PREFECT_API_URL={env['PREFECT_API_URL']}")
+    say("run a build: prefect deployment run build-acd/demo")
+    return {"ui": ui, "api": env["PREFECT_API_URL"], "port": port, "env": env, "server_pid": server_pid,
+            "worker_pid": worker_pid, "timings": timings, **result}
 
 
-def down() -> None:
-    home = prefect_home()
-    for name in ("worker", "server"):
-        pid_file = home / f"{name}.pid"
-        if not pid_file.exists():
-            continue
-        pid = int(pid_file.read_text())
+def start_worker(env: dict[str, str]) -> int:
+    return _spawn("worker", _prefect() + ["worker", "start", "--pool", POOL, "--type", "process", "--limit", "2"],
+                  env)
+
+
+def stop_pid(pid: int, timeout_s: float = 15) -> None:
+    """SIGTERM the process group `pid` leads (server + uvicorn, worker + its flow-run processes), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(50):
-                os.kill(pid, 0)
-                time.sleep(0.2)
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             pass
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + (timeout_s if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.2)
+        if not pid_alive(pid):
+            break
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def down(quiet: bool = False) -> list[str]:
+    home = prefect_home()
+    stopped = []
+    for name in ("worker", "server"):
+        pid_file = home / f"{name}.pid"
+        pid = _read_pid(name)
+        if pid is not None:
+            stop_pid(pid)
+            stopped.append(f"{name} (pid {pid})")
+            if not quiet:
+                print(f"stopped {name} (pid {pid})")
         pid_file.unlink(missing_ok=True)
-        print(f"stopped {name} (pid {pid})")
+    if not stopped and not quiet:
+        print(f"nothing to stop (no live PIDs in {home})")
+    return stopped
+
+
+def status() -> int:
+    home = prefect_home()
+    port = (home / "port").read_text().strip() if (home / "port").exists() else "?"
+    for name in ("server", "worker"):
+        pid = _read_pid(name)
+        print(f"{name}: {'pid %d' % pid if pid else 'not running'}")
+    print(f"UI: http://127.0.0.1:{port}")
+    return 0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m acd.services")
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
-    u.add_argument("--port", type=int, default=4200)
+    u.add_argument("--port", default="auto", help="port for the server, or 'auto' (4200 if free, else any free port)")
+    u.add_argument("--no-worker", action="store_true")
+    u.add_argument("--no-deploy", action="store_true")
     sub.add_parser("down")
+    sub.add_parser("status")
     a = p.parse_args(argv)
     if a.cmd == "up":
-        up(a.port)
-    else:
-        down()
+        t0 = time.monotonic()
+        info = up(a.port, worker=not a.no_worker, do_deploy=not a.no_deploy)
+        print(f"up in {time.monotonic() - t0:.1f}s (server {info['timings']['server_s']:.1f}s, "
+              f"deployments {info['timings']['deploy_s']:.1f}s)")
+        return 1 if info["failed"] else 0
+    if a.cmd == "status":
+        return status()
+    down()
     return 0
 
 

@@ -52,16 +52,49 @@ def _last_user_text(body: dict) -> str:
     return ""
 
 
+_VOCAB = (
+    "red blue green small large round wooden bright quiet busy scene object camera frame left right top bottom "
+    "moves rests beside above below near bell whistle drum street meadow room beach sky light shadow soft loud "
+    "slowly quickly center corner background foreground texture pattern striped spotted calm lively gentle"
+).split()
+
+
+def _sentences(rng: random.Random, n_words: int, n_sentences: int) -> str:
+    """n_words spread over n_sentences sentences of random vocabulary (each sentence ≥ 1 word)."""
+    n_sentences = max(1, min(n_sentences, n_words))
+    sizes = [n_words // n_sentences + (1 if i < n_words % n_sentences else 0) for i in range(n_sentences)]
+    out = []
+    for size in sizes:
+        words = [rng.choice(_VOCAB) for _ in range(size)]
+        words[0] = words[0].capitalize()
+        out.append(" ".join(words) + ".")
+    return " ".join(out)
+
+
 def reply_for(body: dict) -> str:
-    """The deterministic reply text for a request body (what a successful response carries)."""
+    """The deterministic reply text for a request body (what a successful response carries).
+
+    Like an obliging model it honours a length constraint stated in the prompt (the release's sentence),
+    and its wording varies with the request, so downstream checks see plausible, non-duplicate captions.
+    """
     h = request_hash(body)
     text = _last_user_text(body)
     if "chosen_complies" in text:
         v = int(h[:4], 16)
         return orjson.dumps({"chosen_complies": v % 10 != 0, "rejected_worse": v % 7 != 0, "score": v % 5,
                              "reason": f"verdict {h[:8]}"}).decode()
-    words = text.replace("\n", " ").split()[:16]
-    return f"Caption {h[:12]} by {body.get('model', '?')}: " + " ".join(words)
+    from acd.checks.length import parse_constraint
+
+    rng = random.Random(int(h[:16], 16))
+    constraint = parse_constraint(text)
+    if constraint is None:
+        return _sentences(rng, rng.randint(14, 30), 2)
+    lo, hi = constraint.bounds()
+    if constraint.unit == "words":
+        n = rng.randint(lo, hi)
+        return _sentences(rng, n, max(1, n // 12))
+    k = rng.randint(lo, hi)
+    return _sentences(rng, k * rng.randint(6, 10), k)
 
 
 class _State:
