@@ -7,6 +7,7 @@ goes on.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,41 @@ def _request(role: str, pair: dict, media: dict, attempt: int, backend) -> GenRe
     return req
 
 
-def _run_role(role, pairs, media_by_key, attempt, backend, deadletters) -> dict[str, GenResult]:
+def _add(timings: dict | None, key: str, t0: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0)
+
+
+class _TimedJudge:
+    """Pass-through to a judge that adds the seconds spent in its model calls to timings["judge"]."""
+
+    def __init__(self, judge, timings: dict):
+        self._judge, self._timings = judge, timings
+
+    def __getattr__(self, name):
+        attr = getattr(self._judge, name)
+        if name not in ("prefetch", "compliance") or not callable(attr):
+            return attr
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return attr(*a, **kw)
+            finally:
+                _add(self._timings, "judge", t0)
+
+        return timed
+
+
+def _run_role(role, pairs, media_by_key, attempt, backend, deadletters, timings=None) -> dict[str, GenResult]:
     """One batched backend call for `role` over `pairs`; returns ok results by pair_id."""
     requests = [_request(role, p, media_by_key[p["media_key"]], attempt, backend) for p in pairs]
     if not requests:
         return {}
-    by_request = {r.request_id: r for r in backend.generate(requests)}
+    t0 = time.perf_counter()
+    results = backend.generate(requests)
+    _add(timings, "backend", t0)
+    by_request = {r.request_id: r for r in results}
     ok = {}
     for req, pair in zip(requests, pairs):
         res = by_request.get(req.request_id)
@@ -72,8 +102,14 @@ def generate_lot(
     backend,
     checks_cfg: dict[str, Any],
     judge=None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """timings (optional): seconds are added under "backend" (backend.generate), "check" (check_lot,
+    judge included) and "judge" (the judge's model calls alone)."""
     from acd.checks.lot import check_lot
+
+    if timings is not None and judge is not None:
+        judge = _TimedJudge(judge, timings)
 
     media_by_key = {}
     for row in media.to_pylist():
@@ -88,13 +124,13 @@ def generate_lot(
     for attempt in range(max_attempts):
         if not pending:
             break
-        q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters)
+        q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters, timings)
         pending = [dict(p, instruction=_with_length(q[p["pair_id"]].text, p)) for p in pending if p["pair_id"] in q]
-        c = _run_role("chosen", pending, media_by_key, attempt, backend, deadletters)
+        c = _run_role("chosen", pending, media_by_key, attempt, backend, deadletters, timings)
         pending = [dict(p, chosen=c[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in c]
         # q-c-c pairs need no rejected call: the existing caption is the chosen one by construction.
         to_reject = [p for p in pending if not p["is_qcc"]]
-        a = _run_role("rejected", to_reject, media_by_key, attempt, backend, deadletters)
+        a = _run_role("rejected", to_reject, media_by_key, attempt, backend, deadletters, timings)
         generated = []
         for p in pending:
             if p["is_qcc"]:
@@ -117,7 +153,9 @@ def generate_lot(
         if not generated:
             pending = []
             continue
+        t0 = time.perf_counter()
         checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge).to_pylist()
+        _add(timings, "check", t0)
         pending = []
         for row in checked:
             if row["check_passed"] or attempt == max_attempts - 1:

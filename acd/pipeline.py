@@ -9,6 +9,7 @@ only the recipe and paths (it pickles), so lot tasks can run in threads, process
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,28 @@ def default_run_dir(recipe: dict[str, Any], root: str | Path = "runs") -> Path:
 @dataclass
 class StageTimer:
     seconds: dict[str, float] = field(default_factory=dict)
+    # Per stage: seconds spent inside the components (source.read, backend, checks, part writes, export
+    # writes), summed over units and workers; "workers" is how many processes ran the stage's units.
+    components: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def add(self, stage: str, dt: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
+
+    def add_components(self, stage: str, parts: dict[str, float] | None) -> None:
+        d = self.components.setdefault(stage, {})
+        for k, v in (parts or {}).items():
+            d[k] = d.get(k, 0.0) + v
+
+
+def _since(timings: dict[str, float], key: str, t0: float) -> float:
+    now = time.perf_counter()
+    timings[key] = timings.get(key, 0.0) + (now - t0)
+    return now
+
+
+# The media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
+# look their media up here instead of scanning every ingest part with DuckDB once per lot.
+MEDIA_INDEX = ("media_index", "all")
 
 
 class Build:
@@ -62,6 +82,7 @@ class Build:
         self._backend = None
         self._judge = None
         self._source = None
+        self._media_index = None
         self._record_recipe()
 
     @classmethod
@@ -73,7 +94,7 @@ class Build:
     # --- plumbing ---------------------------------------------------------------------------------
     def __getstate__(self):  # backends, judges and sources are rebuilt on the worker that needs them
         state = dict(self.__dict__)
-        state.update(_backend=None, _judge=None, _source=None)
+        state.update(_backend=None, _judge=None, _source=None, _media_index=None)
         return state
 
     def _record_recipe(self) -> None:
@@ -129,13 +150,27 @@ class Build:
         """Ingest one source batch; the media part is the batch's done-marker (written last)."""
         if self.store.has_part("ingest", batch):
             return {"media": self.store.read_part("ingest", batch).num_rows, "skipped": 1}
-        result = self.source.read(batch, self.store.media_dir)
-        self.store.write_part("quarantine", batch, rows_to_table(result.quarantine, QUARANTINE_SCHEMA))
-        self.store.write_part("ingest", batch, rows_to_table(result.media, MEDIA_SCHEMA))
-        return {"media": len(result.media), "quarantined": len(result.quarantine), "skipped": 0}
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
+        result = self.source.read(batch, self.store.media_dir)  # decode/synthesise + media file writes
+        t0 = _since(t, "source_read", t0)
+        quarantine = rows_to_table(result.quarantine, QUARANTINE_SCHEMA)
+        media = rows_to_table(result.media, MEDIA_SCHEMA)
+        t0 = _since(t, "to_arrow", t0)
+        self.store.write_part("quarantine", batch, quarantine)
+        self.store.write_part("ingest", batch, media)
+        _since(t, "part_write", t0)
+        return {"media": len(result.media), "quarantined": len(result.quarantine), "skipped": 0, "timings": t}
 
     def media_table(self, keys: list[str] | None = None) -> pa.Table:
         """Media rows, one per media_key (the first source row wins: dedup across sources and batches)."""
+        if self.store.has_part(*MEDIA_INDEX):
+            if self._media_index is None:  # read once per process; ~1 KB per item
+                self._media_index = self.store.read_part(*MEDIA_INDEX)
+            table = self._media_index
+            if keys is not None:
+                table = table.filter(pc.is_in(table.column("media_key"), pa.array(list(keys), pa.string())))
+            return table.sort_by([("modality", "ascending"), ("media_key", "ascending")])
         where = ""
         params = {}
         if keys is not None:
@@ -154,7 +189,12 @@ class Build:
         done = self.run_dir / "plan" / "_DONE"
         if done.exists():
             return done.read_text().split()
-        plan = plan_pairs(self.media_table(), self.recipe)
+        media = self.media_table()
+        # Sorted by key in small row groups: one immutable lookup table for every lot (see MEDIA_INDEX).
+        from acd.runstore import write_parquet_atomic
+
+        write_parquet_atomic(media.sort_by("media_key"), self.store.part_path(*MEDIA_INDEX), row_group_size=4096)
+        plan = plan_pairs(media, self.recipe)
         lots = sorted(set(plan.column("lot_id").to_pylist()))
         for lot in lots:
             self.store.write_part("plan", lot, plan.filter(pc.equal(plan.column("lot_id"), lot)))
@@ -176,15 +216,31 @@ class Build:
             return {"lot": lot, "skipped": True}
         from acd.generate import generate_lot
 
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
         plan = self.store.read_part("plan", lot)
         media = self.media_table(sorted(set(plan.column("media_key").to_pylist())))
+        t0 = _since(t, "media_lookup", t0)
+        backend = self.backend
+        judge = None
+        if self.recipe.get("checks", {}).get("judge", "offline") == "offline":
+            # A fresh judge (empty embedding cache; the model itself is loaded once per process) per lot: a
+            # lot's scores must not depend on which lots this process judged before, because a text's
+            # embedding can differ in the last bits with the batch it was embedded in. Resumed, parallel
+            # and serial builds then write the same bytes.
+            from acd.checks.judge import OfflineJudge
+
+            judge = self._judge = OfflineJudge()
+        t0 = _since(t, "setup", t0)
         pairs, deadletters = generate_lot(
-            plan, media, self.run_dir, self.backend, self.recipe.get("checks", {}), self.judge
+            plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t
         )
+        t0 = _since(t, "generate_lot", t0)
         self.store.write_part("deadletter", lot, rows_to_table(deadletters, DEADLETTER_SCHEMA))
         self.store.write_part("generate", lot, conform(pairs, PAIR_SCHEMA))
+        _since(t, "part_write", t0)
         passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)
-        return {"lot": lot, "pairs": pairs.num_rows, "passed": passed, "deadletters": len(deadletters)}
+        return {"lot": lot, "pairs": pairs.num_rows, "passed": passed, "deadletters": len(deadletters), "timings": t}
 
     # --- review ----------------------------------------------------------------------------------------
     def review(self, lot: str) -> dict[str, Any]:
@@ -237,15 +293,32 @@ class Build:
     def export(self, progress: Progress | None = None) -> dict[str, Any]:
         from acd.export import write_outputs
 
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
         pairs = self.accepted_pairs()
         media = self.media_table(sorted(set(pairs.column("media_key").to_pylist())))
-        return write_outputs(pairs, media, self.run_dir, self.out_dir, self.recipe, self.stats(), progress)
+        stats = self.stats()
+        t0 = _since(t, "queries", t0)
+        manifest = write_outputs(pairs, media, self.run_dir, self.out_dir, self.recipe, stats, progress)
+        _since(t, "write_outputs", t0)
+        self.export_timings = t  # read by the driver (_run_stages); not part of the result
+        return manifest
 
-    def finish(self, seconds: dict[str, float]) -> None:
-        """Record this run's stage times and write the HTML run report beside the dataset."""
+    def finish(self, seconds: dict[str, float], components: dict[str, dict[str, float]] | None = None) -> None:
+        """Record this run's stage times and write the HTML run report beside the dataset.
+
+        timings.json: {stage: seconds} or, with components, {stage: {"seconds": wall, <component>: s, ...}}
+        (component seconds are summed over the stage's units and worker processes).
+        """
         from acd.report import write_html_report
 
-        (self.run_dir / "timings.json").write_text(json.dumps({k: round(v, 3) for k, v in seconds.items()}, indent=2))
+        if components:
+            data: dict[str, Any] = {}
+            for k, v in seconds.items():
+                data[k] = {"seconds": round(v, 3), **{c: round(x, 3) for c, x in sorted(components.get(k, {}).items())}}
+        else:
+            data = {k: round(v, 3) for k, v in seconds.items()}
+        (self.run_dir / "timings.json").write_text(json.dumps(data, indent=2))
         write_html_report(self, self.out_dir / "report.html")
 
 
@@ -256,7 +329,11 @@ def run_build(
     overrides: dict | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run every stage in this process (the CLI's path; the Prefect flow fans the same calls out)."""
+    """Run every stage from this process (the CLI's path; the Prefect flow fans the same calls out).
+
+    Source batches, lots and reviews run in a pool of ACD_WORKERS processes (default: one per core;
+    ACD_WORKERS=1 runs them here); plan and export run here. Stage and component seconds go to
+    <run>/timings.json."""
     from acd import runlock
 
     recipe = load_recipe(recipe_name, overrides)
@@ -268,28 +345,131 @@ def run_build(
         runlock.release(build.run_dir)
 
 
-def _run_stages(build: Build, progress: Progress) -> dict[str, Any]:
-    timer = StageTimer()
+# --- the CLI's driver: units in a small process pool (2 cores = 2 workers), everything else here ----------
+_WORKER_BUILD: Build | None = None
 
-    def stage(name, units, fn):
-        t0 = time.perf_counter()
-        results = []
-        for i, unit in enumerate(units, 1):
-            results.append(fn(unit))
-            progress(name, i, len(units))
-        timer.add(name, time.perf_counter() - t0)
+
+def default_workers() -> int:
+    """ACD_WORKERS (1 = run every unit in this process), else one worker per CPU core, at most 8."""
+    env = os.environ.get("ACD_WORKERS", "").strip()
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _worker_init(build_state: bytes, parent_pid: int) -> None:
+    """Runs first in each worker: die with the driver (a SIGKILLed build leaves no orphan writing parts),
+    one BLAS/torch thread per worker (the workers already fill the cores), and the Build unpickled once so
+    its backend, judge model and media index are built once per worker, not once per unit."""
+    import pickle
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    global _WORKER_BUILD
+    _WORKER_BUILD = pickle.loads(build_state)
+
+
+def _worker_call(method: str, unit: str):
+    t0 = time.perf_counter()
+    result = getattr(_WORKER_BUILD, method)(unit)
+    return result, time.perf_counter() - t0
+
+
+class _Units:
+    """Runs a stage's units in this process or in a process pool (created once, reused across stages)."""
+
+    def __init__(self, build: Build, workers: int):
+        self.build, self.workers, self.pool = build, workers, None
+
+    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None]) -> list[Any]:
+        results: list[Any] = [None] * len(units)
+        if self.workers <= 1 or len(units) <= 1:
+            for i, unit in enumerate(units):
+                t0 = time.perf_counter()
+                results[i] = getattr(self.build, method)(unit)
+                on_done(i, (results[i], time.perf_counter() - t0))
+            return results
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        pool = self._pool()
+        # A bounded window of submissions (not all at once) keeps the driver's memory flat.
+        pending, nxt, window = {}, 0, self.workers * 2
+        while nxt < len(units) or pending:
+            while nxt < len(units) and len(pending) < window:
+                pending[pool.submit(_worker_call, method, units[nxt])] = nxt
+                nxt += 1
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = pending.pop(fut)
+                out = fut.result()
+                results[i] = out[0]
+                on_done(i, out)
         return results
 
-    stage("ingest", build.ingest_batches(), build.ingest)
-    t0 = time.perf_counter()
-    lots = build.plan()
-    timer.add("plan", time.perf_counter() - t0)
-    stage("generate", lots, build.generate)
-    decisions = stage("review", lots, build.review)
+    def _pool(self):
+        if self.pool is None:
+            import multiprocessing as mp
+            import pickle
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                initargs=(pickle.dumps(self.build), os.getpid()),
+            )
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _run_stages(build: Build, progress: Progress, workers: int | None = None) -> dict[str, Any]:
+    timer = StageTimer()
+    units = _Units(build, default_workers() if workers is None else workers)
+
+    def stage(name, unit_names, method):
+        t0 = time.perf_counter()
+        busy = 0.0
+
+        def on_done(i, out):
+            nonlocal busy
+            result, dt = out
+            busy += dt
+            if isinstance(result, dict):
+                timer.add_components(name, result.pop("timings", None))
+            progress(name, i + 1, len(unit_names))
+
+        results = units.map(method, unit_names, on_done)
+        timer.add(name, time.perf_counter() - t0)
+        timer.add_components(name, {"unit_seconds": busy,
+                                    "workers": float(min(units.workers, max(len(unit_names), 1)))})
+        return results
+
+    try:
+        stage("ingest", build.ingest_batches(), "ingest")
+        t0 = time.perf_counter()
+        lots = build.plan()
+        timer.add("plan", time.perf_counter() - t0)
+        stage("generate", lots, "generate")
+        decisions = stage("review", lots, "review")
+    finally:
+        units.close()  # the workers' memory (judge model, caches) is gone before export starts
     t0 = time.perf_counter()
     manifest = build.export(progress)
     timer.add("export", time.perf_counter() - t0)
-    build.finish(timer.seconds)
+    timer.add_components("export", getattr(build, "export_timings", None))
+    build.finish(timer.seconds, timer.components)
     return {
         "run_dir": str(build.run_dir),
         "out_dir": str(build.out_dir),
@@ -297,4 +477,5 @@ def _run_stages(build: Build, progress: Progress) -> dict[str, Any]:
         "decisions": decisions,
         "manifest": manifest,
         "seconds": timer.seconds,
+        "components": timer.components,
     }

@@ -17,29 +17,54 @@ class RunLocked(RuntimeError):
 
 
 def _alive(pid: int) -> bool:
+    """A running process. A zombie (killed, not yet reaped: e.g. a SIGKILLed flow-run process whose worker
+    died too, in a container whose PID 1 does not reap) answers kill(pid, 0) but is dead."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] not in "ZX"
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused PID from the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner_alive(prev: dict) -> bool:
+    pid = int(prev.get("pid", 0) or 0)
+    if not _alive(pid):
+        return False
+    started = prev.get("started")
+    return started is None or _start_time(pid) in (None, started)
 
 
 def acquire(run_dir: str | Path, **owner) -> dict | None:
     """Take the lock; return the previous (dead) owner's record if one was left behind, else None."""
     path = Path(run_dir) / "driver.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), **owner}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid()), **owner}
     stale = None
     if path.exists():
         try:
             prev = json.loads(path.read_text())
         except (OSError, ValueError):
             prev = {}
-        if prev.get("pid") == me["pid"] and prev.get("host") == me["host"]:
+        if prev.get("pid") == me["pid"] and prev.get("host") == me["host"] and prev.get("started") in (None, me["started"]):
             stale = None
-        elif prev.get("host") == me["host"] and _alive(int(prev.get("pid", 0))):
+        elif prev.get("host") == me["host"] and _owner_alive(prev):
             raise RunLocked(f"{run_dir} is being built by pid {prev['pid']} ({prev.get('flow_run_id') or 'cli'})")
         elif prev.get("host") not in (None, me["host"]):
             raise RunLocked(f"{run_dir} is locked by {prev['host']} pid {prev.get('pid')}; remove {path} if it is dead")

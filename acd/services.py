@@ -53,8 +53,8 @@ def env_for(port: int, home: Path | None = None) -> dict[str, str]:
         PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
         ACD_PROJECT_DIR=str(project_dir()),
     )
-    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")
-    # The worker must not inherit a run's Dask settings by accident from whoever typed `make up`.
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")  # how soon a worker picks up a new run
+    # ACD_DASK_ADDRESS / ACD_DASK_WORKERS pass through: `ACD_DASK_ADDRESS=tcp://... make up` runs lots on Dask.
     return env
 
 
@@ -125,7 +125,7 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
-def wait_healthy(port: int, timeout_s: float = 120, pid: int | None = None) -> None:
+def wait_healthy(port: int, timeout_s: float = 120, pid: int | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     url = f"http://127.0.0.1:{port}/api/health"
     while time.monotonic() < deadline:
@@ -137,7 +137,7 @@ def wait_healthy(port: int, timeout_s: float = 120, pid: int | None = None) -> N
         if pid is not None and not pid_alive(pid):
             break
         time.sleep(0.3)
-    log = prefect_home() / "server.log"
+    log = log or prefect_home() / "server.log"
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     raise TimeoutError(f"Prefect server did not answer on {url} within {timeout_s:.0f}s ({log}):\n{tail}")
 
@@ -191,25 +191,26 @@ def deploy(env: dict[str, str], refs: list[str] | None = None) -> dict[str, list
     return {"deployed": deployed, "skipped": skipped, "failed": failed}
 
 
-def _pick_port(port: int | str | None) -> int:
+def _pick_port(port: int | str | None, home: Path) -> int:
     if port in (None, "", "auto", 0, "0"):
-        saved = prefect_home() / "port"
-        if _read_pid("server") and saved.exists():
+        saved = home / "port"
+        if _read_pid("server", home) and saved.exists():
             return int(saved.read_text())
         return DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
     return int(port)
 
 
-def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = True, quiet: bool = False) -> dict:
+def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = True, quiet: bool = False,
+       home: str | Path | None = None) -> dict:
     """Start (or reuse) the server, create the process work pool, apply deployments, start the worker."""
     say = (lambda *a: None) if quiet else print
-    port = _pick_port(port)
-    home = prefect_home()
+    home = Path(home) if home else prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    env = env_for(port)
+    port = _pick_port(port, home)
+    env = env_for(port, home)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    server_pid = _read_pid("server")
+    server_pid = _read_pid("server", home)
     try:
         wait_healthy(port, timeout_s=1)
         say(f"a Prefect server already answers on port {port}; reusing it")
@@ -218,7 +219,7 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
             raise SystemExit(f"port {port} is taken by something that is not a Prefect server; "
                              f"choose another: make up PREFECT_PORT=<port>")
         server_pid = _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-        wait_healthy(port, pid=server_pid)
+        wait_healthy(port, pid=server_pid, log=home / "server.log")
     (home / "port").write_text(str(port))
     timings["server_s"] = time.monotonic() - t0
 
@@ -238,7 +239,7 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
             say(f"FAILED   {ref}")
     timings["deploy_s"] = time.monotonic() - t0
 
-    worker_pid = _read_pid("worker")
+    worker_pid = _read_pid("worker", home)
     if worker and worker_pid is None:
         worker_pid = start_worker(env)
     ui = f"http://127.0.0.1:{port}"
@@ -276,12 +277,12 @@ def stop_pid(pid: int, timeout_s: float = 15) -> None:
             pass
 
 
-def down(quiet: bool = False) -> list[str]:
-    home = prefect_home()
+def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
+    home = Path(home) if home else prefect_home()
     stopped = []
     for name in ("worker", "server"):
         pid_file = home / f"{name}.pid"
-        pid = _read_pid(name)
+        pid = _read_pid(name, home)
         if pid is not None:
             stop_pid(pid)
             stopped.append(f"{name} (pid {pid})")

@@ -1,22 +1,32 @@
 """build-acd: the Prefect flow. Thin: lot-sized tasks around the engine in acd.pipeline.
 
 Tasks are lots and source batches, never single items (the SQLite server drops task runs beyond ~10k).
-Resume is the engine's (parts on disk), so a rerun after a crash redoes only missing parts.
-Task runner: threads by default; ACD_DASK_ADDRESS=<scheduler> or ACD_DASK_WORKERS=<n> runs the lot tasks on
-a Dask cluster (workers must share the run directory).
+Resume is the engine's (parts on disk), so a rerun after a crash redoes only missing parts; Prefect's
+task cache is off (NO_CACHE) for the same reason.
+Task runner (chosen when this module is imported): threads by default (ACD_THREADS, default 2);
+ACD_DASK_ADDRESS=<scheduler address> runs the lot tasks on an existing Dask cluster, ACD_DASK_WORKERS=<n> on
+a local cluster of n worker processes. Dask workers must share the run directory (and out_dir).
+
+    prefect deployment run build-acd/demo
+    prefect deployment run build-acd/demo --param out_dir=/tmp/x --param run_dir=/tmp/x-run \
+        --param overrides='{"source": {"counts": {"image": 6, "video": 4, "audio": 4}}, "lot_size": 16}'
 """
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
 from acd.pipeline import Build, default_run_dir
-from acd.progress import PrefectStageProgress
+from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
 
 
@@ -28,41 +38,50 @@ def _task_runner():
 
         if address:
             return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": workers, "threads_per_worker": 1, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None,
+        })
     return ThreadPoolTaskRunner(max_workers=int(os.environ.get("ACD_THREADS", "2")))
 
 
-@task(name="ingest-batch", retries=1)
+_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="ingest-batch", retries=1, **_TASK)
 def ingest_batch(build: Build, batch: str) -> dict:
     return build.ingest(batch)
 
 
-@task(name="plan")
+@task(name="plan", **_TASK)
 def plan(build: Build) -> list[str]:
     return build.plan()
 
 
-@task(name="generate-lot", retries=1)
+@task(name="generate-lot", retries=1, **_TASK)
 def generate_lot(build: Build, lot: str) -> dict:
     return build.generate(lot)
 
 
-@task(name="review-lot")
+@task(name="review-lot", **_TASK)
 def review_lot(build: Build, lot: str) -> dict:
     return build.review(lot)
 
 
-@task(name="export")
+@task(name="export", **_TASK)
 def export(build: Build) -> dict:
     return build.export()
 
 
-def _wait_all(futures, progress, stage):
-    results = []
-    for i, fut in enumerate(futures, 1):
-        results.append(fut.result())
-        progress(stage, i, len(futures))
-    return results
+def _parse_overrides(overrides: dict | str | None) -> dict:
+    """A dict (the API, `--param overrides='{...}'`) or a JSON string (a UI text field, a quoted CLI value)."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    if not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a mapping (JSON object), got {type(overrides).__name__}")
+    return overrides
 
 
 @flow(name="build-acd", task_runner=_task_runner(), log_prints=True)
@@ -70,15 +89,16 @@ def build_acd(
     recipe: str = "demo",
     out_dir: str | None = None,
     run_dir: str | None = None,
-    overrides: dict | None = None,
+    overrides: dict[str, Any] | str | None = None,
     start_downstream: bool = False,
 ) -> dict:
-    """Build an ACD dataset from a recipe (schemas/recipes/<recipe>.yaml). Secrets come from env/blocks."""
+    """Build an ACD dataset from a recipe (schemas/recipes/<recipe>.yaml), deep-merging `overrides` (a JSON
+    object) over it. Secrets come from env or Prefect blocks, never from parameters."""
     logger = get_run_logger()
-    spec = load_recipe(recipe, overrides)
+    spec = load_recipe(recipe, _parse_overrides(overrides))
     out = Path(out_dir or f"out/{spec['name']}")
     build = Build(spec, run_dir or default_run_dir(spec), out)
-    progress = PrefectStageProgress(f"build-acd-{spec['name']}".lower())
+    progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
     try:
         return _build(build, spec, out, progress, logger, start_downstream)
@@ -86,53 +106,87 @@ def build_acd(
         runlock.release(build.run_dir)
 
 
-def _take_over_run_dir(build: Build, logger) -> None:
-    """Lock the run dir; a flow run that died holding it (SIGKILL, OOM) is marked Crashed, not left RUNNING."""
+def _take_over_run_dir(build: Build, logger) -> dict | None:
+    """Lock the run dir; a flow run that died holding it (SIGKILL, OOM, a lost machine) is marked Crashed.
+
+    A process worker marks its own child Crashed when the child dies, but when the worker goes too (the
+    machine, the container, a `kill -9` of the process group) nothing does: the flow run stays RUNNING
+    forever. The lock file names the flow run that holds the directory; the next run takes the lock over
+    from a dead PID and moves that orphaned run to Crashed. A live owner makes this run fail (RunLocked).
+    """
     from prefect.runtime import flow_run
 
     stale = runlock.acquire(build.run_dir, driver="prefect", flow_run_id=str(flow_run.id or ""))
-    if stale and stale.get("flow_run_id"):
-        from prefect.client.orchestration import get_client
-        from prefect.states import Crashed
+    if not stale:
+        return None
+    old_id = stale.get("flow_run_id")
+    if not old_id:
+        logger.warning("took over %s from a dead %s driver (pid %s)", build.run_dir, stale.get("driver"), stale.get("pid"))
+        return stale
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
 
+    try:
         with get_client(sync_client=True) as client:
-            old = client.read_flow_run(stale["flow_run_id"])
+            old = client.read_flow_run(old_id)
             if old.state and not old.state.is_final():
                 client.set_flow_run_state(
-                    stale["flow_run_id"],
-                    Crashed(message=f"driver pid {stale['pid']} died; run resumed by flow run {flow_run.id}"),
+                    old_id,
+                    Crashed(message=f"driver pid {stale.get('pid')} died holding {build.run_dir}; "
+                                    f"the run was resumed by flow run {flow_run.id}"),
                     force=True,
                 )
-                logger.warning("marked orphaned flow run %s as Crashed", stale["flow_run_id"])
+                logger.warning("marked orphaned flow run %s (%s) as Crashed", old_id, old.name)
+            else:
+                logger.info("previous flow run %s of %s ended %s", old_id, build.run_dir,
+                            old.state.type.value if old.state else "without a state")
+    except Exception as exc:  # noqa: BLE001 - the old run may live on another server; the build goes on
+        logger.warning("could not mark flow run %s Crashed: %s", old_id, exc)
+    return stale
+
+
+def _wait_all(futures, progress, stage):
+    progress.start(stage, len(futures))
+    results = []
+    for i, fut in enumerate(futures, 1):
+        results.append(fut.result())
+        progress(stage, i, len(futures))
+    return results
 
 
 def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool) -> dict:
-    import time
-
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
 
+    t0 = time.perf_counter()
     batches = build.ingest_batches()
     _wait_all([ingest_batch.submit(build, b) for b in batches], progress, "ingest")
     seconds["ingest"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
+    progress.start("plan", 1)
     lots = plan.submit(build).result()
+    progress("plan", 1, 1)
     seconds["plan"] = time.perf_counter() - t0
     logger.info("planned %d lots", len(lots))
+
     t0 = time.perf_counter()
     _wait_all([generate_lot.submit(build, lot) for lot in lots], progress, "generate")
     seconds["generate"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     decisions = _wait_all([review_lot.submit(build, lot) for lot in lots], progress, "review")
     seconds["review"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
+    progress.start("export", 1)
     manifest = export.submit(build).result()
+    progress("export", 1, 1)
     seconds["export"] = time.perf_counter() - t0
     build.finish(seconds)
 
     from acd.report import markdown_report
 
-    create_markdown_artifact(markdown=markdown_report(build), key=f"build-acd-{spec['name']}-report".lower(),
+    create_markdown_artifact(markdown=markdown_report(build), key=artifact_key("build-acd", spec["name"], "report"),
                              description="ACD build report")
     accepted = sum(1 for d in decisions if d.get("decision") == "accepted")
     logger.info("dataset written to %s (%d/%d lots accepted)", out.resolve(), accepted, len(lots))
@@ -146,7 +200,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
             except Exception as exc:  # a missing deployment must not fail a finished build
                 logger.warning("could not start %s: %s", name, exc)
     return {"out_dir": str(out.resolve()), "run_dir": str(build.run_dir), "lots": len(lots), "accepted_lots": accepted,
-            "pairs": manifest.get("counts", {})}
+            "pairs": manifest.get("counts", {}), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """`train-acm` flow: train an ACM on a built dataset (started by the lead's build flow via run_deployment)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 
 
 @flow(name="train-acm")
-def train_acm(dataset_dir: str, config: str = "tiny", out_dir: str | None = None, steps: int | None = None) -> dict:
+def train_acm(dataset_dir: str, config: str = "tiny", out_dir: str | None = None, steps: int | None = None,
+              start_eval: bool = False) -> dict:
+    """Train ACM on a built dataset; with start_eval, hand the checkpoint to the anycapeval deployment."""
     from acd.acm.train import train
 
     logger = get_run_logger()
@@ -18,6 +22,13 @@ def train_acm(dataset_dir: str, config: str = "tiny", out_dir: str | None = None
             f"- loss: {summary['initial_loss']} → {summary['final_loss']}\n- checkpoint: `{summary['checkpoint']}`\n"))
     except Exception as exc:  # artifacts need a server/API; the training result must not depend on them
         logger.warning("no artifact: %s", exc)
+    if start_eval:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment("anycapeval/default", timeout=0, parameters={
+            "dataset_dir": dataset_dir, "captioner": "grounded:rejected", "acm_ckpt": summary["checkpoint"],
+            "out_dir": f"runs/anycapeval/{Path(dataset_dir).name}"})
+        logger.info("started anycapeval flow run %s", run.id)
     return summary
 
 

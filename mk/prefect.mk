@@ -1,13 +1,19 @@
 # make up: a local Prefect server (SQLite under .prefect-home) + a process worker, deployments applied.
-# make down: stops both, by PID.
-PREFECT_HOME_DIR := $(CURDIR)/.prefect-home
-PREFECT_PORT ?= 4200
-PREFECT_ENV := PREFECT_HOME=$(PREFECT_HOME_DIR) PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
-	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=true ACD_PROJECT_DIR=$(CURDIR)
+# make down: stops both, by PID (.prefect-home/server.pid, worker.pid).
+#   make up                      # port 4200 if free, else a free port (printed; saved in .prefect-home/port)
+#   make up PREFECT_PORT=4311
+#   export PREFECT_API_URL=http://127.0.0.1:<port>/api   # as printed by `make up`
+#   prefect deployment run build-acd/demo
+PREFECT_HOME_DIR ?= $(CURDIR)/.prefect-home
+PREFECT_PORT ?= auto
+PREFECT_ENV := PREFECT_HOME=$(PREFECT_HOME_DIR) PREFECT_SERVER_ANALYTICS_ENABLED=false ACD_PROJECT_DIR=$(CURDIR)
 
-.PHONY: up down
+.PHONY: up down prefect-status
 up: venv
 	@$(PREFECT_ENV) $(PY) -m acd.services up --port $(PREFECT_PORT)
 
 down:
 	@$(PREFECT_ENV) $(PY) -m acd.services down
+
+prefect-status:
+	@$(PREFECT_ENV) $(PY) -m acd.services status

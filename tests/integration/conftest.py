@@ -1,10 +1,26 @@
+import os
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the shared server helper
 import labelstudio_server as lss  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Small enough for seconds, big enough for every stage and many lots. The offline embedding judge is off
+# (checks.judge=none): it is tested in tests/test_judge.py and costs ~1 s per lot on this CPU.
+TINY = {
+    "source": {"counts": {"image": 6, "video": 4, "audio": 4}},
+    "pairs": {"image": 27, "video": 39, "audio": 15},
+    "lot_size": 16,
+    "checks": {"judge": "none"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +29,119 @@ def ls_server(tmp_path_factory):
     srv = lss.session_server(tmp_path_factory)
     yield srv
     lss.stop_session_server()
+
+
+class PrefectStack:
+    """A real Prefect server + process worker (acd.services.up) on a free port, PREFECT_HOME in tmp."""
+
+    def __init__(self, info: dict, home: Path):
+        self.info = info
+        self.home = home
+        self.env = info["env"]
+        self.api = info["api"]
+        self.http = httpx.Client(base_url=self.api, timeout=30)
+
+    # --- CLI --------------------------------------------------------------------------------------------
+    def prefect(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "prefect", *args], env=self.env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"prefect {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def run_deployment(self, name: str, *params: str) -> str:
+        """`prefect deployment run <flow/deployment> --param k=v ...`; returns the new flow run's id."""
+        args = ["deployment", "run", name]
+        for p in params:
+            args += ["--param", p]
+        out = self.prefect(*args).stdout
+        m = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+        assert m, f"no flow run id in the CLI output:\n{out}"
+        return m.group(1)
+
+    # --- REST API ---------------------------------------------------------------------------------------
+    def flow_run(self, run_id: str) -> dict:
+        r = self.http.get(f"/flow_runs/{run_id}")
+        r.raise_for_status()
+        return r.json()
+
+    def state(self, run_id: str) -> str:
+        return (self.flow_run(run_id).get("state") or {}).get("type", "")
+
+    def wait(self, run_id: str, until=("COMPLETED",), timeout: float = 120) -> dict:
+        """Poll until the run's state type is in `until`; fail early on another final state."""
+        final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+        deadline = time.monotonic() + timeout
+        fr = {}
+        while time.monotonic() < deadline:
+            fr = self.flow_run(run_id)
+            st = (fr.get("state") or {}).get("type", "")
+            if st in until:
+                return fr
+            if st in final:
+                raise AssertionError(f"flow run {run_id} ended {st}: {(fr.get('state') or {}).get('message')}\n"
+                                     f"{self.worker_log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"flow run {run_id} not {until} within {timeout}s (last: "
+                             f"{(fr.get('state') or {}).get('type')})\n{self.worker_log_tail()}")
+
+    def artifacts(self, run_id: str) -> list[dict]:
+        r = self.http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        r.raise_for_status()
+        return r.json()
+
+    def worker_log_tail(self, n: int = 4000) -> str:
+        log = self.home / "worker.log"
+        return log.read_text(errors="replace")[-n:] if log.exists() else ""
+
+    def restart_worker(self) -> int:
+        from acd import services
+
+        pid = services.start_worker(self.env)
+        self.info["worker_pid"] = pid
+        return pid
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory):
+    """Server (SQLite) + process worker + deployments from prefect.yaml; stopped by PID at the end."""
+    from acd import services
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_WORKER_QUERY_SECONDS", "ACD_PROJECT_DIR")}
+    os.environ["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # the worker polls for scheduled runs every second
+    os.environ["ACD_PROJECT_DIR"] = str(ROOT)
+    t0 = time.monotonic()
+    try:
+        info = services.up(port=services.free_port(), home=home, quiet=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    info["timings"]["up_s"] = time.monotonic() - t0
+    stack = PrefectStack(info, home)
+    try:
+        assert "build-acd/demo" in info["deployed"], info
+        yield stack
+    finally:
+        stack.http.close()
+        pids = [info.get("server_pid"), info.get("worker_pid")]
+        services.down(quiet=True, home=home)
+        left = [p for p in pids if p and services.pid_alive(p)]
+        assert not left, f"processes still running after down(): {left}"
+
+
+@pytest.fixture
+def tiny_overrides() -> dict:
+    """Recipe overrides for a tiny demo build (a fresh copy per test)."""
+    import copy
+
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_stack):
+    """The API URL of the session's real Prefect server."""
+    return prefect_stack.api

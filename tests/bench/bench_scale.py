@@ -1,0 +1,201 @@
+"""Scale benchmark (issue 5): the full acd-300k recipe, grounded backend, on this machine, from scratch.
+
+Runs `python -m acd.cli build` as a subprocess in a fresh run directory and reports:
+  - wall time of the whole build (process start to exit),
+  - peak RSS of the whole process tree (driver + pool workers, summed, sampled every 0.25 s with psutil)
+    and the largest single process (getrusage RUSAGE_CHILDREN),
+  - seconds per stage and, from <run>/timings.json, the seconds spent inside the components:
+    media synthesis (source.read, incl. writing the media files), generation (backend.generate + checks
+    incl. the judge), file writes (Parquet parts, export outputs),
+  - orchestration overhead = wall - (synthesis + generation + file writes), where component seconds of a
+    stage that ran in N worker processes count as component_seconds / N (they ran side by side),
+  - the machine's load (1-minute load average sampled during the run) and the build's CPU utilisation.
+
+Goals: wall <= 30 min, peak tree RSS <= 4 GiB, overhead <= 10%. Exit status 1 when one is missed.
+
+    .venv/bin/python tests/bench/bench_scale.py                      # the full 300k build (~10-30 min)
+    .venv/bin/python tests/bench/bench_scale.py --scale 0.0333       # a 10k-pair slice, same proportions
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GOALS = {"wall_s": 30 * 60, "rss_bytes": 4 * 2**30, "overhead": 0.10}
+
+# Which component timers count as real work, per stage (see acd/pipeline.py: Build.ingest/generate/export).
+WORK = {
+    "ingest": {"synthesis": ["source_read"], "file_writes": ["part_write"]},
+    "generate": {"generation": ["backend", "check"], "file_writes": ["part_write"]},
+    "export": {"file_writes": ["write_outputs"]},
+}
+
+
+def scaled_overrides(recipe: str, scale: float) -> list[str]:
+    """--set overrides that scale the recipe's media counts and pair counts proportionally."""
+    path = ROOT / "schemas" / "recipes" / f"{recipe}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    out = []
+    for m, n in spec["source"]["counts"].items():
+        out.append(f"source.counts.{m}={max(1, round(n * scale))}")
+    for m, n in spec["pairs"].items():
+        out.append(f"pairs.{m}={max(1, round(n * scale))}")
+    return out
+
+
+class TreeSampler(threading.Thread):
+    """Peak of the summed RSS of a process and all its descendants; load average alongside."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak = 0
+        self.peak_procs = 0
+        self.loads: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        last_load = 0.0
+        while not self.stop.is_set():
+            total, n = 0, 0
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                    n += 1
+                except psutil.Error:
+                    pass
+            if total > self.peak:
+                self.peak, self.peak_procs = total, n
+            now = time.monotonic()
+            if now - last_load >= 5:
+                self.loads.append(os.getloadavg()[0])
+                last_load = now
+            self.stop.wait(self.interval)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="acd-300k")
+    ap.add_argument("--scale", type=float, default=1.0, help="scale counts and pairs (1.0 = the full recipe)")
+    ap.add_argument("--workdir", default="/tmp/acd-bench-scale", help="run and out dirs go here (wiped first)")
+    ap.add_argument("--workers", default=None, help="ACD_WORKERS for the build (default: the engine's)")
+    ap.add_argument("--set", action="append", default=[], help="extra recipe overrides KEY=VALUE")
+    ap.add_argument("--keep", action="store_true", help="keep the run and out dirs afterwards")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    work = Path(args.workdir)
+    run_dir, out_dir = work / "run", work / "out"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sets = (scaled_overrides(args.recipe, args.scale) if args.scale != 1.0 else []) + list(args.set)
+    cmd = [sys.executable, "-m", "acd.cli", "build", "--recipe", args.recipe, "--out", str(out_dir),
+           "--run-dir", str(run_dir)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = dict(os.environ)
+    if args.workers:
+        env["ACD_WORKERS"] = str(args.workers)
+    log = work / "build.log"
+    load_before = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average before {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f}", flush=True)
+    print("running: " + " ".join(cmd), flush=True)
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        rc = proc.wait()
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        print(log.read_text(errors="replace")[-4000:])
+        print(f"build failed with exit status {rc}")
+        return 2
+
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    max_single = r1.ru_maxrss * 1024  # kilobytes on Linux
+    timings = json.loads((run_dir / "timings.json").read_text())
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    pairs = manifest.get("counts", {}).get("pairs")
+
+    print(f"\n{'stage':<10}{'wall s':>9}{'workers':>9}  components (seconds summed over workers)")
+    stage_sum = 0.0
+    work_s = {"synthesis": 0.0, "generation": 0.0, "file_writes": 0.0}
+    for stage, v in timings.items():
+        v = v if isinstance(v, dict) else {"seconds": v}
+        stage_sum += v["seconds"]
+        workers = v.get("workers", 1.0)
+        comps = ", ".join(f"{k} {x:.1f}" for k, x in v.items() if k not in ("seconds", "workers"))
+        print(f"{stage:<10}{v['seconds']:>9.1f}{workers:>9.0f}  {comps}")
+        for kind, keys in WORK.get(stage, {}).items():
+            work_s[kind] += sum(v.get(k, 0.0) for k in keys) / workers
+    useful = sum(work_s.values())
+    overhead = wall - useful
+    load_avg = sum(sampler.loads) / len(sampler.loads) if sampler.loads else os.getloadavg()[0]
+
+    print(f"\npairs exported: {pairs}")
+    print(f"wall {wall:.1f} s (stages {stage_sum:.1f} s, process start/imports/report {wall - stage_sum:.1f} s)")
+    print(f"work (per-worker-normalised): synthesis {work_s['synthesis']:.1f} s, generation+checks "
+          f"{work_s['generation']:.1f} s, file writes {work_s['file_writes']:.1f} s = {useful:.1f} s")
+    print(f"CPU time of the build {cpu:.0f} s = {cpu / wall:.2f} cores busy on average "
+          f"(machine: {os.cpu_count()} cores, mean 1-min load average during the run {load_avg:.2f}, "
+          f"max {max(sampler.loads, default=load_avg):.2f})")
+    print(f"peak RSS: process tree {sampler.peak / 2**30:.2f} GiB ({sampler.peak_procs} processes), "
+          f"largest single process {max_single / 2**30:.2f} GiB")
+    ratios = {
+        "wall": wall / GOALS["wall_s"],
+        "rss": sampler.peak / GOALS["rss_bytes"],
+        "overhead": (overhead / wall) / GOALS["overhead"],
+    }
+    print("\nmeasured / goal (same run):")
+    print(f"  wall      {wall:8.1f} s   / {GOALS['wall_s']} s goal  = {ratios['wall']:.2f}")
+    print(f"  peak RSS  {sampler.peak / 2**30:8.2f} GiB / 4 GiB goal  = {ratios['rss']:.2f}")
+    print(f"  overhead  {100 * overhead / wall:8.1f} %   / 10 % goal    = {ratios['overhead']:.2f}"
+          f"   ({overhead:.1f} s of {wall:.1f} s)")
+    result = {
+        "recipe": args.recipe, "scale": args.scale, "sets": sets, "pairs": pairs, "wall_s": wall,
+        "peak_rss_tree_bytes": sampler.peak, "peak_rss_single_bytes": max_single, "cpu_s": cpu,
+        "load_avg_mean": load_avg, "load_avg_max": max(sampler.loads, default=load_avg),
+        "load_before": load_before, "cores": os.cpu_count(), "timings": timings, "work_s": work_s,
+        "overhead_s": overhead, "overhead_share": overhead / wall, "ratios": ratios,
+    }
+    (work / "bench-scale.json").write_text(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if not args.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    ok = all(r <= 1.0 for r in ratios.values())
+    print("all goals met" if ok else "GOAL MISSED: " + ", ".join(k for k, r in ratios.items() if r > 1.0))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

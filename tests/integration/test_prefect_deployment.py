@@ -1,0 +1,139 @@
+"""build-acd through a real Prefect server + process worker: `prefect deployment run build-acd/demo`.
+
+The session fixture (conftest.prefect_stack) runs acd.services.up on a free port with PREFECT_HOME in tmp,
+exactly what `make up` does, and stops the server and the worker by PID at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+STAGES = ("ingest", "plan", "generate", "review", "export")
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(240)]
+
+
+def _params(out: Path, run: Path, overrides: dict) -> list[str]:
+    return [f"out_dir={out}", f"run_dir={run}", f"overrides={json.dumps(overrides)}"]
+
+
+def test_deployments_applied(prefect_stack):
+    info = prefect_stack.info
+    r = prefect_stack.prefect("deployment", "ls")
+    for ref in info["deployed"]:
+        flow, name = ref.split("/")
+        assert flow in r.stdout and name in r.stdout
+    # Every deployment in prefect.yaml is either deployed or reported (missing entrypoint / failing import).
+    from acd.services import deployment_entries
+
+    refs = {e["ref"] for e in deployment_entries()}
+    reported = set(info["deployed"]) | {s.split(" ")[0] for s in info["skipped"] + info["failed"]}
+    assert refs == reported
+    assert {"build-acd/demo", "build-acd/acd-300k"} <= set(info["deployed"])
+    # `flow/deployment` is required by the CLI; the bare flow name is refused.
+    assert prefect_stack.prefect("deployment", "run", "build-acd", check=False).returncode != 0
+
+
+def test_deployment_run_builds_tiny_dataset(prefect_stack, tmp_path, tiny_overrides):
+    out, run = tmp_path / "out", tmp_path / "run"
+    t0 = time.monotonic()
+    run_id = prefect_stack.run_deployment("build-acd/demo", *_params(out, run, tiny_overrides))
+    fr = prefect_stack.wait(run_id, timeout=150)
+    seconds = time.monotonic() - t0
+    print(f"tiny build-acd/demo deployment run: {seconds:.1f}s (server+worker+deploy up in "
+          f"{prefect_stack.info['timings']['up_s']:.1f}s)")
+
+    # The parameters arrived as typed values (overrides as a JSON object, not a string).
+    assert fr["parameters"]["overrides"] == tiny_overrides
+    assert fr["parameters"]["out_dir"] == str(out)
+
+    # The dataset is on disk, complete per its manifest.
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {f["path"] for f in manifest["files"]}
+    assert any(p.startswith("pairs/") and p.endswith(".parquet") for p in listed)
+    for f in manifest["files"]:
+        assert (out / f["path"]).stat().st_size == f["bytes"], f["path"]
+    pairs = sum(pq.read_metadata(out / p).num_rows for p in listed if p.startswith("pairs/"))
+    assert pairs == manifest["counts"]["pairs"] > 0
+    assert not (run / "driver.lock").exists(), "the flow must release the run-dir lock"
+
+    # Progress artifacts: one per stage, finished; the markdown report.
+    arts = prefect_stack.artifacts(run_id)
+    by_key = {a["key"]: a for a in arts if a.get("key")}
+    for stage in STAGES:
+        a = by_key.get(f"build-acd-demo-{stage}")
+        assert a is not None, f"no progress artifact for {stage}: {sorted(by_key)}"
+        assert a["type"] == "progress" and float(a["data"]) == pytest.approx(100.0), a
+    report = by_key.get("build-acd-demo-report")
+    assert report is not None and report["type"] == "markdown"
+    assert "|" in report["data"] and "demo" in report["data"]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize("lose_worker", [False, True], ids=["flow-run-killed", "flow-run-and-worker-killed"])
+def test_crashed_run_is_marked_and_resumed(prefect_stack, tmp_path, tiny_overrides, lose_worker):
+    """SIGKILL the flow-run process mid-generate (its PID from <run>/driver.lock); run the deployment again.
+
+    flow-run-killed: the process worker sees its child die and reports the run Crashed itself.
+    flow-run-and-worker-killed: nothing is left to report it (a lost machine), so the run would stay RUNNING
+    forever; the next run takes the run-dir lock over from the dead PID and marks the old run Crashed.
+    Either way the rerun completes and redoes only the missing parts.
+    """
+    from acd import services
+
+    out, run = tmp_path / "out", tmp_path / "run"
+    # More, smaller lots than TINY: a wider window to kill the run mid-generate.
+    overrides = {**tiny_overrides, "pairs": {"image": 60, "video": 60, "audio": 40}, "lot_size": 4}
+    first = prefect_stack.run_deployment("build-acd/demo", *_params(out, run, overrides))
+    prefect_stack.wait(first, until=("RUNNING",), timeout=60)
+
+    lock = run / "driver.lock"
+    gen = run / "generate"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if lock.exists() and gen.exists() and any(gen.iterdir()):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"run never reached generate: {prefect_stack.worker_log_tail()}")
+    owner = json.loads(lock.read_text())
+    assert owner["flow_run_id"] == first and owner["driver"] == "prefect"
+    if lose_worker:
+        _kill(prefect_stack.info["worker_pid"])
+    _kill(owner["pid"])
+    done_before = {p: p.stat().st_mtime_ns for p in gen.glob("*/part-*.parquet")}
+    lots = (run / "plan" / "_DONE").read_text().split()
+    assert 0 < len(done_before) < len(lots), "the kill must land mid-generate"
+
+    if lose_worker:
+        time.sleep(2)
+        assert prefect_stack.state(first) == "RUNNING", "with the worker gone nobody reports the crash"
+        prefect_stack.restart_worker()
+    else:
+        prefect_stack.wait(first, until=("CRASHED",), timeout=60)
+
+    second = prefect_stack.run_deployment("build-acd/demo", *_params(out, run, overrides))
+    prefect_stack.wait(second, timeout=150)
+
+    old = prefect_stack.flow_run(first)
+    assert old["state"]["type"] == "CRASHED", old["state"]
+    if lose_worker:
+        assert "resumed by flow run" in old["state"]["message"] and second in old["state"]["message"]
+    # Resume by parts: the lots finished before the kill were not redone.
+    for p, mtime in done_before.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten"
+    assert len(list(gen.glob("*/part-*.parquet"))) == len(lots)
+    assert (out / "manifest.json").exists()
+    assert not lock.exists()
+    assert services.pid_alive(prefect_stack.info["worker_pid"])
