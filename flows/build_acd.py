@@ -36,6 +36,8 @@ def _task_runner():
     if address or workers:
         from prefect_dask import DaskTaskRunner
 
+        _pickle_tasks_by_value()
+
         if address:
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs={
@@ -43,6 +45,19 @@ def _task_runner():
             "host": "127.0.0.1", "dashboard_address": None,
         })
     return ThreadPoolTaskRunner(max_workers=int(os.environ.get("ACD_THREADS", "2")))
+
+
+def _pickle_tasks_by_value() -> None:
+    """Ship this module's task functions to Dask workers by value: `flows/` is not an installed package, so
+    a worker started elsewhere (`dask worker tcp://...` on another machine, another cwd) cannot import it.
+    What they call lives in `acd`, which is installed wherever the workers run."""
+    import sys
+
+    import cloudpickle
+
+    module = sys.modules.get(__name__)
+    if module is not None:
+        cloudpickle.register_pickle_by_value(module)
 
 
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)

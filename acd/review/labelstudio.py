@@ -207,3 +207,26 @@ def parse_result(result: Iterable[dict]) -> dict[str, Any]:
             text = " ".join(t.strip() for t in (value.get("text") or []) if t and t.strip())
             out["correction"] = text or None
     return out
+
+
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+
+
+def ensure_webhook(ls, project_id: int, url: str, headers: dict[str, str] | None = None) -> int:
+    """The project's webhook to `url` for the annotation actions, with payloads (task.data carries run and
+    lot). Idempotent: an existing hook to the same URL is kept, and updated when its actions, headers (a
+    rotated secret) or payload flag differ; a missing one is created. Returns the webhook id."""
+    want = dict(actions=list(WEBHOOK_ACTIONS), headers=dict(headers or {}), send_payload=True,
+                send_for_all_actions=False, is_active=True)
+    mine = sorted((w for w in ls.webhooks.list(project=str(project_id)) if w.url == url and w.project == project_id),
+                  key=lambda w: w.id)
+    for extra in mine[1:]:  # two workers pushing lots of one project at once may both have created one
+        ls.webhooks.delete(id=extra.id)
+    if not mine:
+        return ls.webhooks.create(url=url, project=project_id, **want).id
+    w = mine[0]
+    have = dict(actions=sorted(w.actions or []), headers=dict(w.headers or {}), send_payload=w.send_payload,
+                send_for_all_actions=w.send_for_all_actions, is_active=w.is_active)
+    if have != {**want, "actions": sorted(WEBHOOK_ACTIONS)}:
+        ls.webhooks.update(id=w.id, url=url, **want)
+    return w.id

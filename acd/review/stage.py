@@ -149,10 +149,21 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
     rows = [dict(r, run_id=run_id, project_id=project_id, task_id=task_ids[r["pair_id"]], media_uri=uris[r["media_key"]])
             for r in items]
     store.write_part("review_tasks", lot, rows_to_table(rows, TASK_SCHEMA))
+    if ls_cfg.get("webhook_url"):
+        register_webhook(store.root, rc, ls, project_id)
     info = {"lot_id": lot, "project_id": project_id, "sampled": len(sample_ids),
             "gold": sum(1 for r in items if r["gold"]), "created": len(new), "existing": len(existing)}
     log.info("review push %s", info)
     return info
+
+
+def register_webhook(run_dir: str | Path, rc: dict, ls, project_id: int) -> int:
+    """review.label_studio.webhook_url set: record the run where the webhook server finds it (acd.review.webhook)
+    and make sure the project calls that URL on annotation changes (with the shared secret header, if any)."""
+    from acd.review import webhook
+
+    webhook.register_run(run_dir, rc, project_id)
+    return lsapi.ensure_webhook(ls, project_id, rc["label_studio"]["webhook_url"], webhook.secret_headers())
 
 
 def _annotation_rows(task, lot: str, who: dict[int, str]) -> list[dict]:

@@ -133,12 +133,18 @@ def prefect_stack(tmp_path_factory):
         assert not left, f"processes still running after down(): {left}"
 
 
+@pytest.fixture(scope="session")
+def tiny_recipe() -> dict:
+    """Recipe overrides for a tiny demo build (shared: do not mutate; use tiny_overrides for a copy)."""
+    return TINY
+
+
 @pytest.fixture
-def tiny_overrides() -> dict:
+def tiny_overrides(tiny_recipe) -> dict:
     """Recipe overrides for a tiny demo build (a fresh copy per test)."""
     import copy
 
-    return copy.deepcopy(TINY)
+    return copy.deepcopy(tiny_recipe)
 
 
 @pytest.fixture(scope="session")

@@ -47,32 +47,93 @@ def test_build_pickles(tmp_path, tiny_overrides):
     assert clone.recipe == build.recipe and clone.run_dir == build.run_dir
 
 
-def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path, tiny_overrides):
+@pytest.fixture(scope="module")
+def reference_build(tmp_path_factory, tiny_recipe):
+    """The same tiny recipe built by acd.pipeline.run_build in this process (no Prefect, no Dask)."""
+    import copy
+
     from acd.pipeline import run_build
 
-    dask_out, dask_run = tmp_path / "dask-out", tmp_path / "dask-run"
-    env = dict(prefect_stack.env)
-    env.pop("ACD_DASK_ADDRESS", None)
-    env["ACD_DASK_WORKERS"] = "2"
+    tmp = tmp_path_factory.mktemp("reference")
+    overrides = copy.deepcopy(tiny_recipe)
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(dask_out), str(dask_run), json.dumps(tiny_overrides)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
-    dask_s = time.monotonic() - t0
+    ref = run_build("demo", tmp / "out", run_dir=tmp / "run", overrides=overrides)
+    print(f"single-process build {time.monotonic() - t0:.1f}s")
+    return {"out": tmp / "out", "lots": ref["lots"], "overrides": overrides}
+
+
+def _dask_build(env: dict, tmp_path: Path, overrides: dict) -> tuple[dict, str, float]:
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "dask-out"), str(tmp_path / "dask-run"),
+                          json.dumps(overrides)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    seconds = time.monotonic() - t0
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-6000:]
-    # prefect-dask started a LocalCluster for the flow run (2 worker processes).
-    assert "LocalCluster" in log, log[-3000:]
     result = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))[7:])
-    assert result["lots"] > 2
+    return result, log, seconds
 
-    t0 = time.monotonic()
-    ref = run_build("demo", tmp_path / "ref-out", run_dir=tmp_path / "ref-run", overrides=tiny_overrides)
-    ref_s = time.monotonic() - t0
-    print(f"dask (2 workers) build {dask_s:.1f}s incl. interpreter and cluster start; single process {ref_s:.1f}s")
-    assert ref["lots"] == result["lots"]
 
-    a, b = _files(dask_out), _files(tmp_path / "ref-out")
+def _assert_same_bytes(a_out: Path, b_out: Path) -> None:
+    a, b = _files(a_out), _files(b_out)
     assert sorted(a) == sorted(b)
     differ = [p for p in a if a[p] != b[p]]
     assert not differ, f"files differ between the Dask and the single-process build: {differ[:10]}"
     assert len(a) > 10
+
+
+def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path, reference_build):
+    """ACD_DASK_WORKERS=2: prefect-dask starts a LocalCluster of 2 worker processes for the flow run."""
+    env = dict(prefect_stack.env)
+    env.pop("ACD_DASK_ADDRESS", None)
+    env["ACD_DASK_WORKERS"] = "2"
+    result, log, seconds = _dask_build(env, tmp_path, reference_build["overrides"])
+    print(f"dask LocalCluster (2 workers) build {seconds:.1f}s incl. interpreter and cluster start")
+    assert "LocalCluster" in log, log[-3000:]
+    assert result["lots"] == reference_build["lots"] > 2
+    _assert_same_bytes(tmp_path / "dask-out", reference_build["out"])
+
+
+def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp_path, reference_build):
+    """ACD_DASK_ADDRESS: a scheduler and two workers started apart from the flow (another cwd, as on other
+    machines, where the project's flows/ folder is not importable); the lot tasks run on those workers."""
+    from acd import services
+
+    cluster_dir = tmp_path / "cluster"
+    cluster_dir.mkdir()
+    sched_file = cluster_dir / "scheduler.json"
+    env = {k: v for k, v in prefect_stack.env.items() if not k.startswith("ACD_DASK_")}
+    dask = [str(Path(sys.executable).with_name("dask"))]
+    procs = []
+    try:
+        with open(cluster_dir / "scheduler.log", "wb") as log:
+            procs.append(subprocess.Popen(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                                  "--no-dashboard", "--scheduler-file", str(sched_file)],
+                                          cwd=cluster_dir, env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            with open(cluster_dir / f"worker-{i}.log", "wb") as log:
+                procs.append(subprocess.Popen(dask + ["worker", address, "--nthreads", "1", "--no-dashboard",
+                                                      "--host", "127.0.0.1", "--name", f"w{i}"],
+                                              cwd=cluster_dir, env=env, stdout=log, stderr=subprocess.STDOUT))
+        result, log, seconds = _dask_build({**env, "ACD_DASK_ADDRESS": address}, tmp_path,
+                                           reference_build["overrides"])
+        print(f"dask existing-scheduler (2 workers) build {seconds:.1f}s")
+        assert "LocalCluster" not in log
+        worker_logs = [(cluster_dir / f"worker-{i}.log").read_text(errors="replace") for i in range(2)]
+        ran = [w.count("generate-lot") for w in worker_logs]
+        assert sum(ran) > 0, worker_logs  # the lot tasks ran (and logged) on the external workers
+        assert result["lots"] == reference_build["lots"]
+        _assert_same_bytes(tmp_path / "dask-out", reference_build["out"])
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        assert not any(services.pid_alive(p.pid) for p in procs)

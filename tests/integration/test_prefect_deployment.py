@@ -137,3 +137,25 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, tmp_path, tiny_overrid
     assert (out / "manifest.json").exists()
     assert not lock.exists()
     assert services.pid_alive(prefect_stack.info["worker_pid"])
+
+
+def test_deploy_skips_missing_entrypoints(prefect_stack, tmp_path):
+    """`make up` deploys what exists and reports the rest (a flow file not written yet must not block it)."""
+    from acd import services
+
+    (tmp_path / "flows").symlink_to(services.PROJECT_DIR / "flows")
+    (tmp_path / "prefect.yaml").write_text(
+        "name: skip-test\nprefect-version: 3.8.8\nbuild: null\npush: null\n"
+        "pull:\n  - prefect.deployments.steps.set_working_directory:\n      directory: \"{{ $ACD_PROJECT_DIR }}\"\n"
+        "deployments:\n"
+        "  - {name: skip-test, entrypoint: 'flows/build_acd.py:build_acd', work_pool: {name: acd-local}}\n"
+        "  - {name: skip-test, entrypoint: 'flows/not_written_yet.py:not_written_yet', work_pool: {name: acd-local}}\n"
+    )
+    env = {**prefect_stack.env, "ACD_PROJECT_DIR": str(tmp_path)}
+    result = services.deploy(env)
+    assert result["deployed"] == ["build-acd/skip-test"]
+    assert result["skipped"] == ["not-written-yet/skip-test (no file flows/not_written_yet.py)"]
+    assert result["failed"] == []
+    r = prefect_stack.http.get("/deployments/name/build-acd/skip-test")
+    assert r.status_code == 200
+    assert r.json()["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(tmp_path)
