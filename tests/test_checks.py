@@ -239,36 +239,35 @@ def test_effective_config_validates():
 
 
 def test_llm_judge_without_object_is_explicit():
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="judge object"):
         check_lot(make_lot(10), {"judge": "llm"})
 
 
-def test_deterministic_throughput():
-    """The rules + near-dup must keep up with a 300k-pair build (target >= 50k pairs/s per core).
+def test_llm_judge_verdicts_drive_check_failures(tmp_path):
+    """An LLM judge over a real OpenAI-compatible server: its JSON verdicts decide which pairs fail."""
+    from PIL import Image
 
-    Measured in CPU time of this process: on a shared 2-core box wall time mostly measures the
-    neighbours. The hard floor is half the target so noisy CI does not flake.
-    """
-    lots = [make_lot(2048, seed=s) for s in range(3)]
-    check_lot(lots[0], {"judge": "none"})  # warm caches (regexes, yaml)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for lot in lots:
-        check_lot(lot, {"judge": "none"})
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"deterministic checks: {3 * 2048 / cpu:,.0f} pairs/s CPU, {3 * 2048 / wall:,.0f} pairs/s wall")
-    assert 3 * 2048 / cpu >= 25_000
+    from acd.backends.base import make_backend
+    from acd.backends.llm_judge import LLMCheckJudge
+    from acd.testing.openai_server import OpenAITestServer
 
-
-def test_vectorised_flags_match_python():
-    """check_lot's RE2 path and check_pair's re path must agree (same yaml patterns, two engines)."""
-    from acd.checks.rules import text_flags, vectorised_text_flags
-
-    triples = []
-    for _, overrides, _ in CASES:
-        args = dict(instruction=Q, chosen=C, rejected=A)
-        args.update({k: v for k, v in overrides.items() if k in args})
-        triples.append((args["instruction"], args["chosen"], args["rejected"]))
-    cols = [pa.array([t[k] for t in triples], pa.string()) for k in range(3)]
-    vec = vectorised_text_flags(*cols)
-    for i, t in enumerate(triples):
-        assert tuple(f[i] for f in vec) == text_flags(*t), t
+    lot = make_lot(40)
+    lot = lot.take([i for i in range(40) if i not in (1, 2, 3, 4, 6, 7)])  # only pairs the rules pass
+    media = {}
+    for i, key in enumerate(lot.column("media_key").to_pylist()):
+        path = tmp_path / f"{key}.jpg"
+        Image.new("RGB", (32, 24), (i * 7 % 256, 90, 160)).save(path)
+        media[key] = {"media_key": key, "modality": "image", "ext": "jpg", "mime": "image/jpeg", "path": str(path)}
+    with OpenAITestServer(median=0.001) as srv:
+        backend = make_backend({"name": "openai", "endpoints": [{"base_url": srv.base_url}], "model": "judge-m",
+                                "max_retries": 0})
+        judge = LLMCheckJudge(backend).bind_media(media)
+        out = check_lot(lot, {"judge": "llm", "judge_sample_rate": 1.0}, judge).to_pylist()
+        assert srv.stats()["outcomes"].get("ok", 0) == lot.num_rows  # one judge request per pair
+        verdicts = {v["pair_id"]: v for v in judge.verdicts(lot.to_pylist())}  # the server answers deterministically
+    for row in out:
+        v = verdicts[row["pair_id"]]
+        assert row["judge_score"] == v["score"] / 4
+        assert ("judge_chosen_noncompliant" in row["check_failures"]) == (not v["chosen_complies"])
+        assert row["check_passed"] == (v["chosen_complies"] and (row["is_qcc"] or v["rejected_worse"]))
+    assert 0 < sum(not r["check_passed"] for r in out) < len(out)

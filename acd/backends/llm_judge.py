@@ -104,3 +104,22 @@ class LLMJudge:
                      template_hash=req.template_hash)
             out.append(v)
         return out
+
+
+class LLMCheckJudge:
+    """The LLM judge as the check stage sees it: `verdicts(rows)` over pair dicts of one lot.
+
+    The check stage works on tables without media; this adapter looks each pair's media up by key
+    (bind_media per lot) so the judge prompt carries the image, frames or audio.
+    """
+
+    def __init__(self, backend, params: dict[str, Any] | None = None):
+        self.inner = LLMJudge(backend, params)
+        self.media_by_key: dict[str, dict[str, Any]] = {}
+
+    def bind_media(self, media_by_key: dict[str, dict[str, Any]]) -> "LLMCheckJudge":
+        self.media_by_key = media_by_key
+        return self
+
+    def verdicts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.inner.judge([dict(r, media=self.media_by_key.get(r["media_key"], {})) for r in rows])

@@ -74,7 +74,8 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None) -> pa
     if conf["judge"] != "none" and n:
         if judge is None:
             if conf["judge"] != "offline":
-                raise NotImplementedError(f"checks.judge={conf['judge']!r}: pass a judge object; only 'offline' is built in")
+                raise ValueError(f"checks.judge={conf['judge']!r} needs a judge object (the pipeline builds an LLM "
+                                 "judge from the recipe's backend); only 'offline' is made on demand")
             from acd.checks.judge import OfflineJudge  # torch loads only when a judge runs
 
             judge = OfflineJudge()
@@ -93,11 +94,38 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None) -> pa
     return out
 
 
+JUDGE_CHOSEN_NONCOMPLIANT = "judge_chosen_noncompliant"
+JUDGE_UNAVAILABLE = "judge_unavailable"
+
+
+def _run_verdicts(judge, pairs: pa.Table, rows: list[int], failures: list[list[str]]) -> list[float | None]:
+    """A verdict judge (an LLM through a backend): one batched call, a JSON verdict per pair.
+
+    score 0..4 becomes judge_score 0..1. A pair whose verdict could not be had fails with a reason, so an
+    unjudged pair never passes silently when the recipe asked for a judge.
+    """
+    scores: list[float | None] = [None] * pairs.num_rows
+    table = pairs.take(rows).to_pylist() if rows else []
+    for i, v in zip(rows, judge.verdicts(table)):
+        if v.get("chosen_complies") is None:
+            failures[i].append(JUDGE_UNAVAILABLE)
+            continue
+        if v.get("score") is not None:
+            scores[i] = round(max(0.0, min(4.0, float(v["score"]))) / 4.0, 6)
+        if not v["chosen_complies"]:
+            failures[i].append(JUDGE_CHOSEN_NONCOMPLIANT)
+        elif not table[rows.index(i)]["is_qcc"] and v.get("rejected_worse") is False:
+            failures[i].append(JUDGE_PREFERS_REJECTED)
+    return scores
+
+
 def _run_judge(judge, pairs: pa.Table, col: dict, lc: list, failures: list[list[str]], conf: dict) -> list[float | None]:
     n = pairs.num_rows
     kps = pairs.column("key_points").to_pylist() if "key_points" in pairs.column_names else [None] * n
     picked = judge_sample(col["pair_id"], [not f for f in failures], conf["judge_sample_rate"], conf["judge_min_per_lot"])
     rows = [i for i in range(n) if picked[i]]
+    if hasattr(judge, "verdicts"):
+        return _run_verdicts(judge, pairs, rows, failures)
     if hasattr(judge, "prefetch"):
         # one batched model call for the whole sample instead of one per pair
         from acd.checks.judge import strip_length_sentence

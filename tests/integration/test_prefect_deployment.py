@@ -81,8 +81,18 @@ def _kill(pid: int) -> None:
         pass
 
 
+@pytest.fixture
+def worker_guard(prefect_stack):
+    """Whatever a test does to the worker, the next test finds one running."""
+    yield
+    from acd import services
+
+    if not services.pid_alive(prefect_stack.info["worker_pid"]):
+        prefect_stack.restart_worker()
+
+
 @pytest.mark.parametrize("lose_worker", [False, True], ids=["flow-run-killed", "flow-run-and-worker-killed"])
-def test_crashed_run_is_marked_and_resumed(prefect_stack, tmp_path, tiny_overrides, lose_worker):
+def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path, tiny_overrides, lose_worker):
     """SIGKILL the flow-run process mid-generate (its PID from <run>/driver.lock); run the deployment again.
 
     flow-run-killed: the process worker sees its child die and reports the run Crashed itself.
