@@ -138,12 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     rs = rsub.add_parser("sync", help="pull annotations, gate lots, re-export")
     rs.add_argument("--run-dir", required=True)
     rs.add_argument("--out", default=None)
+    rsub.add_parser("webhook", help="serve the Label Studio webhook that starts syncs (see --help)", add_help=False)
 
     sub.add_parser("eval", help="AnyCapEval (arguments are passed on; see `acd eval --help`)", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "eval":
         return cmd_eval(args, rest)
+    if args.command == "review" and args.review_command == "webhook":
+        from acd.review.webhook import main as webhook_main
+
+        webhook_main(rest)
+        return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,

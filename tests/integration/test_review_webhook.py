@@ -247,7 +247,7 @@ def test_webhook_runs_the_sync_reviews_deployment(ls_server, prefect_stack, tmp_
             assert proc.poll() is None, (tmp_path / "webhook.log").read_text()
             assert time.monotonic() < deadline, "webhook process did not answer /health"
             time.sleep(0.2)
-        info = push_lot(run, pairs, {"review": review}, seed=5, media=media)
+        info = push_lot(run, pairs, {"review": review}, seed=5, media=media, client=ls)  # token: this process has no Secret block
         hook_ids = [w.id for w in ls.webhooks.list(project=str(info["project_id"])) if w.url == url + wh.PATH]
         assert wh.known_runs(state)[run_id_of(run)]["recipe"] == str((run / "recipe.json").resolve())
         tasks = RunStore(run).read_part("review_tasks", "image-whprefect-b0").to_pylist()
