@@ -121,6 +121,26 @@ def build_acd(
         runlock.release(build.run_dir)
 
 
+def _wait_for_humans(build: Build, spec: dict, lots: list[str], decisions: list[dict], logger) -> list[dict]:
+    """review.wait: suspend until sync-reviews has human decisions for every lot, then go on to export.
+
+    A suspended deployment run restarts from the top when resumed; the parts on disk make that cheap, and
+    the lots' decisions are then the annotators' (review_decisions is replaced by the sync), so it does not
+    suspend again.
+    """
+    review = spec.get("review") or {}
+    if not (review.get("wait") and review.get("label_studio")):
+        return decisions
+    pending = [d["lot_id"] for d in decisions if d.get("mode") != "label_studio" or d.get("decision") == "needs_more"]
+    if not pending:
+        return decisions
+    from flows.sync_reviews import wait_for_reviews
+
+    logger.info("waiting for human review of %d lots (sync-reviews resumes this run)", len(pending))
+    wait_for_reviews(str(build.run_dir))
+    return [build.review(lot) for lot in lots]
+
+
 def _take_over_run_dir(build: Build, logger) -> dict | None:
     """Lock the run dir; a flow run that died holding it (SIGKILL, OOM, a lost machine) is marked Crashed.
 
@@ -191,6 +211,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     t0 = time.perf_counter()
     decisions = _wait_all([review_lot.submit(build, lot) for lot in lots], progress, "review")
     seconds["review"] = time.perf_counter() - t0
+    decisions = _wait_for_humans(build, spec, lots, decisions, logger)
 
     t0 = time.perf_counter()
     progress.start("export", 1)

@@ -63,6 +63,7 @@ class TreeSampler(threading.Thread):
         self.peak = 0
         self.peak_procs = 0
         self.loads: list[float] = []
+        self.timeline: list[tuple[float, int, list[int]]] = []  # (seconds since start, tree rss, per-process)
         self.stop = threading.Event()
 
     def run(self):
@@ -73,21 +74,25 @@ class TreeSampler(threading.Thread):
         except psutil.NoSuchProcess:
             return
         last_load = 0.0
+        t_start = time.monotonic()
         while not self.stop.is_set():
-            total, n = 0, 0
+            total, n, each = 0, 0, []
             try:
                 procs = [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
                 break
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
+                    total += rss
+                    each.append(rss)
                     n += 1
                 except psutil.Error:
                     pass
             if total > self.peak:
                 self.peak, self.peak_procs = total, n
             now = time.monotonic()
+            self.timeline.append((now - t_start, total, each))
             if now - last_load >= 5:
                 self.loads.append(os.getloadavg()[0])
                 last_load = now
@@ -157,6 +162,19 @@ def main(argv=None) -> int:
         for kind, keys in WORK.get(stage, {}).items():
             work_s[kind] += sum(v.get(k, 0.0) for k in keys) / workers
     useful = sum(work_s.values())
+    # Peak tree RSS per stage: stage windows laid end to end after the process start (approximate: the
+    # start-up seconds are taken as all coming before ingest).
+    t_edge, windows = wall - stage_sum, []
+    for stage, v in timings.items():
+        secs = v["seconds"] if isinstance(v, dict) else v
+        windows.append((stage, t_edge, t_edge + secs))
+        t_edge += secs
+    rss_by_stage = {}
+    for stage, a, b in windows:
+        inside = [(tot, each) for t, tot, each in sampler.timeline if a <= t < b]
+        if inside:
+            tot, each = max(inside, key=lambda x: x[0])
+            rss_by_stage[stage] = {"tree": tot, "processes": sorted(each, reverse=True)}
     overhead = wall - useful
     load_avg = sum(sampler.loads) / len(sampler.loads) if sampler.loads else os.getloadavg()[0]
 
@@ -169,6 +187,9 @@ def main(argv=None) -> int:
           f"max {max(sampler.loads, default=load_avg):.2f})")
     print(f"peak RSS: process tree {sampler.peak / 2**30:.2f} GiB ({sampler.peak_procs} processes), "
           f"largest single process {max_single / 2**30:.2f} GiB")
+    print("peak tree RSS by stage: " + "; ".join(
+        f"{k} {v['tree'] / 2**30:.2f} GiB (" + " + ".join(f"{x / 2**30:.2f}" for x in v["processes"]) + ")"
+        for k, v in rss_by_stage.items()))
     ratios = {
         "wall": wall / GOALS["wall_s"],
         "rss": sampler.peak / GOALS["rss_bytes"],
@@ -184,7 +205,7 @@ def main(argv=None) -> int:
         "peak_rss_tree_bytes": sampler.peak, "peak_rss_single_bytes": max_single, "cpu_s": cpu,
         "load_avg_mean": load_avg, "load_avg_max": max(sampler.loads, default=load_avg),
         "load_before": load_before, "cores": os.cpu_count(), "timings": timings, "work_s": work_s,
-        "overhead_s": overhead, "overhead_share": overhead / wall, "ratios": ratios,
+        "overhead_s": overhead, "rss_by_stage": rss_by_stage, "overhead_share": overhead / wall, "ratios": ratios,
     }
     (work / "bench-scale.json").write_text(json.dumps(result, indent=2))
     if args.json:
