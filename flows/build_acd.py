@@ -229,12 +229,13 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     if start_downstream:
         from prefect.deployments import run_deployment
 
-        for name in ("train-acm/default", "anycapeval/default"):
-            try:
-                run_deployment(name, parameters={"dataset_dir": str(out.resolve())}, timeout=0)
-                logger.info("started %s", name)
-            except Exception as exc:  # a missing deployment must not fail a finished build
-                logger.warning("could not start %s: %s", name, exc)
+        # train-acm hands its checkpoint on to anycapeval (start_eval), so evaluation sees the trained model.
+        try:
+            run = run_deployment("train-acm/default", timeout=0,
+                                 parameters={"dataset_dir": str(out.resolve()), "start_eval": True})
+            logger.info("started train-acm flow run %s", run.id)
+        except Exception as exc:  # a missing deployment must not fail a finished build
+            logger.warning("could not start train-acm: %s", exc)
     return {"out_dir": str(out.resolve()), "run_dir": str(build.run_dir), "lots": len(lots), "accepted_lots": accepted,
             "pairs": manifest.get("counts", {}), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
 
