@@ -106,6 +106,7 @@ def build_acd(
     run_dir: str | None = None,
     overrides: dict[str, Any] | str | None = None,
     start_downstream: bool = False,
+    downstream_params: dict | None = None,
 ) -> dict:
     """Build an ACD dataset from a recipe (schemas/recipes/<recipe>.yaml), deep-merging `overrides` (a JSON
     object) over it. Secrets come from env or Prefect blocks, never from parameters."""
@@ -116,7 +117,7 @@ def build_acd(
     progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
     try:
-        return _build(build, spec, out, progress, logger, start_downstream)
+        return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
     finally:
         runlock.release(build.run_dir)
 
@@ -189,7 +190,8 @@ def _wait_all(futures, progress, stage):
     return results
 
 
-def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool) -> dict:
+def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool,
+           downstream_params: dict | None = None) -> dict:
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -231,8 +233,8 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
 
         # train-acm hands its checkpoint on to anycapeval (start_eval), so evaluation sees the trained model.
         try:
-            run = run_deployment("train-acm/default", timeout=0,
-                                 parameters={"dataset_dir": str(out.resolve()), "start_eval": True})
+            params = {"dataset_dir": str(out.resolve()), "start_eval": True, **(downstream_params or {})}
+            run = run_deployment("train-acm/default", timeout=0, parameters=params)
             logger.info("started train-acm flow run %s", run.id)
         except Exception as exc:  # a missing deployment must not fail a finished build
             logger.warning("could not start train-acm: %s", exc)

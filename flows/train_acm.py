@@ -27,7 +27,7 @@ def train_acm(dataset_dir: str, config: str = "tiny", out_dir: str | None = None
 
         run = run_deployment("anycapeval/default", timeout=0, parameters={
             "dataset_dir": dataset_dir, "captioner": "grounded:rejected", "acm_ckpt": summary["checkpoint"],
-            "out_dir": f"runs/anycapeval/{Path(dataset_dir).name}"})
+            "out_dir": str(Path(summary["run_dir"]) / "anycapeval")})
         logger.info("started anycapeval flow run %s", run.id)
     return summary
 
