@@ -60,7 +60,8 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     good, media_good = lss.make_lot(run, "image", "image-instance-b0", n_pairs=60, n_media=6)
     bad, media_bad = lss.make_lot(run, "video", "video-action-b0", n_pairs=60, n_media=3)
     media = {**media_good, **media_bad}
-    cfg = ls_server.review_cfg(gold_share=0.05)
+    # Own projects: the Label Studio server is shared by the whole test session (browser, webhook tests).
+    cfg = ls_server.review_cfg(gold_share=0.05, project_prefix=f"ACD review {run.name}")
     ls = ls_server.client()
 
     info_good = push_lot(run, good, cfg, seed=7, media=media)
