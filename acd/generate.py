@@ -48,7 +48,7 @@ class _TimedJudge:
 
     def __getattr__(self, name):
         attr = getattr(self._judge, name)
-        if name not in ("prefetch", "compliance") or not callable(attr):
+        if name not in ("prefetch", "compliance", "verdicts") or not callable(attr):
             return attr
 
         def timed(*a, **kw):

@@ -196,8 +196,15 @@ class Build:
         write_parquet_atomic(media.sort_by("media_key"), self.store.part_path(*MEDIA_INDEX), row_group_size=4096)
         plan = plan_pairs(media, self.recipe)
         lots = sorted(set(plan.column("lot_id").to_pylist()))
-        for lot in lots:
-            self.store.write_part("plan", lot, plan.filter(pc.equal(plan.column("lot_id"), lot)))
+        # plan_pairs returns rows sorted by (lot_id, pair_id): each lot is one contiguous slice.
+        ids = plan.column("lot_id").to_pylist()
+        starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]] + [len(ids)]
+        if [ids[i] for i in starts[:-1]] != lots:  # not sorted after all: filter per lot
+            for lot in lots:
+                self.store.write_part("plan", lot, plan.filter(pc.equal(plan.column("lot_id"), lot)))
+        else:
+            for lot, a, b in zip(lots, starts, starts[1:]):
+                self.store.write_part("plan", lot, plan.slice(a, b - a))
         tmp = done.with_suffix(".tmp")
         tmp.write_text("\n".join(lots))
         tmp.replace(done)
@@ -222,15 +229,13 @@ class Build:
         media = self.media_table(sorted(set(plan.column("media_key").to_pylist())))
         t0 = _since(t, "media_lookup", t0)
         backend = self.backend
-        judge = None
-        if self.recipe.get("checks", {}).get("judge", "offline") == "offline":
-            # A fresh judge (empty embedding cache; the model itself is loaded once per process) per lot: a
-            # lot's scores must not depend on which lots this process judged before, because a text's
+        judge = self.judge
+        if judge is not None and type(judge).__name__ == "OfflineJudge":
+            # A fresh offline judge (empty embedding cache; the model itself is loaded once per process) per
+            # lot: a lot's scores must not depend on which lots this process judged before, because a text's
             # embedding can differ in the last bits with the batch it was embedded in. Resumed, parallel
             # and serial builds then write the same bytes.
-            from acd.checks.judge import OfflineJudge
-
-            judge = self._judge = OfflineJudge()
+            judge = self._judge = type(judge)()
         t0 = _since(t, "setup", t0)
         pairs, deadletters = generate_lot(
             plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t
@@ -331,9 +336,9 @@ def run_build(
 ) -> dict[str, Any]:
     """Run every stage from this process (the CLI's path; the Prefect flow fans the same calls out).
 
-    Source batches, lots and reviews run in a pool of ACD_WORKERS processes (default: one per core;
-    ACD_WORKERS=1 runs them here); plan and export run here. Stage and component seconds go to
-    <run>/timings.json."""
+    Synthetic/folder/manifest source batches and grounded-backend lots run in a pool of ACD_WORKERS
+    processes (default: one per core; ACD_WORKERS=1 runs them here); everything else runs here. Stage and
+    component seconds go to <run>/timings.json."""
     from acd import runlock
 
     recipe = load_recipe(recipe_name, overrides)
@@ -379,10 +384,24 @@ def _worker_init(build_state: bytes, parent_pid: int) -> None:
     _WORKER_BUILD = pickle.loads(build_state)
 
 
+def _release_memory() -> None:
+    """Hand freed heap back to the OS between units: Arrow's pool and glibc otherwise keep each lot's
+    high-water mark (measured: ~1.07 GiB vs ~0.79 GiB per worker after 40 lots of 2048 pairs)."""
+    try:
+        pa.default_memory_pool().release_unused()
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_call(method: str, unit: str):
     t0 = time.perf_counter()
     result = getattr(_WORKER_BUILD, method)(unit)
-    return result, time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    _release_memory()
+    return result, dt
 
 
 class _Units:
@@ -391,9 +410,9 @@ class _Units:
     def __init__(self, build: Build, workers: int):
         self.build, self.workers, self.pool = build, workers, None
 
-    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None]) -> list[Any]:
+    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None], parallel: bool = True) -> list[Any]:
         results: list[Any] = [None] * len(units)
-        if self.workers <= 1 or len(units) <= 1:
+        if not parallel or self.workers <= 1 or len(units) <= 1:
             for i, unit in enumerate(units):
                 t0 = time.perf_counter()
                 results[i] = getattr(self.build, method)(unit)
@@ -438,6 +457,16 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
     timer = StageTimer()
     units = _Units(build, default_workers() if workers is None else workers)
 
+    # Processes only where the work is local CPU: synthesising media and the grounded writer (+ offline judge).
+    # Model backends are I/O-bound and async inside one process; a pool would multiply their per-process
+    # in-flight limits and rate pacing (openai) or load the model once per worker (vllm).
+    recipe = build.recipe
+    parallel = {
+        "ingest": recipe["source"].get("kind") in ("synthetic", "folder", "manifest"),
+        "generate": recipe["backend"].get("name") == "grounded",
+        "review": False,  # cheap, and a Label Studio push belongs to one client
+    }
+
     def stage(name, unit_names, method):
         t0 = time.perf_counter()
         busy = 0.0
@@ -450,10 +479,10 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
                 timer.add_components(name, result.pop("timings", None))
             progress(name, i + 1, len(unit_names))
 
-        results = units.map(method, unit_names, on_done)
+        results = units.map(method, unit_names, on_done, parallel=parallel[name])
         timer.add(name, time.perf_counter() - t0)
-        timer.add_components(name, {"unit_seconds": busy,
-                                    "workers": float(min(units.workers, max(len(unit_names), 1)))})
+        n = min(units.workers, max(len(unit_names), 1)) if parallel[name] else 1
+        timer.add_components(name, {"unit_seconds": busy, "workers": float(n)})
         return results
 
     try:
@@ -462,9 +491,9 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
         lots = build.plan()
         timer.add("plan", time.perf_counter() - t0)
         stage("generate", lots, "generate")
-        decisions = stage("review", lots, "review")
     finally:
-        units.close()  # the workers' memory (judge model, caches) is gone before export starts
+        units.close()  # the workers' memory (judge model, caches) is gone before review and export
+    decisions = stage("review", lots, "review")
     t0 = time.perf_counter()
     manifest = build.export(progress)
     timer.add("export", time.perf_counter() - t0)

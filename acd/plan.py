@@ -74,6 +74,13 @@ def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
     for key, modality in zip(media.column("media_key").to_pylist(), media.column("modality").to_pylist()):
         keys_by_modality.setdefault(modality, []).append(key)
 
+    split_cache: dict[str, str] = {}  # one sha256 per media item, not one per pair
+
+    def split(key: str) -> str:
+        if key not in split_cache:
+            split_cache[key] = split_of(key, splits, seed)
+        return split_cache[key]
+
     rows: list[dict[str, Any]] = []
     for modality, total in recipe["pairs"].items():
         if not total:
@@ -122,7 +129,7 @@ def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
                         "length_constraint": lc.sentence(),
                         "is_qcc": bool(qcc_flags[i]),
                         "rejection_strategy": strategy,
-                        "split": split_of(key, splits, seed),
+                        "split": split(key),
                         "seed": int(stable_hash("pairseed", seed, pair_id)[:12], 16),
                     }
                 )
