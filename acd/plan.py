@@ -34,9 +34,12 @@ def _rng(*parts: Any) -> random.Random:
 
 
 def split_of(media_key: str, splits: dict[str, float], seed: int) -> str:
-    """Assign a media item to a split by a stable hash, with cumulative fractions in the recipe's order."""
+    """Assign a media item to a split by a stable hash, with cumulative fractions in name order.
+
+    Name order, not the recipe's key order: the run records its recipe as sorted JSON, and a reopened run
+    (Build.from_run_dir) must assign the same splits as the original."""
     u, acc = _unit("split", seed, media_key), 0.0
-    names = list(splits)
+    names = sorted(splits)
     for name in names:
         acc += splits[name]
         if u < acc:

@@ -271,3 +271,13 @@ def test_llm_judge_verdicts_drive_check_failures(tmp_path):
         assert ("judge_chosen_noncompliant" in row["check_failures"]) == (not v["chosen_complies"])
         assert row["check_passed"] == (v["chosen_complies"] and (row["is_qcc"] or v["rejected_worse"]))
     assert 0 < sum(not r["check_passed"] for r in out) < len(out)
+
+
+def test_short_fact_poor_captions_are_not_near_duplicates_but_long_copies_are():
+    from acd.checks.neardup import near_duplicates
+
+    short = "The background is a night sky in dark blue tones."
+    long = ("A red car rests near the river as the evening light fades, with soft shadows stretching across the "
+            "wet ground and a small boat drifting past the old wooden pier.")
+    flags = near_duplicates([short, short, long, long], ["m1", "m2", "m1", "m2"], ["background"] * 4, 0.98)
+    assert flags == [False, False, False, True]

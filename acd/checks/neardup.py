@@ -41,6 +41,10 @@ def _spec() -> tuple[int, frozenset]:
     return int(s["shingle"]), frozenset(s["stopwords"])
 
 
+def _min_features() -> int:
+    return int(load_checks_spec()["near_duplicate"].get("min_features", 0))
+
+
 def feature_sets(captions: Sequence[str | None]) -> list[frozenset[int]]:
     """Per caption, its word n-grams within sentences/clauses (stopwords dropped) as integer ids.
 
@@ -122,7 +126,8 @@ def near_duplicates(
     (instruction type) for a different media key. Empty captions are never flagged (another check)."""
     n = len(captions)
     flags = [False] * n
-    feats = feature_sets(captions)
+    floor = _min_features()
+    feats = [f if len(f) >= floor else frozenset() for f in feature_sets(captions)]
     # 1. exact feature-set groups, per bucket
     groups: dict[tuple[str, frozenset], _Group] = {}
     row_group: list[_Group | None] = [None] * n
