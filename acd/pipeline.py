@@ -264,6 +264,11 @@ class Build:
             from acd.review.stage import push_lot
 
             decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
+            if (cfg["label_studio"] or {}).get("webhook_url"):
+                from acd.review.webhook import register_run
+
+                # Syncs the webhook starts then also re-export this build's dataset.
+                register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve())
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
         self.store.write_part("review_decisions", lot, rows_to_table([decision], DECISION_SCHEMA))
         return decision
