@@ -97,7 +97,11 @@ def cmd_review_sync(args) -> int:
     from acd.review import sync
 
     build = Build.from_run_dir(args.run_dir, args.out or "out/unused")
-    decisions = sync(args.run_dir, build.recipe).to_pylist()
+    sync(args.run_dir, build.recipe)
+    redone = build.regenerate_rejected()  # review.on_reject=regenerate; pushed for review again
+    if redone:
+        print(f"regenerated {len(redone)} rejected lot(s): {', '.join(redone)}")
+    decisions = build.store.sql("select * from {review_decisions} order by lot_id").to_pylist()
     for d in decisions:
         ci = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d["ci_low"] is not None else "-"
         print(f"{d['lot_id']:<28} {d['mode']:<12} {d['decision']:<10} compliance {d['compliance'] or 0:.3f} {ci} n={d['n']}")

@@ -103,9 +103,11 @@ def generate_lot(
     checks_cfg: dict[str, Any],
     judge=None,
     timings: dict[str, float] | None = None,
+    attempt_offset: int = 0,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (backend.generate), "check" (check_lot,
-    judge included) and "judge" (the judge's model calls alone)."""
+    judge included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after
+    review rejected it starts past the attempts already used, so the backend writes new captions."""
     from acd.checks.lot import check_lot
 
     if timings is not None and judge is not None:
@@ -121,7 +123,7 @@ def generate_lot(
     final: dict[str, dict] = {}
     deadletters: list[dict] = []
 
-    for attempt in range(max_attempts):
+    for attempt in range(attempt_offset, attempt_offset + max_attempts):
         if not pending:
             break
         q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters, timings)
@@ -158,7 +160,7 @@ def generate_lot(
         _add(timings, "check", t0)
         pending = []
         for row in checked:
-            if row["check_passed"] or attempt == max_attempts - 1:
+            if row["check_passed"] or attempt == attempt_offset + max_attempts - 1:
                 final[row["pair_id"]] = row
             else:
                 pending.append({k: row[k] for k in plan.column_names})

@@ -238,7 +238,8 @@ class Build:
             judge = self._judge = type(judge)()
         t0 = _since(t, "setup", t0)
         pairs, deadletters = generate_lot(
-            plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t
+            plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t,
+            attempt_offset=self.regeneration_round(lot) * int(self.recipe.get("checks", {}).get("max_attempts", 3)),
         )
         t0 = _since(t, "generate_lot", t0)
         self.store.write_part("deadletter", lot, rows_to_table(deadletters, DEADLETTER_SCHEMA))
@@ -272,6 +273,40 @@ class Build:
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
         self.store.write_part("review_decisions", lot, rows_to_table([decision], DECISION_SCHEMA))
         return decision
+
+    # --- regeneration of lots review rejected ----------------------------------------------------------
+    def regeneration_round(self, lot: str) -> int:
+        d = self.run_dir / "superseded" / lot
+        return len(list(d.glob("round-*"))) if d.exists() else 0
+
+    def regenerate_rejected(self) -> list[str]:
+        """review.on_reject=regenerate: a rejected lot's parts move to superseded/<lot>/round-k and the lot is
+        generated again with fresh attempts (new wording), then reviewed again (pushed again with Label
+        Studio). At most review.max_regenerations rounds per lot; after that the lot stays rejected (dropped).
+        """
+        review = self.recipe.get("review") or {}
+        rounds = int(review.get("max_regenerations", 1))
+        if not self.store.has_stage("review_decisions"):
+            return []
+        redo = []
+        for d in self.store.sql("select lot_id, decision, action from {review_decisions} order by lot_id").to_pylist():
+            if d["decision"] != "rejected" or d["action"] != "regenerate":
+                continue
+            k = self.regeneration_round(d["lot_id"])
+            if k >= rounds:
+                continue
+            dest = self.run_dir / "superseded" / d["lot_id"] / f"round-{k}"
+            dest.mkdir(parents=True, exist_ok=True)
+            # Decisions first: a crash mid-move must not leave a decision standing without its pairs.
+            for stage in ("review_decisions", "review", "deadletter", "generate"):
+                src = self.run_dir / stage / d["lot_id"]
+                if src.exists():
+                    src.rename(dest / stage)
+            redo.append(d["lot_id"])
+        for lot in redo:
+            self.generate(lot)
+            self.review(lot)
+        return redo
 
     # --- export ----------------------------------------------------------------------------------------
     def accepted_pairs(self) -> pa.Table:
@@ -499,6 +534,8 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
     finally:
         units.close()  # the workers' memory (judge model, caches) is gone before review and export
     decisions = stage("review", lots, "review")
+    if build.regenerate_rejected():
+        decisions = [build.review(lot) for lot in lots]
     t0 = time.perf_counter()
     manifest = build.export(progress)
     timer.add("export", time.perf_counter() - t0)

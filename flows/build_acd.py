@@ -214,6 +214,8 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     decisions = _wait_all([review_lot.submit(build, lot) for lot in lots], progress, "review")
     seconds["review"] = time.perf_counter() - t0
     decisions = _wait_for_humans(build, spec, lots, decisions, logger)
+    if build.regenerate_rejected():  # review.on_reject=regenerate
+        decisions = [build.review(lot) for lot in lots]
 
     t0 = time.perf_counter()
     progress.start("export", 1)

@@ -48,7 +48,9 @@ def _report(decisions: list[dict]) -> str:
 def reexport_task(run_dir: str, out_dir: str) -> dict:
     from acd.pipeline import Build
 
-    return Build.from_run_dir(run_dir, out_dir).export()
+    build = Build.from_run_dir(run_dir, out_dir)
+    build.regenerate_rejected()  # review.on_reject=regenerate: new captions, pushed for review again
+    return build.export()
 
 
 @flow(name="sync-reviews")

@@ -1,0 +1,37 @@
+"""review.on_reject=regenerate: a lot the gate rejects is generated again with new wording, once."""
+from acd.pipeline import Build
+from acd.recipe import load_recipe
+
+OVERRIDES = {
+    "source": {"counts": {"image": 6, "video": 1, "audio": 1}},
+    "pairs": {"image": 18, "video": 0, "audio": 0},
+    "lot_size": 32,
+    "checks": {"judge": "none"},
+    # A bar no lot can clear, so every lot is rejected and regenerated (max_regenerations rounds).
+    "review": {"compliance_bar": 1.01, "on_reject": "regenerate", "max_regenerations": 1},
+}
+
+
+def test_rejected_lots_are_regenerated_with_new_captions_once(tmp_path):
+    run = tmp_path / "run"
+    recipe = load_recipe("demo", OVERRIDES)
+    build = Build(recipe, run, tmp_path / "out")
+    for batch in build.ingest_batches():
+        build.ingest(batch)
+    lots = build.plan()
+    first = {}
+    for lot in lots:
+        build.generate(lot)
+        assert build.review(lot)["decision"] == "rejected"
+        first.update({r["pair_id"]: r["chosen"] for r in build.store.read_part("generate", lot).to_pylist()})
+
+    assert sorted(build.regenerate_rejected()) == lots
+    for lot in lots:
+        assert (run / "superseded" / lot / "round-0" / "generate").exists()
+        rows = build.store.read_part("generate", lot).to_pylist()
+        planned = set(build.store.read_part("plan", lot).column("pair_id").to_pylist())
+        assert {r["pair_id"] for r in rows} == planned  # same pairs, nothing lost or added
+        changed = sum(r["chosen"] != first[r["pair_id"]] for r in rows)
+        assert changed >= 0.8 * len(rows), "regeneration must write new captions"
+        assert min(r["attempts"] for r in rows) > 3  # attempts continue past the first round's
+    assert build.regenerate_rejected() == []  # max_regenerations reached: the lots stay rejected (dropped)
