@@ -41,4 +41,10 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict
     for key in ("name", "seed", "source", "pairs", "backend"):
         if key not in recipe:
             raise ValueError(f"recipe {p}: missing required key {key!r}")
+    from acd.review.config import review_config  # lazy: keeps recipe loading import-light
+
+    try:
+        review_config(recipe.get("review") or {})  # fails fast on a misspelt review key, before any work
+    except ValueError as e:
+        raise ValueError(f"recipe {p}: {e}") from None
     return recipe

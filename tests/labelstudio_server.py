@@ -68,6 +68,9 @@ class LabelStudioServer:
         """A recipe `review:` block pointing at this server (the token travels by env, never in cfg)."""
         os.environ[TOKEN_ENV] = self.token
         ls = {"url": self.url, "token_env": TOKEN_ENV, "document_root": str(self.document_root)}
+        # A test's own projects: the server is shared by the session, and project_prefix lives under label_studio.
+        if "project_prefix" in extra:
+            ls["project_prefix"] = extra.pop("project_prefix")
         return {"review": {"compliance_bar": 0.95, "confidence": 0.95, "margin": 0.03, "label_studio": ls, **extra}}
 
     def client(self):

@@ -141,3 +141,17 @@ def test_verdicts_and_parse():
                  "rejected_hallucinates": False, "correction": "A red ball."}
     html = guideline_html()
     assert "<h3>1. Does the chosen caption comply?</h3>" in html and "<li>" in html and "<b>Complies</b>" in html
+
+
+def test_review_config_refuses_unknown_or_misplaced_keys():
+    from acd.recipe import load_recipe
+    from acd.review.config import review_config
+
+    with pytest.raises(ValueError, match="project_prefix"):
+        review_config({"review": {"project_prefix": "x", "label_studio": {"url": "http://h"}}})
+    with pytest.raises(ValueError, match="review.label_studio: webhok_url"):
+        review_config({"review": {"label_studio": {"webhok_url": "http://h"}}})
+    ok = review_config({"review": {"label_studio": {"project_prefix": "mine"}}})
+    assert ok["label_studio"]["project_prefix"] == "mine" and ok["max_regenerations"] == 1
+    with pytest.raises(ValueError, match="compliance_bsr"):
+        load_recipe("demo", {"review": {"compliance_bsr": 0.9}})

@@ -12,6 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "label_studio": None,  # null: auto gate only; else {url, token_env | token_secret, document_root, ...}
     "wait": False,  # true: the build flow suspends until sync-reviews resumes it
     "on_reject": "drop",  # drop | regenerate: what the pipeline does with a rejected lot
+    "max_regenerations": 1,  # on_reject=regenerate: rounds per lot before it stays rejected
     "gold_share": 0.05,  # planted known-bad pairs per sampled pair (annotator accuracy)
     "min_gold": 1,
     "overlap": 0.0,  # share of tasks Label Studio shows to a second annotator (agreement)
@@ -33,13 +34,22 @@ def review_config(cfg: dict | None) -> dict[str, Any]:
     """Accept either a whole recipe or its `review:` block; return the block with defaults filled in."""
     cfg = cfg or {}
     block = (cfg.get("review") or {}) if "review" in cfg or "pairs" in cfg else cfg
+    # A misspelt or misplaced key (project_prefix outside label_studio) would be silently ignored: refuse it.
+    _reject_unknown(block, DEFAULTS, "review")
     out = copy.deepcopy(DEFAULTS)
     out.update(copy.deepcopy(block))
     if out.get("label_studio"):
+        _reject_unknown(out["label_studio"], LS_DEFAULTS, "review.label_studio")
         out["label_studio"] = {**LS_DEFAULTS, **out["label_studio"]}
     if out["on_reject"] not in ("drop", "regenerate"):
         raise ValueError(f"review.on_reject must be drop or regenerate, not {out['on_reject']!r}")
     return out
+
+
+def _reject_unknown(block: dict, known: dict, where: str) -> None:
+    unknown = sorted(set(block) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
 
 def resolve_token(ls_cfg: dict) -> str:

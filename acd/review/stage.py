@@ -83,8 +83,7 @@ def _media_uris(store: RunStore, media, keys: set[str], rc: dict) -> dict[str, s
     if isinstance(media, dict):
         return media
     if media is None:
-        stage = rc.get("media_stage", "ingest")
-        media = store.sql(f"select media_key, uri from {{{stage}}}")
+        media = store.sql("select media_key, uri from {ingest}")
     return {k: u for k, u in zip(media.column("media_key").to_pylist(), media.column("uri").to_pylist()) if k in keys}
 
 
