@@ -24,6 +24,9 @@ def _overrides(pairs: list[str]) -> dict:
 class TqdmProgress:
     """One terminal bar per stage (tqdm writes to stderr, so stdout stays parseable)."""
 
+    # What one step of each stage's bar counts (export stages count rows, shard items or files, not lots).
+    UNITS = {"ingest": "batch", "pairs": "pair", "shards": "item", "acm": "row", "card": "file", "manifest": "file"}
+
     def __init__(self):
         self.bars = {}
 
@@ -32,7 +35,7 @@ class TqdmProgress:
 
         bar = self.bars.get(stage)
         if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit="lot" if stage != "ingest" else "batch",
+            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit=self.UNITS.get(stage, "lot"),
                                           dynamic_ncols=True, leave=True, mininterval=0.5)
         bar.total = total
         bar.update(done - bar.n)  # update() honours tqdm's refresh throttle; a bare refresh() would not

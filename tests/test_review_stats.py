@@ -13,7 +13,7 @@ from acd.review.stats import cohen_kappa, decide, percent_agreement
 CFG = {"review": {"compliance_bar": 0.95, "confidence": 0.95, "margin": 0.03, "label_studio": None}}
 
 
-def make_pairs(n, lot="image-instance-b0", passed=None, qcc_every=5):
+def make_pairs(n, lot="image-instance-b0", passed=None, qcc_every=5, failures=None):
     rows = []
     for i in range(n):
         rows.append(dict(
@@ -22,6 +22,7 @@ def make_pairs(n, lot="image-instance-b0", passed=None, qcc_every=5):
             split="train", seed=1, instruction=f"Describe the thing {i}.", chosen=f"chosen {i}",
             rejected=f"chosen {i}" if i % qcc_every == 0 else f"rejected {i}",
             check_passed=True if passed is None else passed(i), judge_score=0.9,
+            check_failures=[] if failures is None else failures(i),
         ))
     return rows_to_table(rows, PAIR_SCHEMA)
 
@@ -104,6 +105,24 @@ def test_auto_gate():
     assert (d["decision"], d["action"]) == ("rejected", "regenerate")
     with pytest.raises(ValueError):
         review_config({"review": {"on_reject": "ignore"}})
+
+
+def test_auto_gate_counts_near_duplicates_as_dedup_not_noncompliance():
+    dup = lambda i: i % 10 == 0  # 10% near-duplicates, 2% of the rest fail a real check
+    bad = lambda i: i % 50 == 1
+    pairs = make_pairs(100, passed=lambda i: not (dup(i) or bad(i)),
+                       failures=lambda i: ["near_duplicate"] if dup(i) else ["length_violated"] if bad(i) else [])
+    _, d = review_lot(pairs, CFG, seed=1)
+    assert (d["decision"], d["n"], d["population"], d["compliant"]) == ("accepted", 90, 100, 88)
+    assert "10 near-duplicate pairs dropped" in d["note"]
+    # A pair that is a near-duplicate *and* fails another check still counts as non-compliant.
+    both = make_pairs(100, passed=lambda i: not dup(i), failures=lambda i: ["length_violated", "near_duplicate"] if dup(i) else [])
+    _, d = review_lot(both, CFG, seed=1)
+    assert (d["decision"], d["n"]) == ("rejected", 100)
+    # A degenerate generator: most captions are copies of another item's.
+    degenerate = make_pairs(100, passed=lambda i: i % 3 == 0, failures=lambda i: [] if i % 3 == 0 else ["near_duplicate"])
+    _, d = review_lot(degenerate, CFG, seed=1)
+    assert d["decision"] == "rejected" and d["compliance"] == 1.0 and "max_duplicate_share" in d["note"]
 
 
 def ann(aid, pid, who, ok=True, worse="yes", correction=None):

@@ -13,6 +13,9 @@ DEFAULTS: dict[str, Any] = {
     "wait": False,  # true: the build flow suspends until sync-reviews resumes it
     "on_reject": "drop",  # drop | regenerate: what the pipeline does with a rejected lot
     "max_regenerations": 1,  # on_reject=regenerate: rounds per lot before it stays rejected
+    # The auto gate counts near-duplicate pairs as deduplicated (dropped, not non-compliant); a lot where
+    # more than this share are near-duplicates is rejected anyway: that is a degenerate generator.
+    "max_duplicate_share": 0.5,
     "gold_share": 0.05,  # planted known-bad pairs per sampled pair (annotator accuracy)
     "min_gold": 1,
     "overlap": 0.0,  # share of tasks Label Studio shows to a second annotator (agreement)

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
+from acd.checks.neardup import NEAR_DUPLICATE
 from acd.records import PAIR_SCHEMA, conform
 from acd.review.config import review_config
 from acd.review.sampling import lot_id_of, sample_lot
@@ -54,8 +55,15 @@ def _decision_row(lot_id: str, mode: str, stats: dict, population: int, sampled:
 
 def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
     """The auto gate for one lot: compliance = share of pairs whose automatic checks passed (a null
-    check counts as not passed), over the whole lot. Returns pairs (PAIR_SCHEMA) with review_status="auto"
-    and review_decision set, and the lot decision dict (DECISION_SCHEMA keys).
+    check counts as not passed), over the lot less its near-duplicates. Returns pairs (PAIR_SCHEMA) with
+    review_status="auto" and review_decision set, and the lot decision dict (DECISION_SCHEMA keys).
+
+    A pair that failed only the near-duplicate check is deduplication, not non-compliance: it is dropped
+    like every failed pair, but it says nothing about whether captions follow their instructions (two clips
+    with the same backdrop truthfully share a background caption). Counting such pairs against compliance
+    rejected whole lots of fact-poor types at the paper's scale. A lot where more than
+    review.max_duplicate_share of the pairs are near-duplicates is rejected all the same (a degenerate
+    generator writes the same caption whatever it sees).
 
     The interval is reported as if the lot were a sample of the generator's output (no finite-population
     correction); since every pair was checked, a straddling interval is decided on the point estimate.
@@ -66,11 +74,18 @@ def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
     lot = lot_id_of(pairs)
     n = pairs.num_rows
     passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)
-    stats = decide(passed, n, bar=rc["compliance_bar"], confidence=rc["confidence"], margin=rc["margin"], census=True)
+    failures = pairs.column("check_failures").to_pylist() if "check_failures" in pairs.column_names else [None] * n
+    dups = sum(1 for f in failures if f == [NEAR_DUPLICATE])
+    stats = decide(passed, n - dups, bar=rc["compliance_bar"], confidence=rc["confidence"], margin=rc["margin"], census=True)
     if rc.get("label_studio"):
         note = f"provisional: automatic checks only; {len(sample_lot(pairs, cfg, seed))} pairs pending human review in Label Studio"
     else:
         note = "automatic checks only: review is pending human confirmation (review.label_studio is not set)"
+    if dups:
+        note += f"; {dups} near-duplicate pairs dropped as redundant (not counted in compliance)"
+    if n and dups / n > rc["max_duplicate_share"]:
+        stats["decision"] = "rejected"
+        note += f"; rejected: near-duplicates {dups / n:.0%} > review.max_duplicate_share {rc['max_duplicate_share']:.0%}"
     decision = _decision_row(lot, "auto", stats, population=n, sampled=n, rc=rc, note=note)
     out = _set(pairs, "review_status", ["auto"] * n)
     out = _set(out, "review_decision", [decision["decision"]] * n)
