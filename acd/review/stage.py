@@ -79,7 +79,7 @@ def run_id_of(run_dir: str | Path) -> str:
     return f"{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
 
 
-def _media_uris(store: RunStore, media, keys: set[str], rc: dict) -> dict[str, str]:
+def _media_uris(store: RunStore, media, keys: set[str]) -> dict[str, str]:
     if isinstance(media, dict):
         return media
     if media is None:
@@ -128,7 +128,7 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
     items = [dict(by_id[p], gold=False, gold_kind=None, gold_source=None) for p in sample_ids]
     items += [dict(g, gold=True) for g in plant_gold(pairs, gold_count(len(sample_ids), rc), seed)]
     items.sort(key=lambda r: _rank(seed, lot, "order", r["pair_id"]))  # gold scattered among real pairs
-    uris = _media_uris(store, media, {r["media_key"] for r in items}, rc)
+    uris = _media_uris(store, media, {r["media_key"] for r in items})
     missing_media = sorted({r["media_key"] for r in items} - set(uris))
     if missing_media:
         raise KeyError(f"lot {lot}: no media uri for {missing_media[:3]}")
