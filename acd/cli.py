@@ -109,8 +109,8 @@ def cmd_review_sync(args) -> int:
         ci = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d["ci_low"] is not None else "-"
         print(f"{d['lot_id']:<28} {d['mode']:<12} {d['decision']:<10} compliance {d['compliance'] or 0:.3f} {ci} n={d['n']}")
     if args.out:
-        manifest = build.export()
-        print(f"re-exported {args.out}: {manifest.get('counts', {}).get('pairs')} pairs")
+        manifest = build.reexport()
+        print(f"re-exported {args.out}: {manifest.get('counts', {}).get('pairs')} pairs; report {args.out}/report.html")
     return 0
 
 

@@ -350,6 +350,16 @@ class Build:
         self.export_timings = t  # read by the driver (_run_stages); not part of the result
         return manifest
 
+    def reexport(self) -> dict[str, Any]:
+        """After a review sync (CLI, sync-reviews flow, webhook; after regenerate_rejected): export again, so
+        rejected lots leave the dataset and corrections enter it, and rewrite the run report with the new
+        decisions."""
+        from acd.report import write_html_report
+
+        manifest = self.export()
+        write_html_report(self, self.out_dir / "report.html")
+        return manifest
+
     def finish(self, seconds: dict[str, float], components: dict[str, dict[str, float]] | None = None) -> None:
         """Record this run's stage times and write the HTML run report beside the dataset.
 

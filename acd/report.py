@@ -44,15 +44,38 @@ def report_data(build) -> dict:
     }
     timing = build.run_dir / "timings.json"
     data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}
+    # What each stage processed, for throughput: media items in, pairs planned/generated/reviewed, pairs out.
+    data["units"] = {stage: (s(f"select count(*) as n from {{{stage}}}").column("n")[0].as_py(), unit)
+                     for stage, unit in (("ingest", "media"), ("plan", "pairs"), ("generate", "pairs"), ("review", "pairs"))
+                     if has(stage)}
+    if data["accepted"]:
+        data["units"]["export"] = (sum(r["accepted"] for r in data["accepted"]), "pairs")
     return data
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def _stage_rows(timings: dict, units: dict) -> list[dict]:
+    """One row per stage: wall seconds, what it processed and how fast, and its component seconds."""
+    rows = []
+    for stage, v in timings.items():
+        wall = v.get("seconds") if isinstance(v, dict) else v
+        comps = {k: x for k, x in v.items() if k != "seconds"} if isinstance(v, dict) else {}
+        n, unit = units.get(stage, (None, ""))
+        rows.append({"stage": stage, "wall s": _fmt(wall, ".1f"), "processed": f"{n} {unit}" if n is not None else "–",
+                     "per second": _fmt(n / wall if n is not None and wall else None, ",.0f"),
+                     "components (s, summed over workers)": ", ".join(f"{k} {x:.1f}" for k, x in comps.items()) or "–"})
+    return rows
 
 
 def markdown_report(build) -> str:
     d = report_data(build)
     lots = [
-        {"lot": x.get("lot_id"), "mode": x.get("mode"), "n": x.get("sampled", x.get("n")),
-         "compliance": f"{x.get('compliance', 0):.3f}",
-         "95% CI": f"[{x.get('ci_low', 0):.3f}, {x.get('ci_high', 0):.3f}]", "decision": x.get("decision")}
+        {"lot": x.get("lot_id"), "mode": x.get("mode"), "measured": x.get("n"), "of": x.get("population"),
+         "compliance": _fmt(x.get("compliance")), "95% CI": f"[{_fmt(x.get('ci_low'))}, {_fmt(x.get('ci_high'))}]",
+         "decision": x.get("decision")}
         for x in d["lots"]
     ]
     parts = [
@@ -61,11 +84,12 @@ def markdown_report(build) -> str:
         "## Accepted pairs\n", _table(d["accepted"], ["modality", "accepted"]),
         "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
         "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
-        "## Review: lot compliance\n", _table(lots, ["lot", "mode", "n", "compliance", "95% CI", "decision"]),
+        "## Review: lot compliance\n", _table(lots, ["lot", "mode", "measured", "of", "compliance", "95% CI", "decision"]),
     ]
     if d["timings"]:
-        rows = [{"stage": k, **v} if isinstance(v, dict) else {"stage": k, "seconds": v} for k, v in d["timings"].items()]
-        parts += ["## Time per stage\n", _table(rows, sorted({c for r in rows for c in r}, key=lambda c: (c != "stage", c)))]
+        parts += ["## Time and throughput per stage\n",
+                  _table(_stage_rows(d["timings"], d["units"]),
+                         ["stage", "wall s", "processed", "per second", "components (s, summed over workers)"])]
     return "\n".join(parts)
 
 

@@ -50,7 +50,7 @@ def reexport_task(run_dir: str, out_dir: str) -> dict:
 
     build = Build.from_run_dir(run_dir, out_dir)
     build.regenerate_rejected()  # review.on_reject=regenerate: new captions, pushed for review again
-    return build.export()
+    return build.reexport()
 
 
 @flow(name="sync-reviews")

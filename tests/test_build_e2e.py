@@ -42,7 +42,7 @@ def built(tmp_path_factory):
     first = _build(base / "out-a", base / "run-a")
     again = _build(base / "out-a", base / "run-a")
     _build(base / "out-b", base / "run-b")
-    return {"out": base / "out-a", "twin": base / "out-b", "first_s": first, "rerun_s": again}
+    return {"out": base / "out-a", "run": base / "run-a", "twin": base / "out-b", "first_s": first, "rerun_s": again}
 
 
 def test_pairs_load_with_datasets_and_cover_every_combination(built):
@@ -110,3 +110,36 @@ def test_validate_and_stats_commands(built):
     s = subprocess.run([sys.executable, "-m", "acd.cli", "stats", str(built["out"]), "--json"], capture_output=True, text=True)
     stats = json.loads(s.stdout)
     assert stats["pairs"] > 0 and len(stats["by_type"]) == 27
+
+
+def _section(md: str, title: str) -> list[list[str]]:
+    """The table rows (cells) under a markdown report heading."""
+    part = md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in part.splitlines() if line.startswith("|")][2:]  # past the header and the rule
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_run_report_has_every_section_with_numbers(built):
+    import base64
+    import re
+
+    from acd.pipeline import Build
+    from acd.report import markdown_report
+
+    page = (built["out"] / "report.html").read_text()
+    png = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert png and Image.open(io.BytesIO(base64.b64decode(png.group(1)))).size[0] >= 600  # the length plot
+    build = Build.from_run_dir(built["run"], built["out"])
+    md = markdown_report(build)
+    for title in ("Pairs per modality × instruction type", "Check failures", "Quarantine", "Review: lot compliance",
+                  "Time and throughput per stage"):
+        assert f"<h2>{title}</h2>" in page, title
+    counts = _section(md, "Pairs per modality × instruction type")
+    assert len(counts) == 27 and sum(int(r[2]) for r in counts) == 324
+    lots = _section(md, "Review: lot compliance")
+    n_lots = len(build.store.lots("review_decisions"))
+    assert len(lots) == n_lots and all(re.fullmatch(r"\[\d\.\d{3}, \d\.\d{3}\]", r[5]) for r in lots)
+    stages = {r[0]: r for r in _section(md, "Time and throughput per stage")}
+    assert {"ingest", "plan", "generate", "review", "export"} <= set(stages)
+    assert stages["generate"][2] == "324 pairs" and float(stages["generate"][3].replace(",", "")) > 0
+    assert stages["ingest"][2] == "32 media"

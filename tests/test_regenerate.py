@@ -35,3 +35,36 @@ def test_rejected_lots_are_regenerated_with_new_captions_once(tmp_path):
         assert changed >= 0.8 * len(rows), "regeneration must write new captions"
         assert min(r["attempts"] for r in rows) > 3  # attempts continue past the first round's
     assert build.regenerate_rejected() == []  # max_regenerations reached: the lots stay rejected (dropped)
+
+
+
+def test_reexport_after_a_human_decision_drops_the_lot_and_rewrites_the_report(tmp_path):
+    import pyarrow as pa
+
+    from acd.review.gate import DECISION_SCHEMA
+
+    overrides = {**OVERRIDES, "pairs": {"image": 60, "video": 0, "audio": 0}, "lot_size": 8,
+                 "review": {"compliance_bar": 0.95}}
+    build = Build(load_recipe("demo", overrides), tmp_path / "run", tmp_path / "out")
+    for batch in build.ingest_batches():
+        build.ingest(batch)
+    lots = build.plan()
+    for lot in lots:
+        build.generate(lot)
+        build.review(lot)
+    first = build.reexport()
+    auto_page = (tmp_path / "out" / "report.html").read_text()
+    assert "<td>label_studio</td>" not in auto_page and auto_page.count("<td>accepted</td>") == len(lots)
+
+    # What sync() leaves behind when annotators reject a lot: its decision part says so.
+    lot = lots[0]
+    row = build.store.read_part("review_decisions", lot).to_pylist()[0]
+    row.update(mode="label_studio", n=8, compliant=6, compliance=0.75, ci_low=0.41, ci_high=0.93,
+               decision="rejected", action="drop")
+    build.store.write_part("review_decisions", lot, pa.Table.from_pylist([row], DECISION_SCHEMA))
+    lost = sum(bool(r["check_passed"]) for r in build.store.read_part("review", lot).to_pylist())
+    manifest = build.reexport()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert manifest["counts"]["pairs"] == first["counts"]["pairs"] - lost and lost > 0
+    assert f"<td>{lot}</td>\n<td>label_studio</td>" in page and "<td>[0.410, 0.930]</td>" in page
+    assert page.count("<td>rejected</td>") == 1

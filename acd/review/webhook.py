@@ -230,7 +230,9 @@ def sync_in_process(target: Target) -> list[dict]:
     if target.out_dir:
         from acd.pipeline import Build
 
-        manifest = Build.from_run_dir(target.run_dir, target.out_dir).export()
+        build = Build.from_run_dir(target.run_dir, target.out_dir)
+        build.regenerate_rejected()  # as the CLI and the sync-reviews flow do
+        manifest = build.reexport()
         log.info("re-exported %s: %s pairs", target.out_dir, manifest.get("counts", {}).get("pairs"))
     if (target.run_dir / "review_wait.json").exists():
         log.warning("%s has a waiting build flow: only the sync-reviews deployment (--prefect) resumes it", target.run_id)
