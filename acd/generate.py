@@ -110,13 +110,14 @@ def generate_lot(
     review rejected it starts past the attempts already used, so the backend writes new captions."""
     from acd.checks.lot import check_lot
 
-    if timings is not None and judge is not None:
-        judge = _TimedJudge(judge, timings)
-
     media_by_key = {}
     for row in media.to_pylist():
         row["path"] = str(Path(run_dir) / row["uri"])
         media_by_key[row["media_key"]] = row
+    if hasattr(judge, "bind_media"):  # an LLM judge sends the pair's media with its prompt
+        judge = judge.bind_media(media_by_key)
+    if timings is not None and judge is not None:
+        judge = _TimedJudge(judge, timings)
 
     max_attempts = int(checks_cfg.get("max_attempts", 3))
     pending = plan.to_pylist()

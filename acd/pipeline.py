@@ -135,11 +135,20 @@ class Build:
 
     @property
     def judge(self):
+        """checks.judge: offline (the embedding judge), llm (the recipe's model backend in its judge role,
+        its requests cached and paced like generation), none."""
         cfg = self.recipe.get("checks", {})
-        if self._judge is None and cfg.get("judge", "offline") == "offline":
+        kind = cfg.get("judge", "offline")
+        if self._judge is None and kind == "offline":
             from acd.checks.judge import OfflineJudge
 
             self._judge = OfflineJudge()
+        elif self._judge is None and kind == "llm":
+            if self.recipe["backend"]["name"] == "grounded":
+                raise ValueError("checks.judge=llm needs a model backend (openai or vllm); grounded has no judge model")
+            from acd.backends.llm_judge import LLMCheckJudge
+
+            self._judge = LLMCheckJudge(self.backend, cfg.get("judge_params"))
         return self._judge
 
     # --- ingest -------------------------------------------------------------------------------------

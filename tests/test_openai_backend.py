@@ -272,3 +272,33 @@ def test_pipeline_rerun_sends_zero_requests(tmp_path):
         assert srv.stats()["requests"] == 0
         pipeline.run_build("demo", tmp_path / "out2", tmp_path / "run2", overrides=ov)
         assert srv.stats()["requests"] == 0
+
+
+def test_pipeline_with_llm_judge_scores_pairs_through_the_backend(tmp_path):
+    """checks.judge=llm: the build's own backend judges in its judge role (its model), with the pair's media;
+    its verdicts fill judge_score and decide check failures; a rerun asks the judge nothing again."""
+    from acd import pipeline
+    from acd.runstore import RunStore
+
+    with OpenAITestServer(median=0.002) as srv:
+        ov = {"source": {"counts": {"image": 4, "video": 2, "audio": 2}},
+              "pairs": {"image": 12, "video": 6, "audio": 6}, "lot_size": 8,
+              "checks": {"judge": "llm", "judge_sample_rate": 1.0},
+              "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 16}],
+                          "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model",
+                                     "judge": "judge-model"},
+                          "params": {"max_tokens": 256}, "cache_dir": str(tmp_path / "cache")}}
+        pipeline.run_build("demo", tmp_path / "out", tmp_path / "run", overrides=ov)
+        rows = RunStore(tmp_path / "run").sql("select check_failures, judge_score, check_passed from {generate}").to_pylist()
+        judged = [r for r in rows if r["judge_score"] is not None]
+        # Every pair the rules passed was judged (sample rate 1.0); scores are the server's 0-4 verdicts / 4.
+        assert len(judged) >= 0.8 * len(rows) and all(0.0 <= r["judge_score"] <= 1.0 for r in judged)
+        assert all(r["check_passed"] == (not r["check_failures"]) for r in rows)
+        assert "judge_unavailable" not in {f for r in rows for f in r["check_failures"]}
+        srv.reset()
+        pipeline.run_build("demo", tmp_path / "out", tmp_path / "run", overrides=ov)
+        assert srv.stats()["requests"] == 0
+    with pytest.raises(ValueError, match="needs a model backend"):
+        pipeline.run_build("demo", tmp_path / "out3", tmp_path / "run3",
+                           overrides={"checks": {"judge": "llm"}, "pairs": {"image": 4, "video": 0, "audio": 0},
+                                      "source": {"counts": {"image": 2, "video": 0, "audio": 0}}})
