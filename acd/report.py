@@ -62,9 +62,11 @@ def _stage_rows(timings: dict, units: dict) -> list[dict]:
     rows = []
     for stage, v in timings.items():
         wall = v.get("seconds") if isinstance(v, dict) else v
-        comps = {k: x for k, x in v.items() if k != "seconds"} if isinstance(v, dict) else {}
+        comps = {k: x for k, x in v.items() if k not in ("seconds", "workers")} if isinstance(v, dict) else {}
         n, unit = units.get(stage, (None, ""))
-        rows.append({"stage": stage, "wall s": _fmt(wall, ".1f"), "processed": f"{n} {unit}" if n is not None else "–",
+        workers = v.get("workers") if isinstance(v, dict) else None
+        rows.append({"stage": stage, "wall s": _fmt(wall, ".1f"), "workers": _fmt(workers, ".0f"),
+                     "processed": f"{n} {unit}" if n is not None else "–",
                      "per second": _fmt(n / wall if n is not None and wall else None, ",.0f"),
                      "components (s, summed over workers)": ", ".join(f"{k} {x:.1f}" for k, x in comps.items()) or "–"})
     return rows
@@ -89,7 +91,7 @@ def markdown_report(build) -> str:
     if d["timings"]:
         parts += ["## Time and throughput per stage\n",
                   _table(_stage_rows(d["timings"], d["units"]),
-                         ["stage", "wall s", "processed", "per second", "components (s, summed over workers)"])]
+                         ["stage", "wall s", "workers", "processed", "per second", "components (s, summed over workers)"])]
     return "\n".join(parts)
 
 

@@ -141,5 +141,5 @@ def test_run_report_has_every_section_with_numbers(built):
     assert len(lots) == n_lots and all(re.fullmatch(r"\[\d\.\d{3}, \d\.\d{3}\]", r[5]) for r in lots)
     stages = {r[0]: r for r in _section(md, "Time and throughput per stage")}
     assert {"ingest", "plan", "generate", "review", "export"} <= set(stages)
-    assert stages["generate"][2] == "324 pairs" and float(stages["generate"][3].replace(",", "")) > 0
-    assert stages["ingest"][2] == "32 media"
+    assert stages["generate"][3] == "324 pairs" and float(stages["generate"][4].replace(",", "")) > 0
+    assert stages["ingest"][3] == "32 media"
