@@ -116,3 +116,20 @@ def test_base_vs_base_plus_acm_report(tmp_path):
     assert {("image", "ALL"), ("video", "ALL"), ("audio", "ALL"), ("ALL", "ALL")} <= set(comp)
     assert "delta_coverage" in comp[("image", "ALL")]
     assert "reference+acm vs reference" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_backend_captioner_roles_on_the_synthetic_split(tmp_path):
+    """`grounded:rejected` (make eval's default base) writes a weaker caption for every item: the rejected
+    role needs the chosen caption first, which the captioner now asks for. A captioner that fails on every
+    item is an error, not a table of zeros."""
+    from acd.evaluation.anycapeval import caption_backend
+
+    ds = make_toy_dataset(tmp_path / "ds", n_image=6, n_video=3, n_audio=3)
+    items = load_benchmark(from_dataset(ds, tmp_path / "bench", split="train"))
+    chosen = caption_backend(items, "grounded")
+    rejected = caption_backend(items, "grounded:rejected")
+    assert all(c["caption"] and not c["error"] for c in chosen + rejected)
+    assert sum(a["caption"] != b["caption"] for a, b in zip(chosen, rejected)) >= 0.8 * len(items)
+    assert caption_backend(items, "grounded:rejected") == rejected  # deterministic
+    with pytest.raises(RuntimeError, match="failed on all"):
+        evaluate(tmp_path / "bench", tmp_path / "eval", captioner="grounded:nosuchrole")

@@ -95,9 +95,19 @@ def caption_backend(items: list[dict], spec: str, backend_config: dict | None = 
                 "seed": 0, "key_points": it.get("key_points")}
         media = {"media_key": it["media"], "modality": it["modality"], "path": it.get("media_path"),
                  "grounding": json.dumps(it["grounding"]) if it.get("grounding") else None}
-        reqs.append(GenRequest(request_id=f"{i}", role=role or "chosen", pair=pair, media=media,
+        reqs.append(GenRequest(request_id=f"{i}", role="chosen", pair=pair, media=media,
                                messages=[{"role": "user", "content": it["instruction"]}]))
     by_id = {r.request_id: r for r in backend.generate(reqs)}
+    if role and role != "chosen":
+        # A rejected caption is written against the chosen one (as in the pipeline): chosen first, then
+        # the role asked for, over the items whose chosen caption came back.
+        again = []
+        for q in reqs:
+            r = by_id.get(q.request_id)
+            if r is not None and r.status == "ok" and r.text:
+                again.append(GenRequest(request_id=q.request_id, role=role, pair={**q.pair, "chosen": r.text.strip()},
+                                        media=q.media, messages=q.messages))
+        by_id.update({r.request_id: r for r in backend.generate(again)})
     out = []
     for i in range(len(items)):
         r = by_id.get(str(i))
@@ -153,6 +163,8 @@ def evaluate(bench_dir: str | Path, out_dir: str | Path, captioner: str = "refer
     judge = scoring.get_judge()
     style_judge = scoring.LLMStyleJudge(style_judge_config) if style_judge_config else None
     base = run_captioner(items, captioner, backend_config)
+    if all(b["error"] for b in base):  # a table of zeros would read as a result; it is a broken captioner
+        raise RuntimeError(f"captioner {captioner!r} failed on all {len(base)} items; first error: {base[0]['error']}")
     results = score(items, base, captioner, judge, style_judge)
     acm_system = None
     if acm:
