@@ -72,8 +72,8 @@ def _stage_rows(timings: dict, units: dict) -> list[dict]:
     return rows
 
 
-def markdown_report(build) -> str:
-    d = report_data(build)
+def markdown_report(build, data: dict | None = None) -> str:
+    d = data or report_data(build)
     lots = [
         {"lot": x.get("lot_id"), "mode": x.get("mode"), "measured": x.get("n"), "of": x.get("population"),
          "compliance": _fmt(x.get("compliance")), "95% CI": f"[{_fmt(x.get('ci_low'))}, {_fmt(x.get('ci_high'))}]",
@@ -122,7 +122,7 @@ def write_html_report(build, path: Path) -> Path:
     import markdown as md
 
     d = report_data(build)
-    body = md.markdown(markdown_report(build), extensions=["tables"])
+    body = md.markdown(markdown_report(build, d), extensions=["tables"])  # one set of queries for both
     png = base64.b64encode(_length_plot_png(d["lengths"])).decode()
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>ACD build report</title>"

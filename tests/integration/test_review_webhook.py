@@ -266,10 +266,18 @@ def test_webhook_runs_the_sync_reviews_deployment(ls_server, prefect_stack, tmp_
 
         d = poll(decided, 180, "a sync-reviews flow run stored the lot's decision\n" + prefect_stack.worker_log_tail())
         assert d["decision"] == "accepted" and d["mode"] == "label_studio"
-        runs = prefect_stack.http.post("/flow_runs/filter", json={"deployments": {
-            "name": {"any_": ["default"]}}, "flows": {"name": {"any_": ["sync-reviews"]}}}).json()
-        mine = [r for r in runs if r["parameters"].get("run_dir") == str(run.resolve())]
-        assert mine and len(mine) < len(tasks) and any(r["state_type"] == "COMPLETED" for r in mine)
+
+        def finished_runs():
+            # The decision part is written inside the flow run, before it finishes: wait for its final state.
+            runs = prefect_stack.http.post("/flow_runs/filter", json={"deployments": {
+                "name": {"any_": ["default"]}}, "flows": {"name": {"any_": ["sync-reviews"]}}}).json()
+            mine = [r for r in runs if r["parameters"].get("run_dir") == str(run.resolve())]
+            done = mine and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in mine)
+            return mine if done else None
+
+        mine = poll(finished_runs, 120, "the sync-reviews flow runs finished\n" + prefect_stack.worker_log_tail())
+        assert len(mine) < len(tasks) and all(r["state_type"] == "COMPLETED" for r in mine), \
+            [(r["name"], r["state_type"]) for r in mine]
         assert all("token" not in k for r in mine for k in r["parameters"]) and SECRET not in json.dumps(mine)
         health = httpx.get(url + "/health").json()["runs"][run_id_of(run)]
         assert health["errors"] == 0, health
