@@ -138,8 +138,10 @@ def test_requests_per_minute_pacing():
         for j in range(i + 1, len(times)):
             window = times[j] - t
             assert j - i + 1 <= rate * (window + 0.5) + rate + 1, (i, j, window)
-    # And overall: after the burst, the sustained rate is the configured one (within 10%).
-    assert (n - rate) / (times[-1] - times[0]) <= rate * 1.1
+    # And overall: after the burst, the sustained rate is the configured one (within 10%), with the same
+    # 0.5 s arrival jitter as above: on a loaded box the burst's new connections reach the server late,
+    # which shortens the first-to-last arrival span without the client sending any faster.
+    assert (n - rate) / (times[-1] - times[0] + 0.5) <= rate * 1.1
 
 
 def test_tokens_per_minute_pacing():
