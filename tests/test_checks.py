@@ -281,3 +281,14 @@ def test_short_fact_poor_captions_are_not_near_duplicates_but_long_copies_are():
             "wet ground and a small boat drifting past the old wooden pier.")
     flags = near_duplicates([short, short, long, long], ["m1", "m2", "m1", "m2"], ["background"] * 4, 0.98)
     assert flags == [False, False, False, True]
+
+
+def test_llm_judge_binding_is_per_lot():
+    """Lots run on threads sharing one Build: binding one lot's media must not change another lot's judge."""
+    from acd.backends.llm_judge import LLMCheckJudge
+
+    shared = LLMCheckJudge(backend=None)
+    a = shared.bind_media({"m1": {"media_key": "m1"}})
+    b = shared.bind_media({"m2": {"media_key": "m2"}})
+    assert a.media_by_key == {"m1": {"media_key": "m1"}} and b.media_by_key == {"m2": {"media_key": "m2"}}
+    assert shared.media_by_key == {} and a.inner is shared.inner  # the backend client is shared, not copied

@@ -6,6 +6,8 @@ parser accepts all of that and reports `parse_error` instead of guessing when th
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import re
 from typing import Any
@@ -118,8 +120,11 @@ class LLMCheckJudge:
         self.media_by_key: dict[str, dict[str, Any]] = {}
 
     def bind_media(self, media_by_key: dict[str, dict[str, Any]]) -> "LLMCheckJudge":
-        self.media_by_key = media_by_key
-        return self
+        """A judge for one lot's media. A copy, not self: the build-acd flow runs lots on threads that share
+        one Build (and its judge), so binding in place would hand one lot's judge another lot's media."""
+        bound = copy.copy(self)
+        bound.media_by_key = media_by_key
+        return bound
 
     def verdicts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return self.inner.judge([dict(r, media=self.media_by_key.get(r["media_key"], {})) for r in rows])
