@@ -68,7 +68,7 @@ def test_forward_backward_shapes_and_frozen_encoder(toy):
     batch = collate(ex, tok, cfg["model"])
     out = model(**batch)
     n_media = cfg["model"]["n_media_tokens"]
-    assert out["logits"].shape == (4, n_media + batch["input_ids"].shape[1], tok.vocab_size)
+    assert n_media > 0 and out["logits"].shape == (4, batch["input_ids"].shape[1], tok.vocab_size)  # text positions
     out["loss"].backward()
     assert all(p.grad is None for p in model.encoders.parameters())
     for m in ("image", "video", "audio"):
@@ -90,6 +90,55 @@ def test_loss_only_on_chosen_tokens(toy):
     # changing the target changes the loss; the loss on a batch where c is unlabelled is undefined (nan)
     masked = dict(batch, labels=torch.full_like(batch["labels"], IGNORE))
     assert torch.isnan(model(**masked)["loss"])
+
+
+def test_copy_mask_marks_the_existing_caption_and_its_end(toy):
+    _, tok, cfg = _model_and_tok(toy)
+    ex = {"modality": "image", "media": torch.zeros(3, 64, 64), "instruction": "Describe the red kite briefly.",
+          "existing": "A red kite flies over a green field.", "chosen": "A red kite flies high."}
+    batch = collate([ex], tok, cfg["model"])
+    ids, cm = batch["input_ids"][0], batch["copy_mask"][0]
+    assert tok.decode(ids[cm == 1].tolist()) == ex["existing"]  # a's tokens, not q's, not the template's
+    end = (cm == 2).nonzero().flatten().tolist()
+    assert len(end) == 1 and cm[end[0] - 1] == 1  # one end marker, right after a
+    gen = collate([ex], tok, cfg["model"], for_generation=True)  # left-padded: the marks move with the tokens
+    assert tok.decode(gen["input_ids"][0][gen["copy_mask"][0] == 1].tolist()) == ex["existing"]
+
+
+def test_copied_bigrams_marks_only_what_the_output_already_copied():
+    from acd.acm.model import copied_bigrams
+
+    #        prompt: [9] a=[1 2 3 1 2 4]   output: [1 2 3]
+    ids = torch.tensor([[9, 1, 2, 3, 1, 2, 4, 1, 2, 3]])
+    src = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    gen = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    used = copied_bigrams(ids, gen, src)[0]
+    assert not used[:8].any()  # nothing is used before the output has emitted a bigram
+    # after emitting "1 2": both source positions holding 2-after-1 count as copied, nothing else
+    assert used[8].nonzero().flatten().tolist() == [2, 5]
+    assert used[9].nonzero().flatten().tolist() == [2, 3, 5]  # then "2 3"
+
+
+def test_copy_head_reproduces_the_existing_caption_when_the_gate_copies(toy):
+    """An untrained ACM whose gate always points copies a word for word and stops at a's end: the n-gram
+    match, the copied-bigram penalty and the end marker together make "keep the caption" the default edit,
+    even with repeated words and bigrams ("a red", "the")."""
+    model, tok, cfg = _model_and_tok(toy)
+    with torch.no_grad():
+        model.copy.gate.bias.fill_(-30.0)  # p_vocab ~ 0: every token comes from the pointer
+    existing = ("A red kite and a red ball sit on the grass. The kite is near the ball, and the ball is red. "
+                "Near the ball, a small red kite waits.")
+    ex = {"modality": "image", "media": torch.zeros(3, 64, 64), "instruction": "Describe the image.",
+          "existing": existing, "chosen": existing}
+    batch = collate([ex, {**ex, "existing": "A cat."}], tok, cfg["model"], for_generation=True)
+    batch.pop("labels")
+    out = model.generate(**batch, max_new_tokens=80)
+    assert tok.decode(out[0]) == existing
+    assert tok.decode(out[1]) == "A cat."
+    model.copy = None  # the same model without the head does not copy: the check above can fail
+    no_copy = collate([ex], tok, cfg["model"], for_generation=True)
+    no_copy.pop("labels")
+    assert tok.decode(model.generate(**no_copy, max_new_tokens=80)[0]) != existing
 
 
 def test_qcc_mixing_ratio():

@@ -131,5 +131,17 @@ def test_backend_captioner_roles_on_the_synthetic_split(tmp_path):
     assert all(c["caption"] and not c["error"] for c in chosen + rejected)
     assert sum(a["caption"] != b["caption"] for a, b in zip(chosen, rejected)) >= 0.8 * len(items)
     assert caption_backend(items, "grounded:rejected") == rejected  # deterministic
+    # a third field picks the rejection strategy: a captioner that ignores the length control breaks it on
+    # every item that has one, where the default (weak_model) keeps it
+    from acd.checks.length import parse_constraint, satisfies
+
+    too_long = caption_backend(items, "grounded:rejected:length_violation")
+    with_len = [i for i, it in enumerate(items) if parse_constraint(it.get("length_constraint") or it["instruction"])]
+    assert with_len
+    ok = lambda caps: sum(satisfies(caps[i]["caption"], parse_constraint(items[i].get("length_constraint")
+                                                                         or items[i]["instruction"])) for i in with_len)
+    assert ok(too_long) == 0 and ok(rejected) >= 0.8 * len(with_len)
+    with pytest.raises(RuntimeError, match="failed on all"):
+        evaluate(tmp_path / "bench", tmp_path / "eval", captioner="grounded:rejected:nosuchstrategy")
     with pytest.raises(RuntimeError, match="failed on all"):
         evaluate(tmp_path / "bench", tmp_path / "eval", captioner="grounded:nosuchrole")

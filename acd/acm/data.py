@@ -220,6 +220,17 @@ _Q_HEAD, _Q_TAIL = _HEAD.split("{instruction}")
 def prompt_ids(tok: CaptionTokenizer, instruction: str, existing: str, max_tokens: int) -> list[int]:
     """[bos] + the aligner prompt + [bos]; the existing caption (then the instruction) is cut to fit, never the
     template itself, so the model always sees the full task wording."""
+    return prompt_with_sources(tok, instruction, existing, max_tokens)[0]
+
+
+def prompt_with_sources(tok: CaptionTokenizer, instruction: str, existing: str,
+                        max_tokens: int) -> tuple[list[int], list[int]]:
+    """prompt_ids and a same-length list marking what the copy head may point at: 1 on the existing caption
+    a's tokens, 2 on the position just after a (pointing there copies the end of the caption: eos), 0
+    elsewhere. Not the template (its words never belong in a caption) and not q: an undertrained head
+    copied the instruction's wording ("The generated caption's length needs to be ...") into the caption.
+    The end marker matters: without it "copy a to its end, then stop" needs the LM to pick eos by itself,
+    and greedy decoding stopped after a's first sentence (eos out-scored every single continuation)."""
     head, q, mid, a, tail = (tok.encode(_Q_HEAD), tok.encode(instruction.strip()), tok.encode(_Q_TAIL),
                              tok.encode(existing.strip()), tok.encode(_TAIL))
     budget = max_tokens - 2 - len(head) - len(mid) - len(tail)
@@ -227,18 +238,21 @@ def prompt_ids(tok: CaptionTokenizer, instruction: str, existing: str, max_token
     a = a[: max(0, budget - len(q))]
     # A second bos marks where the answer starts (the role marker of a chat template): without it the
     # prompt's closing "." looks like a caption's end and an undertrained model emits eos at once.
-    return [tok.bos_id] + head + q + mid + a + tail + [tok.bos_id]
+    ids = [tok.bos_id] + head + q + mid + a + tail + [tok.bos_id]
+    src = [0] * (1 + len(head) + len(q) + len(mid)) + [1] * len(a) + [2] + [0] * len(tail)
+    return ids, src
 
 
 def collate(examples: list[dict], tok: CaptionTokenizer, mcfg: dict, *, for_generation: bool = False) -> dict:
-    """Token ids + labels (-100 everywhere except the chosen caption and its eos) + media grouped by modality.
+    """Token ids + labels (-100 everywhere except the chosen caption and its eos) + media grouped by modality,
+    and copy_mask (see prompt_with_sources: 1 on the existing caption's tokens, 2 on its end).
 
     Training batches are right-padded; generation batches are left-padded so every prompt ends at the last
     position, where decoding continues.
     """
-    seqs, labs = [], []
+    seqs, labs, srcs = [], [], []
     for ex in examples:
-        p = prompt_ids(tok, ex["instruction"], ex["existing"], mcfg["max_prompt_tokens"])
+        p, src = prompt_with_sources(tok, ex["instruction"], ex["existing"], mcfg["max_prompt_tokens"])
         if for_generation:
             seqs.append(p)
             labs.append([IGNORE] * len(p))
@@ -246,20 +260,24 @@ def collate(examples: list[dict], tok: CaptionTokenizer, mcfg: dict, *, for_gene
             c = tok.encode(ex["chosen"].strip())[: mcfg["max_target_tokens"]] + [tok.eos_id]
             seqs.append(p + c)
             labs.append([IGNORE] * len(p) + c)
+        srcs.append(src + [0] * (len(seqs[-1]) - len(src)))
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labs)):
+    copy_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, l, c) in enumerate(zip(seqs, labs, srcs)):
         sl = slice(width - len(s), width) if for_generation else slice(0, len(s))
         ids[i, sl], labels[i, sl], mask[i, sl] = torch.tensor(s), torch.tensor(l), 1
+        copy_mask[i, sl] = torch.tensor(c, dtype=torch.long)
     media, index = {}, {}
     for m in ("image", "video", "audio"):
         rows = [i for i, ex in enumerate(examples) if ex["modality"] == m]
         if rows:
             media[m] = torch.stack([examples[i]["media"] for i in rows])
             index[m] = torch.tensor(rows, dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "media": media, "media_index": index}
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "media": media, "media_index": index,
+            "copy_mask": copy_mask}
 
 
 def dataset_texts(dataset_dir: str | Path, split: str = "train") -> Iterator[str]:

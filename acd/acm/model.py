@@ -178,6 +178,88 @@ def build_lm(lm_cfg: dict, vocab_size: int, pad_id: int, bos_id: int, eos_id: in
     return LlamaForCausalLM(config)
 
 
+# ---------------------------------------------------------------------------------------------- copy head
+def _shift_right(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x[:, j] := x[:, j-n] along dim 1 (zeros shifted in)."""
+    if n == 0:
+        return x
+    return torch.cat([torch.zeros_like(x[:, :n]), x[:, :-n]], dim=1)
+
+
+class CopyHead(nn.Module):
+    """Pointer-generator head (See et al., 2017) for an editor that mostly keeps the existing caption.
+
+    ACM rewrites a caption a into c, and most of c is a's own words: a small LM trained for minutes on a CPU
+    does not learn to reproduce a 30-120-word span token by token, so it wrote fluent captions about the
+    wrong objects. This head lets every output step point at a token of a and copy it, mixed with the
+    LM's vocabulary distribution by a learned gate.
+
+    The pointer score of output step t for source position j adds up
+      - a learned match of the state that predicts t's next token with the state that predicted token j;
+      - how long the output's latest tokens equal the source tokens just before j (exact suffix match,
+        capped), with a weight that starts high: at initialisation the head already continues the span it
+        is copying, and the longest match wins, so repeated words and bigrams ("a red", "the") do not send
+        it to the wrong occurrence. Training starts from "copy a" and learns the edits;
+      - a penalty on source tokens already copied (their bigram was emitted), the parallel-friendly form of
+        See et al.'s coverage, so greedy decoding does not loop back over a span it has written.
+    """
+
+    def __init__(self, hidden: int, dim: int = 64, init_match: float = 3.0, init_used: float = 4.0,
+                 match_cap: int = 16):
+        super().__init__()
+        self.dim, self.match_cap = dim, match_cap
+        self.q = nn.Linear(hidden, dim, bias=False)
+        self.k = nn.Linear(hidden, dim, bias=False)
+        self.gate = nn.Linear(hidden, 1)
+        self.match_weight = nn.Parameter(torch.tensor(float(init_match)))
+        self.used_weight = nn.Parameter(torch.tensor(float(init_used)))
+
+    def keys(self, states: torch.Tensor) -> torch.Tensor:
+        """Per source position j: the projected state at j-1 (the one that predicted token j)."""
+        return self.k(_shift_right(states, 1))
+
+    def attend(self, h, keys, run, used, src_mask) -> torch.Tensor:
+        """Pointer distribution [B, T, S]. h [B, T, d] query states; keys from keys(); run [B, T, S] from
+        suffix_match_runs; used [B, T, S] from copied_bigrams; src_mask [B, S]."""
+        s = self.q(h) @ keys.transpose(1, 2) / math.sqrt(self.dim)
+        match = F.pad(run[..., :-1], (1, 0)).clamp(max=self.match_cap)  # the run ending just before j
+        s = s + self.match_weight * match.to(s.dtype) - self.used_weight * used.to(s.dtype)
+        s = s.masked_fill(~src_mask[:, None, :], torch.finfo(s.dtype).min)
+        return s.softmax(-1)
+
+    def p_vocab(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(h)).squeeze(-1)
+
+
+def extend_runs(run: torch.Tensor, token: torch.Tensor, key_ids: torch.Tensor) -> torch.Tensor:
+    """One output token later: run[b, j] = length of the common suffix of the output and key_ids[b, :j+1]."""
+    return (token[:, None] == key_ids).long() * (_shift_right(run, 1) + 1)
+
+
+@torch.no_grad()
+def suffix_match_runs(out_ids: torch.Tensor, key_ids: torch.Tensor) -> torch.Tensor:
+    """run[b, t, j] = length of the longest common suffix of out_ids[b, :t+1] and key_ids[b, :j+1] [B, T, S]
+    (a loop over t of [B, S] operations: cheap next to the LM)."""
+    run = torch.zeros_like(key_ids)
+    rows = []
+    for t in range(out_ids.shape[1]):
+        run = extend_runs(run, out_ids[:, t], key_ids)
+        rows.append(run)
+    return torch.stack(rows, dim=1)
+
+
+@torch.no_grad()
+def copied_bigrams(ids: torch.Tensor, generated: torch.Tensor, src_mask: torch.Tensor,
+                   key_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """used[b, t, j]: some generated position t' <= t emitted source token j right after source token j-1
+    (key_ids: the sequence the source's previous tokens are read from; default ids)."""
+    prev_out = _shift_right(ids, 1)
+    prev_src = _shift_right(ids if key_ids is None else key_ids, 1)
+    hit = (ids[:, :, None] == ids[:, None, :]) & (prev_out[:, :, None] == prev_src[:, None, :])
+    hit = hit & generated[:, :, None] & src_mask[:, None, :]
+    return hit.int().cummax(dim=1).values.bool()
+
+
 # -------------------------------------------------------------------------------------------------- ACM
 class ACM(nn.Module):
     def __init__(self, cfg: dict, vocab_size: int, pad_id: int, bos_id: int, eos_id: int):
@@ -196,6 +278,10 @@ class ACM(nn.Module):
             m: nn.Sequential(nn.Linear(enc.out_dim, ph), nn.GELU(), nn.Linear(ph, hidden))
             for m, enc in self.encoders.items()
         })
+        copy_cfg = dict(mcfg.get("copy") or {})
+        self.copy = CopyHead(hidden, **{k: v for k, v in copy_cfg.items() if k != "enabled"}) \
+            if copy_cfg.pop("enabled", False) else None
+        self.no_repeat_ngram = int(mcfg.get("no_repeat_ngram", 0) or 0)
         self.encoders.eval()
 
     def train(self, mode: bool = True):
@@ -233,44 +319,123 @@ class ACM(nn.Module):
                           attention_mask], dim=1)
         return embeds, mask
 
-    def forward(self, input_ids, attention_mask, media, media_index, labels=None):
+    def forward(self, input_ids, attention_mask, media, media_index, labels=None, copy_mask=None):
+        """logits [B, L, V] over the text positions (position t predicts token t+1); loss on labelled tokens.
+
+        With the copy head the loss is the negative log of the mixture p_vocab * softmax(logits) +
+        (1 - p_vocab) * pointer mass on source tokens equal to the target.
+        """
         embeds, mask = self._embed(input_ids, attention_mask, media, media_index)
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
+        states = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).last_hidden_state
+        states = states[:, self.n_media:]
+        logits = self.lm.get_output_embeddings()(states)
         result = {"logits": logits}
-        if labels is not None:
-            full = torch.cat([torch.full((labels.shape[0], self.n_media), IGNORE, dtype=labels.dtype,
-                                         device=labels.device), labels], dim=1)
-            # next-token prediction: position t predicts token t+1; only c (and its eos) carry labels
-            result["loss"] = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                             full[:, 1:].reshape(-1), ignore_index=IGNORE)
+        if labels is None:
+            return result
+        target = labels[:, 1:]
+        valid = target != IGNORE
+        logp_vocab = logits[:, :-1].float().log_softmax(-1).gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
+        if self.copy is None:
+            result["loss"] = -(logp_vocab[valid]).mean()
+            return result
+        if copy_mask is None:
+            raise ValueError("this ACM has a copy head: batches need copy_mask (acd.acm.data.collate makes it)")
+        h = states.float()
+        src, src_ids, key_ids = self._sources(input_ids, copy_mask)
+        used = copied_bigrams(input_ids, labels != IGNORE, src, key_ids)
+        run = suffix_match_runs(input_ids, key_ids)
+        attn = self.copy.attend(h[:, :-1], self.copy.keys(h), run[:, :-1], used[:, :-1], src)
+        hit = (src_ids[:, None, :] == target[:, :, None]) & src[:, None, :]
+        p_copy = (attn * hit).sum(-1)
+        g = self.copy.p_vocab(h[:, :-1]).clamp(1e-6, 1 - 1e-6)
+        logp = torch.logaddexp(torch.log(g) + logp_vocab, torch.log1p(-g) + torch.log(p_copy + 1e-12))
+        result["loss"] = -(logp[valid]).mean()
+        result["p_vocab"] = g.detach()
         return result
 
+    def _sources(self, input_ids, copy_mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(where the pointer may go, the token each source position copies, the ids matched against the
+        output).
+
+        copy_mask 2 (the position after a) copies eos. In the matched ids everything outside a is -1 (never
+        matches) except the token just before a, which reads as bos: a then starts the way the output does
+        (after the bos answer marker), so the first output step finds a's first token at once."""
+        src = copy_mask > 0
+        src_ids = torch.where(copy_mask == 2, torch.full_like(input_ids, self.eos_id), input_ids)
+        starts = (copy_mask == 1) & ~(_shift_right(copy_mask, 1) > 0)
+        before_start = torch.cat([starts[:, 1:], torch.zeros_like(starts[:, :1])], dim=1)
+        key_ids = torch.where(copy_mask == 1, input_ids, torch.full_like(input_ids, -1))
+        key_ids = torch.where(before_start, torch.full_like(input_ids, self.bos_id), key_ids)
+        return src, src_ids, key_ids
+
+    def _next_distribution(self, h, keys, src_ids, src_mask, run, used) -> torch.Tensor:
+        """Probabilities over the vocabulary for the next token, from the last state h [B, d]."""
+        probs = self.lm.get_output_embeddings()(h).float().softmax(-1)
+        if self.copy is None:
+            return probs
+        hf = h.float()[:, None]
+        attn = self.copy.attend(hf, keys, run[:, None], used[:, None], src_mask)[:, 0]
+        p_copy = torch.zeros_like(probs).scatter_add_(1, src_ids, attn * src_mask)
+        g = self.copy.p_vocab(hf[:, 0])[:, None]
+        return g * probs + (1 - g) * p_copy
+
+    def _banned(self, seq: list[int]) -> list[int]:
+        """Tokens that would repeat an n-gram already in seq (no_repeat_ngram; 0 = off)."""
+        n = self.no_repeat_ngram
+        if n <= 0 or len(seq) < n - 1:
+            return []
+        prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+        return [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix]
+
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask, media, media_index, max_new_tokens: int = 96) -> list[list[int]]:
+    def generate(self, input_ids, attention_mask, media, media_index, max_new_tokens: int = 96,
+                 copy_mask=None) -> list[list[int]]:
         """Greedy decoding with a KV cache. Prompts must be LEFT-padded (collate(..., for_generation=True))."""
         embeds, mask = self._embed(input_ids, attention_mask, media, media_index)
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        base = self.lm.base_model
+        out = base(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        states = out.last_hidden_state[:, self.n_media:]
+        keys = src_mask = src_ids = key_ids = used = run = None
+        if self.copy is not None:
+            if copy_mask is None:
+                raise ValueError("this ACM has a copy head: generation needs copy_mask")
+            src_mask, src_ids, key_ids = self._sources(input_ids, copy_mask)
+            keys = self.copy.keys(states.float())
+            used = torch.zeros_like(src_mask)
+            run = suffix_match_runs(input_ids, key_ids)[:, -1]
+            src_prev = _shift_right(key_ids, 1)
         b = input_ids.shape[0]
+        last = input_ids[:, -1]
+        h = states[:, -1]
         done = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
         tokens: list[list[int]] = [[] for _ in range(b)]
         emb = self.lm.get_input_embeddings()
         for step in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
+            probs = self._next_distribution(h, keys, src_ids, src_mask, run, used)
             if step == 0:  # a caption is never empty
-                logits[:, self.eos_id] = float("-inf")
-            nxt = logits.argmax(-1)
+                probs[:, self.eos_id] = 0.0
+            for i in range(b):
+                banned = self._banned(tokens[i])
+                if banned:
+                    probs[i, banned] = 0.0
+            nxt = probs.argmax(-1)
             for i in range(b):
                 if not done[i]:
                     if nxt[i].item() == self.eos_id:
                         done[i] = True
                     else:
                         tokens[i].append(nxt[i].item())
+            if self.copy is not None:
+                used |= (src_ids == nxt[:, None]) & (src_prev == last[:, None]) & src_mask
+                run = extend_runs(run, nxt, key_ids)
+            last = nxt
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)
             pos = pos[:, -1:] + 1
-            out = self.lm(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, position_ids=pos,
-                          past_key_values=out.past_key_values, use_cache=True)
+            out = base(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, position_ids=pos,
+                       past_key_values=out.past_key_values, use_cache=True)
+            h = out.last_hidden_state[:, -1]
         return tokens

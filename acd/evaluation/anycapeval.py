@@ -78,11 +78,15 @@ def caption_reference(items: list[dict]) -> list[dict]:
 
 
 def caption_backend(items: list[dict], spec: str, backend_config: dict | None = None) -> list[dict]:
-    """Any acd backend; `name[:role]` (role defaults to "chosen"). Failed items keep error, caption ''."""
+    """Any acd backend; `name[:role[:strategy]]` (role defaults to "chosen"; strategy is the rejection
+    strategy a rejected-role caption is written with, default weak_model: a weaker captioner; e.g.
+    grounded:rejected:ignore_instruction is a captioner that ignores the control). Failed items keep error,
+    caption ''."""
     from acd.backends.base import GenRequest, make_backend
     from acd.checks.length import parse_constraint
 
-    name, _, role = spec.partition(":")
+    name, _, rest = spec.partition(":")
+    role, _, strategy = rest.partition(":")
     backend = make_backend({"name": name, **(backend_config or {})})
     reqs = []
     for i, it in enumerate(items):
@@ -91,7 +95,7 @@ def caption_backend(items: list[dict], spec: str, backend_config: dict | None = 
                 "control": load_taxonomy().types[it["instruction_type"]].control
                 if it["instruction_type"] in load_taxonomy().types else "style",
                 "length_key": c.key if c else "none", "length_constraint": it.get("length_constraint"),
-                "instruction": it["instruction"], "is_qcc": False, "rejection_strategy": "weak_model",
+                "instruction": it["instruction"], "is_qcc": False, "rejection_strategy": strategy or "weak_model",
                 "seed": 0, "key_points": it.get("key_points")}
         media = {"media_key": it["media"], "modality": it["modality"], "path": it.get("media_path"),
                  "grounding": json.dumps(it["grounding"]) if it.get("grounding") else None}
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="acd eval", description="AnyCapEval: caption, score content and style, report.")
     ap.add_argument("--bench", default=str(REFERENCE_DIR / "anycapeval"),
                     help="folder with <modality>/ref_content.jsonl and ref_style.jsonl")
-    ap.add_argument("--captioner", default="reference", help="reference | <backend>[:role], e.g. grounded")
+    ap.add_argument("--captioner", default="reference", help="reference | <backend>[:role[:strategy]], e.g. grounded, grounded:rejected:ignore_instruction")
     ap.add_argument("--backend-config", default=None, help="JSON mapping passed to make_backend (besides name)")
     ap.add_argument("--acm", default=None, help="ACM checkpoint/run dir: also evaluate <captioner>+acm")
     ap.add_argument("--style-judge", default=None, help="JSON backend config for an LLM style judge (default offline)")
