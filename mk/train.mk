@@ -2,6 +2,7 @@
 #   make train                      tiny ACM on out/demo -> runs/acm/demo-tiny (resumes if interrupted)
 #   make train DATASET=out/x ACM_CONFIG=my-gpu STEPS=1000
 #   make eval                       synthetic split from the dataset's test shards: base vs base+ACM
+#   make eval EVAL_PHRASING=dataset   instructions in the build's own wording (default: unseen eval wording)
 #   make eval-reference             the official AnyCapEval slice (reference captions; judge sanity)
 DATASET ?= out/demo
 ACM_CONFIG ?= tiny
@@ -9,6 +10,7 @@ ACM_RUN ?= runs/acm/$(notdir $(DATASET))-$(ACM_CONFIG)
 STEPS ?=
 EVAL_CAPTIONER ?= grounded:rejected
 EVAL_SPLIT ?= test
+EVAL_PHRASING ?= eval
 EVAL_OUT ?= runs/anycapeval/$(notdir $(DATASET))
 
 .PHONY: train eval eval-reference
@@ -18,7 +20,7 @@ train: venv
 	time $(PY) -m acd.acm.train --dataset $(DATASET) --config $(ACM_CONFIG) --out $(ACM_RUN) $(if $(STEPS),--steps $(STEPS))
 
 eval: venv
-	$(PY) -m acd.evaluation.synthetic_split --dataset $(DATASET) --split $(EVAL_SPLIT) --out $(EVAL_OUT)/bench
+	$(PY) -m acd.evaluation.synthetic_split --dataset $(DATASET) --split $(EVAL_SPLIT) --phrasing $(EVAL_PHRASING) --out $(EVAL_OUT)/bench
 	$(PY) -m acd.evaluation.anycapeval --bench $(EVAL_OUT)/bench --captioner $(EVAL_CAPTIONER) \
 		$(if $(wildcard $(ACM_RUN)/latest),--acm $(ACM_RUN)) --out $(EVAL_OUT)
 

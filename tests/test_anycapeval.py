@@ -98,6 +98,28 @@ def test_synthetic_split_matches_reference_format(tmp_path):
     assert all(it["media_path"] and it["grounding"] for it in items)
 
 
+def test_synthetic_split_in_domain_phrasing(tmp_path):
+    """phrasing="dataset": the build's own instruction writer phrases each item's instruction (with its
+    length sentence), and the key points follow what that instruction names."""
+    from acd.checks.length import parse_constraint
+    from acd.evaluation.synthetic_split import build_items
+
+    ds = make_toy_dataset(tmp_path / "ds", n_image=6, n_video=3, n_audio=3)
+    eval_items = load_benchmark(from_dataset(ds, tmp_path / "eval", split="train"))
+    dom_items = load_benchmark(from_dataset(ds, tmp_path / "dom", split="train", phrasing="dataset"))
+    assert len(dom_items) == len(eval_items)
+    assert [i["instruction_type"] for i in dom_items] == [i["instruction_type"] for i in eval_items]
+    assert sum(a["instruction"] != b["instruction"] for a, b in zip(dom_items, eval_items)) >= 0.8 * len(dom_items)
+    for it in dom_items:
+        c = parse_constraint(it["instruction"])
+        assert c is not None and c.sentence() == it["length_constraint"]  # the length sentence is in q
+    named = [it for it in dom_items if it["kind"] == "content" and it["instruction_type"] == "appearance"]
+    for it in named:  # appearance key points are about the objects the instruction names
+        assert any(k.split("'s appearance")[0].split()[-1] in it["instruction"].lower() for k in it["key_points"])
+    with pytest.raises(ValueError, match="phrasing"):
+        build_items([], phrasing="nope")
+
+
 def test_base_vs_base_plus_acm_report(tmp_path):
     from acd.acm.train import train
 

@@ -97,10 +97,34 @@ def _fill(template: str, modality: str, g: dict, i: int, spec: dict) -> tuple[st
     return text, excluded
 
 
-def build_items(media_rows: Iterable[dict], seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+def _dataset_phrasing(modality: str, g: dict, typ: str, lc: LengthConstraint, seed: int) -> tuple[str, list[str]]:
+    """The instruction as the build's own instruction writer phrases it (prompts/grounded), and the key
+    points of exactly what it asks for (the objects it names)."""
+    import random
+
+    from acd.grounded.compose import Writer
+    from acd.grounded.facts import Facts
+    from acd.grounded.keypoints import key_points
+    from acd.grounded.phrasing import load_phrasing
+
+    ph = load_phrasing()
+    q = Writer(ph, Facts(modality, g, ph.lexicon), random.Random(seed)).instruction(typ, lc)
+    return q, key_points(modality, typ, g, q)
+
+
+PHRASINGS = ("eval", "dataset")
+
+
+def build_items(media_rows: Iterable[dict], seed: int = 0, phrasing: str = "eval") -> dict[str, dict[str, list[dict]]]:
     """media rows ({modality, media (file name), grounding (dict or JSON), width/height/duration_s}) ->
     {modality: {"content": [...], "style": [...]}}: one content and one style item per media, the type
-    and the length constraint rotating through the taxonomy and synthetic_eval.yaml."""
+    and the length constraint rotating through the taxonomy and synthetic_eval.yaml.
+
+    phrasing "eval": instructions from synthetic_eval.yaml's fixed templates, worded unlike anything in
+    training (tests whether a model follows a paraphrased control); "dataset": instructions written by the
+    build's own instruction writer for the held-out media (the synthetic domain's test split proper)."""
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"phrasing must be one of {PHRASINGS}, not {phrasing!r}")
     tax, spec = load_taxonomy(), _spec()
     out: dict[str, dict[str, list[dict]]] = {}
     counters: dict[str, int] = {}
@@ -120,12 +144,16 @@ def build_items(media_rows: Iterable[dict], seed: int = 0) -> dict[str, dict[str
             typ = pool[(i + seed) % len(pool)]
             if typ == "instance" and len(g.get("objects", [])) < 2:  # nothing left to describe once excluded
                 typ = pool[(i + seed + 1) % len(pool)]
-            q, excluded = _fill(spec["instructions"][typ], m, g, i, spec)
             lk = spec["length_keys"][(i + seed + (kind == "style")) % len(spec["length_keys"])]
-            length = LengthConstraint.from_key(lk).sentence()
-            kps = key_points_for(g, typ, excluded)
+            lc = LengthConstraint.from_key(lk)
+            length = lc.sentence()
+            if phrasing == "dataset":
+                human, kps = _dataset_phrasing(m, g, typ, lc, seed * 1_000_003 + i * 2 + (kind == "style"))
+            else:
+                q, excluded = _fill(spec["instructions"][typ], m, g, i, spec)
+                human, kps = (f"{q} {length}" if length else q), key_points_for(g, typ, excluded)
             item = {"id": len(out.get(m, {}).get(kind, [])), m: row["media"],
-                    "conversations": [{"from": "human", "value": f"{q} {length}" if length else q},
+                    "conversations": [{"from": "human", "value": human},
                                       {"from": "gpt", "value": _reference_caption(kps)}]}
             if m == "audio":
                 item["time_long"] = float(row.get("duration_s") or g.get("duration_s") or 0.0)
@@ -160,7 +188,7 @@ def write_split(items: dict[str, dict[str, list[dict]]], out_dir: str | Path,
 
 
 def from_dataset(dataset_dir: str | Path, out_dir: str | Path, split: str = "test", limit: int | None = None,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, phrasing: str = "eval") -> Path:
     """The synthetic eval split from a built dataset's shards (media + grounding travel in the samples)."""
     import webdataset as wds
 
@@ -186,7 +214,7 @@ def from_dataset(dataset_dir: str | Path, out_dir: str | Path, split: str = "tes
         media[name] = (s[ext], g)
     if not rows:
         raise ValueError(f"no media with grounding in {dataset_dir}/shards/{split}")
-    return write_split(build_items(rows, seed), out_dir, media)
+    return write_split(build_items(rows, seed, phrasing), out_dir, media)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", required=True)
     ap.add_argument("--limit", type=int, default=None, help="media per modality")
+    ap.add_argument("--phrasing", choices=PHRASINGS, default="eval",
+                    help="eval: synthetic_eval.yaml's own instruction templates (unseen wording); "
+                         "dataset: the build's instruction writer (in-domain wording, held-out media)")
     a = ap.parse_args(argv)
-    print(from_dataset(a.dataset, a.out, a.split, a.limit))
+    print(from_dataset(a.dataset, a.out, a.split, a.limit, phrasing=a.phrasing))
     return 0
 
 
