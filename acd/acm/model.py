@@ -1,4 +1,5 @@
-"""ACM: frozen modality encoder -> MLP projector -> causal LM over [media tokens, prompt(q, a)] -> c.
+"""ACM: frozen modality encoder -> MLP projector -> causal LM over [media tokens, prompt(q, a)] -> c,
+with an optional pointer-generator head that copies tokens of a (CopyHead; on in the tiny default).
 
 Every backbone comes from the config (schemas/acm/*.yaml): `kind: tiny` builds a small randomly
 initialised module (the embedded default, so training runs on a CPU), `kind: hf` loads any local HF
@@ -279,9 +280,7 @@ class ACM(nn.Module):
             for m, enc in self.encoders.items()
         })
         copy_cfg = dict(mcfg.get("copy") or {})
-        self.copy = CopyHead(hidden, **{k: v for k, v in copy_cfg.items() if k != "enabled"}) \
-            if copy_cfg.pop("enabled", False) else None
-        self.no_repeat_ngram = int(mcfg.get("no_repeat_ngram", 0) or 0)
+        self.copy = CopyHead(hidden, **copy_cfg) if copy_cfg.pop("enabled", False) else None
         self.encoders.eval()
 
     def train(self, mode: bool = True):
@@ -351,7 +350,6 @@ class ACM(nn.Module):
         g = self.copy.p_vocab(h[:, :-1]).clamp(1e-6, 1 - 1e-6)
         logp = torch.logaddexp(torch.log(g) + logp_vocab, torch.log1p(-g) + torch.log(p_copy + 1e-12))
         result["loss"] = -(logp[valid]).mean()
-        result["p_vocab"] = g.detach()
         return result
 
     def _sources(self, input_ids, copy_mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -379,14 +377,6 @@ class ACM(nn.Module):
         p_copy = torch.zeros_like(probs).scatter_add_(1, src_ids, attn * src_mask)
         g = self.copy.p_vocab(hf[:, 0])[:, None]
         return g * probs + (1 - g) * p_copy
-
-    def _banned(self, seq: list[int]) -> list[int]:
-        """Tokens that would repeat an n-gram already in seq (no_repeat_ngram; 0 = off)."""
-        n = self.no_repeat_ngram
-        if n <= 0 or len(seq) < n - 1:
-            return []
-        prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
-        return [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix]
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, media, media_index, max_new_tokens: int = 96,
@@ -416,10 +406,6 @@ class ACM(nn.Module):
             probs = self._next_distribution(h, keys, src_ids, src_mask, run, used)
             if step == 0:  # a caption is never empty
                 probs[:, self.eos_id] = 0.0
-            for i in range(b):
-                banned = self._banned(tokens[i])
-                if banned:
-                    probs[i, banned] = 0.0
             nxt = probs.argmax(-1)
             for i in range(b):
                 if not done[i]:
