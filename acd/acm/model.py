@@ -179,6 +179,14 @@ def build_lm(lm_cfg: dict, vocab_size: int, pad_id: int, bos_id: int, eos_id: in
     return LlamaForCausalLM(config)
 
 
+def _kv_cache_keyword(model: nn.Module) -> str:
+    """The keyword the model's forward takes the KV cache under: `cache` since transformers 5.x (where
+    `past_key_values` is deprecated, to be removed in 5.40), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 # ---------------------------------------------------------------------------------------------- copy head
 def _shift_right(x: torch.Tensor, n: int) -> torch.Tensor:
     """x[:, j] := x[:, j-n] along dim 1 (zeros shifted in)."""
@@ -386,6 +394,7 @@ class ACM(nn.Module):
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         base = self.lm.base_model
         out = base(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        cache_kw = _kv_cache_keyword(base)
         states = out.last_hidden_state[:, self.n_media:]
         keys = src_mask = src_ids = key_ids = used = run = None
         if self.copy is not None:
@@ -422,6 +431,6 @@ class ACM(nn.Module):
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)
             pos = pos[:, -1:] + 1
             out = base(inputs_embeds=emb(nxt[:, None]), attention_mask=mask, position_ids=pos,
-                       past_key_values=out.past_key_values, use_cache=True)
+                       use_cache=True, **{cache_kw: getattr(out, cache_kw)})
             h = out.last_hidden_state[:, -1]
         return tokens
