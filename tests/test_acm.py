@@ -120,7 +120,7 @@ def test_copied_bigrams_marks_only_what_the_output_already_copied():
 
 
 def test_copy_head_reproduces_the_existing_caption_when_the_gate_copies(toy):
-    """An untrained ACM whose gate always points copies a word for word and stops at a's end: the n-gram
+    """An untrained ACM whose gate always points copies a word for word and stops at a's end: the suffix
     match, the copied-bigram penalty and the end marker together make "keep the caption" the default edit,
     even with repeated words and bigrams ("a red", "the")."""
     model, tok, cfg = _model_and_tok(toy)

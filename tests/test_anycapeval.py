@@ -114,6 +114,7 @@ def test_synthetic_split_in_domain_phrasing(tmp_path):
         c = parse_constraint(it["instruction"])
         assert c is not None and c.sentence() == it["length_constraint"]  # the length sentence is in q
     named = [it for it in dom_items if it["kind"] == "content" and it["instruction_type"] == "appearance"]
+    assert named
     for it in named:  # appearance key points are about the objects the instruction names
         assert any(k.split("'s appearance")[0].split()[-1] in it["instruction"].lower() for k in it["key_points"])
     with pytest.raises(ValueError, match="phrasing"):
