@@ -4,9 +4,10 @@ Output, per modality: ref_content.jsonl (with `key_point`), ref_style.jsonl (sam
 files), the media files under media/, and grounding.jsonl (a sidecar: {media, grounding}; the official
 files have no such column, so the format of the ref_*.jsonl files is unchanged).
 
-Key points come from acd.backends.grounded.key_points when that helper exists, else from the grounding
-facts directly (_derive_key_points). Reference captions come from the grounded backend's chosen caption
-when available, else are composed from the key points (exact, but plain).
+Key points come from the grounding facts: with phrasing "eval" in the release's wording
+(_derive_key_points, for synthetic_eval.yaml's fixed instructions); with phrasing "dataset" from
+acd.grounded.keypoints for exactly what the build-worded instruction names. Reference captions are composed
+from the key points (exact, but plain).
 """
 from __future__ import annotations
 
@@ -62,18 +63,6 @@ def _derive_key_points(g: dict, instruction_type: str, excluded: str | None = No
     else:  # instance and anything else: the objects (or sounds) that must be there
         kp = [f"mention the {_name(o)}" for o in objs] + [f"mention the sound of a {s.get('source')}" for s in sounds]
     return [k for k in kp if k] or [f"mention the {scene.get('background', 'scene')}"]
-
-
-def key_points_for(g: dict, instruction_type: str, excluded: str | None = None) -> list[str]:
-    try:
-        from acd.backends.grounded import key_points  # the grounded backend's helper, when present
-
-        kps = key_points(g, instruction_type)
-        if kps:
-            return list(kps)
-    except Exception:  # absent, or a different signature: derive from grounding ourselves
-        pass
-    return _derive_key_points(g, instruction_type, excluded)
 
 
 def _reference_caption(key_points: list[str]) -> str:
@@ -151,7 +140,7 @@ def build_items(media_rows: Iterable[dict], seed: int = 0, phrasing: str = "eval
                 human, kps = _dataset_phrasing(m, g, typ, lc, seed * 1_000_003 + i * 2 + (kind == "style"))
             else:
                 q, excluded = _fill(spec["instructions"][typ], m, g, i, spec)
-                human, kps = (f"{q} {length}" if length else q), key_points_for(g, typ, excluded)
+                human, kps = (f"{q} {length}" if length else q), _derive_key_points(g, typ, excluded)
             item = {"id": len(out.get(m, {}).get(kind, [])), m: row["media"],
                     "conversations": [{"from": "human", "value": human},
                                       {"from": "gpt", "value": _reference_caption(kps)}]}
