@@ -159,8 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
-            "review": cmd_review_sync}[args.command](args)
+    from acd.errors import AcdError
+
+    try:
+        return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
+                "review": cmd_review_sync}[args.command](args)
+    except AcdError as exc:  # something the user can fix: one line, no traceback
+        print(f"acd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
