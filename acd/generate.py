@@ -167,6 +167,8 @@ def _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timing
         finally:  # one fatal error (no endpoint left) ends the lot's other chains too
             for t in tasks:
                 t.cancel()
+            if callable(getattr(backend, "flush", None)):
+                backend.flush()  # the lot's answers are in the request cache before its part is written
 
     t0 = time.perf_counter()
     outcomes = aio.run(run())

@@ -68,7 +68,9 @@ def test_faults_isolated_dead_lettered_then_healed(tmp_path):
     with OpenAITestServer(median=0.003, sigma=0.5, slots=128, seed=7,
                           faults={"rate": 0.2, "retry_after": 0.2, "hang_s": 120}) as srv:
         # hedge off: this test counts server-side successes per request (a hedge is a deliberate second one)
-        cfg = _cfg(srv, max_in_flight=128, timeout_s=0.75, max_retries=1, backoff_base_s=0.02, hedge=False)
+        # timeout_s well above any real reply on a loaded box: only the hung requests time out (a reply that
+        # comes after the client gave up would count twice on the server)
+        cfg = _cfg(srv, max_in_flight=128, timeout_s=2.0, max_retries=1, backoff_base_s=0.02, hedge=False)
         backend = CachedBackend(make_backend(cfg), cache)
         t0 = time.monotonic()
         res = backend.generate(_requests(n))

@@ -105,6 +105,8 @@ class CachedBackend:
         self.name = backend.name
         self.stats = {"hits": 0, "misses": 0, "sent": 0}
         self._inflight: dict = {}  # request key -> future of the one send (agenerate, on the backend loop)
+        self._unsaved: list[tuple[str, dict]] = []  # answers not yet written (agenerate batches its writes)
+        self._flush_timer = None
 
     def __getattr__(self, item):  # model, model_revision, params, ... of the wrapped backend
         if item == "agenerate" and not callable(getattr(self.backend, "agenerate", None)):
@@ -141,8 +143,8 @@ class CachedBackend:
         try:
             res = await self.backend.agenerate(req)
             if res.status == "ok" and res.text:
-                self.cache.put_many([(k, {"text": res.text, "backend": res.backend, "model": res.model,
-                                          "model_revision": res.model_revision, "usage": res.usage})])
+                self._save_soon(k, {"text": res.text, "backend": res.backend, "model": res.model,
+                                    "model_revision": res.model_revision, "usage": res.usage})
             fut.set_result(res)
             return res
         except BaseException as exc:
@@ -161,6 +163,24 @@ class CachedBackend:
         revision = b.revision(model) if hasattr(b, "revision") else b.model_revision
         params = b.wire_params(req) if hasattr(b, "wire_params") else dict(req.params or {})
         return request_key(model, revision, req.messages, params)
+
+    def _save_soon(self, key: str, value: dict) -> None:
+        """Answers are written in small batches (one SQLite transaction per ~0.2 s or 64 answers, not per
+        answer); the generate stage calls flush() when a lot's requests are done, before it commits the lot."""
+        import asyncio
+
+        self._unsaved.append((key, value))
+        if len(self._unsaved) >= 64:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._unsaved = self._unsaved, []
+        self.cache.put_many(batch)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         keys = [self.key(r) for r in requests]
