@@ -14,7 +14,10 @@ which its requests completed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,37 @@ from acd.records import PAIR_SCHEMA, dumps
 
 ROLE_ORDER = ("instruct", "chosen", "rejected")
 _LOT_TICKETS = itertools.count()  # lots started earlier get their requests served first
+# Lots of a model backend run many at a time on threads of one process, in two pipelined phases:
+#   generation: at most `window` lots have requests out (bounded memory; slots go to the oldest lot first);
+#   checks: CPU work (the offline judge's embeddings), cores - 1 lots at a time on one torch thread each, so
+#           the request loop always has a core. A lot waiting for its checks no longer holds a generation place,
+#           so the endpoint stays busy while the checks catch up. (Measured here: with every lot checking at
+#           once on torch's default threads, and a lot's checks holding its place, the endpoint was 19% busy.)
+_CHECK_SLOTS = threading.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+_WINDOWS: dict[int, threading.Semaphore] = {}
+_WINDOWS_LOCK = threading.Lock()
+_cpu_limited = False
 
 
-def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority: int = 0) -> GenRequest:
+def _generation_window(backend, size: int) -> threading.Semaphore:
+    with _WINDOWS_LOCK:
+        key = id(backend)
+        if key not in _WINDOWS:
+            _WINDOWS[key] = threading.Semaphore(max(1, size))
+        return _WINDOWS[key]
+
+
+def _checks_on_one_core() -> None:
+    global _cpu_limited
+    if not _cpu_limited:
+        _cpu_limited = True
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority: int = 0,
+             inline_media: bool = True) -> GenRequest:
     req = GenRequest(
         request_id=f"{pair['pair_id']}:{role}:a{attempt}",
         role=role,
@@ -41,7 +72,8 @@ def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority
         # Model backends need rendered chat messages; the template id and hash become provenance.
         from acd.prompts import render
 
-        req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"))
+        req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"),
+                                                                  inline_media=inline_media)
     return req
 
 
@@ -144,7 +176,9 @@ async def _chain(pair, media, attempt, backend, priority) -> tuple[dict | None, 
     """One pair's requests, each sent as soon as the previous one returned."""
     chosen = None
     for role in _roles(pair):
-        req = _request(role, pair, media, attempt, backend, priority)
+        # Media stay lazy (a marker and a path) until the request is sent: thousands of requests wait for a
+        # slot at once, and each would otherwise hold its base64 image or frames.
+        req = _request(role, pair, media, attempt, backend, priority, inline_media=False)
         res = await backend.agenerate(req)
         dl = _deadletter(pair, role, attempt, res)
         if dl:
@@ -200,10 +234,12 @@ def generate_lot(
     judge=None,
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
+    window: int = 4,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
-    rejected it starts past the attempts already used, so the backend writes new captions."""
+    rejected it starts past the attempts already used, so the backend writes new captions. window: how many
+    lots of this process may have requests out at once (async backends; see _generation_window)."""
     from acd.checks.lot import check_lot
 
     media_by_key = {}
@@ -221,18 +257,24 @@ def generate_lot(
     deadletters: list[dict] = []
     priority = next(_LOT_TICKETS)
 
+    concurrent = supports_async(backend)
+    if concurrent:
+        _checks_on_one_core()
     for attempt in range(attempt_offset, attempt_offset + max_attempts):
         if not pending:
             break
-        if supports_async(backend):
-            generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority)
+        if concurrent:
+            with _generation_window(backend, window):
+                generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority)
         else:
             generated = _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings)
         if not generated:
             pending = []
             continue
         t0 = time.perf_counter()
-        checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge).to_pylist()
+        with _CHECK_SLOTS if concurrent else contextlib.nullcontext():
+            checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg,
+                                judge).to_pylist()
         _add(timings, "check", t0)
         pending = []
         for row in checked:

@@ -171,13 +171,18 @@ class Build:
         return self.recipe["backend"]["name"] != "grounded" and supports_async(self.backend)
 
     def lots_in_flight(self) -> int:
-        """How many lots to keep in flight so every endpoint slot has a pair waiting for it: pairs in flight
-        ≥ 3 x the slots (a lot's tail and its checks overlap the next lots), at least 2 lots, at most 64."""
+        """How many lots may have requests out at once, so every endpoint slot has a pair waiting for it:
+        pairs in flight ≥ 3 x the slots (a lot's tail overlaps the next lots), at least 2 lots, at most 64."""
         if not self.concurrent_lots:
             return 1
         slots = sum(int(e.max_in_flight) for e in getattr(self.backend, "endpoints", [])) or 64
         lot_size = int(self.recipe.get("lot_size", 256))
         return max(2, min(64, -(-3 * slots // max(1, lot_size)) + 1))
+
+    def lot_threads(self) -> int:
+        """Threads for a model backend's lots: the generation window plus lots waiting for (or in) their
+        checks, so a check backlog never stops new lots from starting generation."""
+        return 1 if not self.concurrent_lots else min(64, 2 * self.lots_in_flight() + 4)
 
     @property
     def judge(self):
@@ -339,6 +344,7 @@ class Build:
         pairs, deadletters = generate_lot(
             plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t,
             attempt_offset=self.regeneration_round(lot) * int(self.recipe.get("checks", {}).get("max_attempts", 3)),
+            window=self.lots_in_flight(),
         )
         t0 = _since(t, "generate_lot", t0)
         if state != "missing":
@@ -672,7 +678,7 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
                 timer.add_components(name, result.pop("timings", None))
             progress(name, i + 1, len(unit_names))
 
-        threads = build.lots_in_flight() if name == "generate" else 0
+        threads = build.lot_threads() if name == "generate" else 0
         results = units.map(method, unit_names, on_done, parallel=parallel[name], threads=threads)
         timer.add(name, time.perf_counter() - t0)
         n = min(units.workers, max(len(unit_names), 1)) if parallel[name] else 1

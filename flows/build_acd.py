@@ -243,7 +243,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     t0 = time.perf_counter()
     # Model backends: many lots in flight, their requests sharing the endpoints' slots (one backend loop per
     # process); CPU-bound lots (grounded): one per thread.
-    window = build.lots_in_flight() if build.concurrent_lots else cpu_threads()
+    window = build.lot_threads() if build.concurrent_lots else cpu_threads()
     _run_units(generate_lot, build, lots, window, progress, "generate")
     seconds["generate"] = time.perf_counter() - t0
 
