@@ -14,5 +14,5 @@ class BackendUnavailable(AcdError):
     (parts on disk, the request cache), so a rerun after the fix continues where this one stopped."""
 
 
-class NothingToExport(AcdError):
+class NothingToExport(AcdError, ValueError):
     """Every planned pair failed its checks, was dead-lettered or sits in a rejected lot."""
