@@ -3,7 +3,8 @@
 push_lot records a run here when review.label_studio.webhook_url is set; the webhook server (acd.review.webhook)
 reads it to map a payload's run id or project to a run dir. Its own module so that the pipeline and the review
 stage can record runs without importing the webhook server (which imports the pipeline to re-export).
-The state dir is $ACD_REVIEW_STATE_DIR or <project>/.cache/review-webhook.
+The state dir is $ACD_REVIEW_STATE_DIR, else review-webhook/ under acd.paths.LOCAL_STATE_DIR (.cache/ in a
+checkout, ~/.cache/acd for an installed package).
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def state_dir(path: str | Path | None = None) -> Path:
     env = os.environ.get(STATE_ENV)
     if env:
         return Path(env)
-    from acd.paths import PROJECT_ROOT
+    from acd.paths import LOCAL_STATE_DIR
 
-    return PROJECT_ROOT / ".cache" / "review-webhook"
+    return LOCAL_STATE_DIR / "review-webhook"
 
 
 def secret_headers() -> dict[str, str]:
