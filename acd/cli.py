@@ -156,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from acd.recipe_model import RecipeError
+    from acd.errors import AcdError
 
     try:
         return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
                 "review": cmd_review_sync}[args.command](args)
-    except RecipeError as e:  # a recipe mistake is the user's to fix: say which key, no traceback
-        print(f"acd: {e}", file=sys.stderr)
+    except AcdError as exc:  # something the user can fix: one line, no traceback
+        print(f"acd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from acd.errors import AcdError
+
 STRICT = ConfigDict(extra="forbid")
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
@@ -26,7 +28,7 @@ Seconds = Annotated[float, Field(gt=0.0)]
 Columns = Union[str, list[str]]
 
 
-class RecipeError(ValueError):
+class RecipeError(AcdError, ValueError):
     """A recipe that does not match the models; the message names every offending key by its dotted path."""
 
 
@@ -194,7 +196,10 @@ class OpenAIBackend(_ModelBackend):
     max_in_flight: Positive | None = None
     rpm: Annotated[float, Field(gt=0)] | None = None
     tpm: Annotated[float, Field(gt=0)] | None = None
-    timeout_s: Seconds | None = None
+    timeout_s: Seconds | None = None  # the ceiling; with latencies known: max(min_timeout_s, 3 x p99)
+    min_timeout_s: Seconds | None = None
+    hedge: bool | None = None  # resend a request slower than 1.5 x p99 on a free slot; first answer wins
+    down_after_s: Seconds | None = None  # an endpoint refusing connections this long is taken out
     max_retries: Count | None = None
     max_rate_limit_retries: Count | None = None
     backoff_base_s: Seconds | None = None

@@ -19,7 +19,7 @@ from acd.schema_files import generated, text
 OPENAI = {"name": "openai", "endpoints": [{"base_url": "http://gpu1:8000/v1", "api_key_env": "VLLM_API_KEY",
                                            "max_in_flight": 64}],
           "models": {"instruct": "m72", "chosen": "m72", "rejected": "m7", "judge": "m72", "rejected:weak_model": "m3"},
-          "rpm": 6000, "tpm": 2_000_000, "timeout_s": 120, "max_retries": 5, "params": {"temperature": 0.7},
+          "rpm": 6000, "tpm": 2_000_000, "timeout_s": 120, "min_timeout_s": 2, "hedge": True, "max_retries": 5, "params": {"temperature": 0.7},
           "cache_dir": "/tmp/c"}
 FOLDER = {"kind": "folder", "root": "/data", "include": ["*.jpg"], "on_wrong_extension": "accept",
           "limits": {"image": {"max_pixels": 1000}, "video": {"playable": {"mov": ["h264"]}}}}

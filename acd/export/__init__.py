@@ -80,7 +80,9 @@ def _prepare(pairs: pa.Table, media: pa.Table) -> tuple[pa.Table, pa.Table]:
     pairs = conform(pairs, PAIR_SCHEMA)
     media = conform(media, MEDIA_SCHEMA)
     if pairs.num_rows == 0:
-        raise ValueError("no accepted pairs to export (an empty dataset would not load)")
+        from acd.errors import NothingToExport
+
+        raise NothingToExport("no accepted pairs to export (an empty dataset would not load)")
     for col in ("instruction", "chosen", "rejected"):
         if pairs.column(col).null_count:
             raise ValueError(f"pairs: column {col!r} has nulls; only finished, accepted pairs can be exported")
