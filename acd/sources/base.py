@@ -2,7 +2,8 @@
 
 A source is iterated in *batches* (its own unit of resume): `batches()` names them deterministically and
 `read(batch, media_dir)` produces that batch's result. The ingest stage writes one Parquet part per batch,
-so a rerun skips batches that are done.
+so a rerun skips batches that are done. acd.sources.factory.make_source builds a source from a recipe's
+`source:` mapping (a module of its own, so this one never imports the sources that import it).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
 
 @dataclass
 class IngestResult:
