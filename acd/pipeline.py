@@ -151,7 +151,7 @@ class Build:
     @property
     def source(self):
         if self._source is None:
-            from acd.sources.base import make_source
+            from acd.sources.factory import make_source
 
             self._source = make_source(self.recipe["source"], int(self.recipe["seed"]))
         return self._source
@@ -376,7 +376,7 @@ class Build:
 
             decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
             if (cfg["label_studio"] or {}).get("webhook_url"):
-                from acd.review.webhook import register_run
+                from acd.review.registry import register_run
 
                 # Syncs the webhook starts then also re-export this build's dataset.
                 register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve())
