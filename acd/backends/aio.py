@@ -7,14 +7,40 @@ belongs to. Code that is already on the loop awaits backends directly; plain cod
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
+_closers: list[Callable[[], Awaitable[Any]]] = []
+
+
+def on_exit(closer: Callable[[], Awaitable[Any]]) -> None:
+    """Register an async cleanup (a backend's HTTP sessions) to run on the loop before the process exits:
+    a daemon loop thread killed at interpreter shutdown would leave them to noisy finalisers."""
+    _closers.append(closer)
+
+
+@atexit.register
+def _shutdown() -> None:
+    global _loop
+    loop_, closers = _loop, list(_closers)
+    _closers.clear()
+    if loop_ is None or not loop_.is_running():
+        return
+
+    async def close_all() -> None:
+        await asyncio.gather(*(c() for c in closers), return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(close_all(), loop_).result(timeout=5)
+    except Exception:  # noqa: BLE001 - best effort at exit
+        pass
+    loop_.call_soon_threadsafe(loop_.stop)
 
 
 def loop() -> asyncio.AbstractEventLoop:

@@ -289,6 +289,7 @@ class OpenAIBackend:
             connector = aiohttp.TCPConnector(limit=ep.max_in_flight, limit_per_host=0, keepalive_timeout=30)
             self._sessions[ep.base_url] = aiohttp.ClientSession(connector=connector, headers=headers,
                                                                 auto_decompress=True, trust_env=False)
+        aio.on_exit(self.aclose)
 
     def _take(self) -> Endpoint | None:
         """A free slot on the least loaded usable endpoint, or None. Raises when no endpoint is usable."""
