@@ -12,12 +12,13 @@ from typing import Any, Callable
 from acd.media.audio import probe_audio
 from acd.media.errors import ProbeError
 from acd.media.image import Probed, probe_image
-from acd.media.safety import read_regular
+from acd.media.safety import printable, read_regular
 from acd.media.sniff import classify, effective_ext
 from acd.media.video import probe_video
 from acd.sources.base import IngestResult, store_media
 
-FACT_FIELDS = ("width", "height", "duration_s", "fps", "num_frames", "sample_rate", "channels")
+FACT_FIELDS = ("width", "height", "duration_s", "fps", "num_frames", "sample_rate", "channels",
+               "source_duration_s", "checked_frames")
 
 
 def probe_bytes(data: bytes, name_ext: str, limits: dict, expected_modality: str | None = None,
@@ -55,7 +56,11 @@ def read_file(real: Path, name_ext: str, limits: dict, trust_sniffed: bool = Fal
 
 class Collector:
     """Accumulates one batch's IngestResult; the first item with a given media_key wins, later ones are
-    quarantined as `duplicate` (so inputs == media rows + quarantine rows always holds)."""
+    quarantined as `duplicate` (so inputs == media rows + quarantine rows always holds).
+
+    Every text it writes goes through `printable`: a name that is not UTF-8 (bytes on disk) is still a row,
+    with its bytes shown escaped, instead of an Arrow encode error that would lose the whole batch.
+    """
 
     def __init__(self, source: str, media_dir: Path):
         self.source, self.media_dir = source, Path(media_dir)
@@ -63,9 +68,8 @@ class Collector:
         self._seen: dict[str, str] = {}
 
     def bad(self, source_id: str, reason: str, detail: str = "") -> None:
-        self.result.quarantine.append(
-            {"source": self.source, "source_id": source_id, "stage": "ingest", "reason": reason, "detail": detail}
-        )
+        self.result.quarantine.append({"source": self.source, "source_id": printable(source_id), "stage": "ingest",
+                                       "reason": reason, "detail": printable(detail)})
 
     def add(self, source_id: str, produce: Callable[[], Probed], licence: str | None = None,
             existing_captions: list[str] | None = None) -> None:
@@ -75,6 +79,9 @@ class Collector:
             return self.bad(source_id, exc.reason, exc.detail)
         except Exception as exc:  # a probe bug must not stop the run; the fuzz tests keep this path empty
             return self.bad(source_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        source_id = printable(source_id)
+        if existing_captions:
+            existing_captions = [printable(c) for c in existing_captions]
         key, uri = store_media(probed.data, probed.ext, self.media_dir)
         if key in self._seen:
             return self.bad(source_id, "duplicate", f"same bytes as {self._seen[key]} (media_key {key})")
@@ -82,7 +89,7 @@ class Collector:
         row: dict[str, Any] = {
             "media_key": key, "modality": probed.modality, "source": self.source, "source_id": source_id,
             "uri": uri, "ext": probed.ext, "mime": probed.mime, "bytes": len(probed.data),
-            "licence": licence, "grounding": None,  # real media: no ground truth; instructions come from a model
+            "licence": printable(licence) if licence else licence, "grounding": None,  # real media: no ground truth; instructions come from a model
             "existing_captions": json.dumps(existing_captions, ensure_ascii=False) if existing_captions else None,
         }
         for f in FACT_FIELDS:

@@ -12,6 +12,9 @@ EXTENSIONS: dict[str, tuple[str, str, str, str]] = {
     "png": ("image", "png", "png", "image/png"),
     "webp": ("image", "webp", "webp", "image/webp"),
     "gif": ("image", "gif", "gif", "image/gif"),
+    "bmp": ("image", "bmp", "bmp", "image/bmp"),
+    "tif": ("image", "tiff", "tiff", "image/tiff"),
+    "tiff": ("image", "tiff", "tiff", "image/tiff"),
     "mp4": ("video", "isobmff", "mp4", "video/mp4"),
     "m4v": ("video", "isobmff", "mp4", "video/mp4"),
     "mov": ("video", "isobmff", "mov", "video/quicktime"),
@@ -30,7 +33,7 @@ EXTENSIONS: dict[str, tuple[str, str, str, str]] = {
 
 # What a family's bytes are by default when the file name says nothing useful.
 FAMILY_DEFAULT = {
-    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "isobmff": "mp4", "matroska": "webm",
+    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "isobmff": "mp4", "matroska": "webm",
     "riff-avi": "avi", "riff-wave": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
 }
 
@@ -47,6 +50,11 @@ def sniff(head: bytes) -> str | None:
         return "webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    # "BM" alone is too weak a signature (any text can start with it): also require a known DIB header size.
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
+        return "bmp"
     if head[4:8] == b"ftyp":
         return "isobmff"
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime files without ftyp

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-EXT_MIME = {
-    "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-    "mp4": "video/mp4", "webm": "video/webm", "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg",
-}
+from acd.media.sniff import EXTENSIONS
+
+EXT_MIME = {ext: mime for ext, (_modality, _family, _stored, mime) in EXTENSIONS.items()}  # one table: sniff's
 
 
 @dataclass
