@@ -159,8 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
-            "review": cmd_review_sync}[args.command](args)
+    from acd.recipe import RecipeError
+
+    try:
+        return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
+                "review": cmd_review_sync}[args.command](args)
+    except RecipeError as e:  # the user's recipe, not a bug: one line, no traceback
+        print(f"acd: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -44,14 +44,15 @@ def probe_bytes(data: bytes, name_ext: str, limits: dict, expected_modality: str
     return probe_audio(data, limits, ext=ext)
 
 
+def byte_cap(name_ext: str, head: bytes, limits: dict, trust_sniffed: bool = False) -> int:
+    """The byte cap of the modality an input's name and first bytes say (raises wrong_extension etc. early)."""
+    modality = classify(effective_ext(name_ext, head, trust_sniffed), head)[0]
+    return int(limits["max_bytes"][modality])
+
+
 def read_file(real: Path, name_ext: str, limits: dict, trust_sniffed: bool = False) -> bytes:
     """Read a (resolved, root-checked) file, capped by the cap of the modality its head and name say."""
-
-    def cap_for(head: bytes, size: int) -> int:
-        modality = classify(effective_ext(name_ext, head, trust_sniffed), head)[0]
-        return int(limits["max_bytes"][modality])
-
-    return read_regular(real, cap_for)[1]
+    return read_regular(real, lambda head, size: byte_cap(name_ext, head, limits, trust_sniffed))[1]
 
 
 class Collector:
