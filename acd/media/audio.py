@@ -153,6 +153,8 @@ def to_mono_rate(x: np.ndarray, sr: int, target: int) -> np.ndarray:
 def probe_audio(data: bytes, limits: dict, ext: str = "wav") -> Probed:
     lim = limits["audio"]
     target = int(lim["target_sample_rate"])
+    import scipy.signal  # noqa: F401  first use costs ~1 s of imports: before the clock starts, not on it
+
     clock = Clock(limits)
     got = _decode_soundfile(data, lim, clock)
     x, sr, channels = got if got is not None else _decode_av(data, lim, clock)
