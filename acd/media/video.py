@@ -84,13 +84,16 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
 
         # Validation decode: every frame up to the cap must decode; a short count vs. the header is truncation.
         cap = int(lim["max_decode_frames"])
-        decoded, pix_fmt, last_t = 0, None, None
+        decoded, pix_fmt, last_end = 0, None, None
         try:
             for frame in container.decode(vs):
                 if decoded == 0:
                     pix_fmt = frame.format.name
-                if frame.time is not None:
-                    last_t = frame.time if last_t is None else max(last_t, frame.time)
+                if frame.time is not None:  # where this frame stops showing: its own duration, else 1/fps
+                    shown = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else (
+                        1.0 / fps if fps else 0.0)
+                    end = frame.time + shown
+                    last_end = end if last_end is None else max(last_end, end)
                 decoded += 1
                 if decoded >= cap:
                     break
@@ -106,9 +109,9 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
             raise ProbeError("corrupt_video", f"decoded {decoded} of {declared} declared frames (truncated?)")
         # Containers without a frame count (WebM/Matroska): the decoded frames must cover the declared length.
         span = _stream_span(container, vs)
-        if decoded < cap and not declared and span and last_t is not None:
+        if decoded < cap and not declared and span and last_end is not None:
             start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
-            covered = last_t - start + (1.0 / fps if fps else 0.0)
+            covered = last_end - start
             if covered < 0.9 * span:
                 raise ProbeError("corrupt_video", f"decoded frames cover {covered:.2f}s of the {span:.2f}s the container "
                                                   "declares (truncated?)")
