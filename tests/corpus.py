@@ -231,6 +231,8 @@ def build_corpus(tmp: Path) -> Corpus:
     put("sub/long.avi", video_bytes(fmt="avi", codec="mpeg4", frames=80), "ok")  # re-encoded, cut to the cap
     c.facts["sub/long.avi"] = {"checked_frames": 48, "num_frames": 48, "source_duration_s": 80 / 12}
     put("bomb.flac", audio_bomb(), "decompression_bomb")
+    put("phone.HEIC", b"\x00\x00\x00\x18ftypheic" + bytes(64), "unsupported_type")  # known media, not ingested
+    put("sub/clip.flv", b"FLV\x01\x05" + bytes(64), "unsupported_type")
     os.symlink("self_loop.jpg", root / "self_loop.jpg")
     c.expected["self_loop.jpg"] = "symlink_loop"
     os.symlink("loop_b.png", root / "sub" / "loop_a.png")
