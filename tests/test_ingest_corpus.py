@@ -94,6 +94,14 @@ def test_folder_corpus_through_acd_build(corpus, server, tmp_path):
             assert by[sid][k] == (pytest.approx(v) if isinstance(v, float) else v), (sid, k)
     assert all(by[s]["checked_frames"] is None for s in by if s not in corpus.facts)
     assert {by[s]["ext"] for s in ("scan.bmp", "sub/scan.tiff", "sub/scan16.tif")} == {"png"}
+    # Every stored video renders into a model request, the one with noise past the checked frames included
+    # (the renderer used to decode every frame: a crash there, gigabytes on a long video).
+    from acd.prompts import media_parts
+
+    for m in media:
+        if m["modality"] == "video":
+            parts = media_parts({**m, "path": str(run_dir / m["uri"])}, frames=6)
+            assert len(parts) == 6 and all(p["image_url"]["url"].startswith("data:image/jpeg") for p in parts)
     print(f"\nfolder corpus: {len(ids)} inputs, {seconds:.1f}s, peak RSS {rss_mb:.0f} MB")
 
 
