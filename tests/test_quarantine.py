@@ -269,3 +269,24 @@ def test_grounded_backend_with_real_sources_is_a_recipe_error():
             load_recipe("demo", {"source": {"kind": kind, "root": "/nonexistent"}})
     assert load_recipe("demo", {"source": {"kind": "folder", "root": "/x"},
                                 "backend": {"name": "openai", "endpoints": []}})["backend"]["name"] == "openai"
+
+
+def test_media_parts_written_before_the_frame_cap_columns_still_read(folder_run, tmp_path):
+    """Issue 13 added source_duration_s and checked_frames to MEDIA_SCHEMA: a run directory holding ingest
+    parts from before (without them) and after reads as one table, the old rows null there."""
+    from acd.records import conform
+    from acd.runstore import RunStore
+
+    run, media, _ = folder_run
+    new = rows_to_table(media, MEDIA_SCHEMA)
+    old = new.drop_columns(["source_duration_s", "checked_frames"]).slice(0, 3)
+    store = RunStore(tmp_path / "mixed")
+    store.write_part("ingest", "old", old)
+    store.write_part("ingest", "new", new)
+    table = conform(store.sql("select * from {ingest}"), MEDIA_SCHEMA)
+    assert table.num_rows == new.num_rows + 3
+    by = {}
+    for r in table.to_pylist():
+        by.setdefault(r["source_id"], []).append(r["checked_frames"])
+    assert by["long_noisy.mp4"] == [48] and all(v == [None] or v == [None, None] for k, v in by.items()
+                                                  if k not in ("long_noisy.mp4", "sub/long.avi"))
