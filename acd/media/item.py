@@ -80,7 +80,7 @@ class Collector:
             return self.bad(source_id, exc.reason, exc.detail)
         except Exception as exc:  # a probe bug must not stop the run; the fuzz tests keep this path empty
             return self.bad(source_id, "internal_error", f"{type(exc).__name__}: {exc}")
-        source_id = printable(source_id)
+        source_id, licence = printable(source_id), printable(licence) if licence else licence
         if existing_captions:
             existing_captions = [printable(c) for c in existing_captions]
         key, uri = store_media(probed.data, probed.ext, self.media_dir)
@@ -90,7 +90,7 @@ class Collector:
         row: dict[str, Any] = {
             "media_key": key, "modality": probed.modality, "source": self.source, "source_id": source_id,
             "uri": uri, "ext": probed.ext, "mime": probed.mime, "bytes": len(probed.data),
-            "licence": printable(licence) if licence else licence, "grounding": None,  # real media: no ground truth; instructions come from a model
+            "licence": licence, "grounding": None,  # real media: no ground truth; instructions come from a model
             "existing_captions": json.dumps(existing_captions, ensure_ascii=False) if existing_captions else None,
         }
         for f in FACT_FIELDS:

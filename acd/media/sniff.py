@@ -41,7 +41,8 @@ UNSUPPORTED_EXT = frozenset({
 
 # What a family's bytes are by default when the file name says nothing useful.
 FAMILY_DEFAULT = {
-    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "isobmff": "mp4", "matroska": "webm",
+    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "isobmff": "mp4",
+    "matroska": "webm",
     "riff-avi": "avi", "riff-wave": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
 }
 
@@ -61,7 +62,7 @@ def sniff(head: bytes) -> str | None:
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
     # "BM" alone is too weak a signature (any text can start with it): also require a known DIB header size.
-    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
         return "bmp"
     if head[4:8] == b"ftyp":
         return "isobmff"

@@ -113,8 +113,8 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
             start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
             covered = last_end - start
             if covered < 0.9 * span:
-                raise ProbeError("corrupt_video", f"decoded frames cover {covered:.2f}s of the {span:.2f}s the container "
-                                                  "declares (truncated?)")
+                raise ProbeError("corrupt_video", f"decoded frames cover {covered:.2f}s of the {span:.2f}s the "
+                                                  "container declares (truncated?)")
     finally:
         container.close()
 

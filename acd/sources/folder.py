@@ -93,7 +93,8 @@ class FolderSource:
                 rel = full.relative_to(self.root).as_posix()
                 if not self._selected(rel):
                     continue
-                if ext_of(f) in EXTENSIONS or ext_of(f) in UNSUPPORTED_EXT or self._is_media_without_media_name(full):
+                ext = ext_of(f)
+                if ext in EXTENSIONS or ext in UNSUPPORTED_EXT or self._is_media_without_media_name(full):
                     out.append((rel, "file"))
         self._candidates = sorted(out)
         return self._candidates

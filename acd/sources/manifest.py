@@ -159,7 +159,8 @@ class ManifestSource:
         # largest cap: a .jpg URL stops at max_bytes.image.
         name_ext = ext_of(urlparse(url).path)
         known = EXTENSIONS.get(name_ext)
-        cap = int(self.limits["max_bytes"][known[0]]) if known else max(int(v) for v in self.limits["max_bytes"].values())
+        caps = {m: int(v) for m, v in self.limits["max_bytes"].items()}
+        cap = caps[known[0]] if known else max(caps.values())
         try:
             with httpx.Client(timeout=self.http_timeout_s, follow_redirects=True) as client:
                 with client.stream("GET", url) as resp:
