@@ -17,7 +17,7 @@ import soundfile as sf
 
 from acd.media.errors import REASONS
 from acd.records import MEDIA_SCHEMA, QUARANTINE_SCHEMA, rows_to_table
-from acd.sources.base import iter_all, make_source
+from acd.sources.factory import iter_all, make_source
 from corpus import TEST_LIMITS, build_corpus, write_manifest_jsonl
 
 
@@ -264,11 +264,12 @@ def test_manifest_http_buffers_only_up_to_the_urls_modality_cap(tmp_path):
 def test_grounded_backend_with_real_sources_is_a_recipe_error():
     from acd.recipe import RecipeError, load_recipe
 
-    for kind in ("folder", "manifest", "hf"):
+    for source in ({"kind": "folder", "root": "/x"}, {"kind": "manifest", "path": "/x/m.jsonl"},
+                   {"kind": "hf", "path": "/x/ds"}):
         with pytest.raises(RecipeError, match="'grounded' backend cannot caption"):
-            load_recipe("demo", {"source": {"kind": kind, "root": "/nonexistent"}})
-    assert load_recipe("demo", {"source": {"kind": "folder", "root": "/x"},
-                                "backend": {"name": "openai", "endpoints": []}})["backend"]["name"] == "openai"
+            load_recipe("demo", {"source": source})
+    openai = {"name": "openai", "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "model": "m"}
+    assert load_recipe("demo", {"source": {"kind": "folder", "root": "/x"}, "backend": openai})["backend"] == openai
 
 
 def test_media_parts_written_before_the_frame_cap_columns_still_read(folder_run, tmp_path):

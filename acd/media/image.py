@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from acd.media.errors import ProbeError
-from acd.media.sniff import EXTENSIONS
+from acd.media.sniff import mime_of
 
 # Pillow format -> (stored ext, mime) for the formats stored as they are; mimes come from sniff's one table.
-_SAVE = {fmt: (ext, EXTENSIONS[ext][3]) for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"))}
+_SAVE = {fmt: (ext, mime_of(ext)) for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"))}
 
 
 @dataclass

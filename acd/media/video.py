@@ -17,7 +17,7 @@ from PIL import Image
 from acd.media.errors import ProbeError
 from acd.media.image import Probed
 from acd.media.limits import Clock as _Clock
-from acd.media.sniff import EXTENSIONS
+from acd.media.sniff import mime_of
 
 _AUDIO_PLAYABLE = {"mp4": {"aac", "mp3"}, "webm": {"opus", "vorbis"}}
 
@@ -143,11 +143,11 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
     if hit_cap:
         facts["checked_frames"] = decoded
     if playable:
-        return Probed(data, ext, EXTENSIONS[ext][3], "video", facts)
+        return Probed(data, ext, mime_of(ext), "video", facts)
     out, new_facts = reencode_h264(data, limits, clock)
     if hit_cap:
         new_facts.update(checked_frames=decoded, source_duration_s=duration)
-    return Probed(out, "mp4", EXTENSIONS["mp4"][3], "video", new_facts, normalised=True)
+    return Probed(out, "mp4", mime_of("mp4"), "video", new_facts, normalised=True)
 
 
 def _even(x: int) -> int:
