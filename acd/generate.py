@@ -38,7 +38,7 @@ _LOT_TICKETS = itertools.count()  # lots started earlier get their requests serv
 #           the request loop always has a core, and a lot waiting for its checks holds no generation place.
 # (Measured here: lots admitted by count, each holding its place through its checks, kept the endpoint 19%
 # busy.)
-_CHECK_SLOTS = threading.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+_CHECK_SLOTS = threading.Semaphore(int(os.environ.get("ACD_CHECK_THREADS", 0)) or max(1, os.cpu_count() or 2))
 _ADMISSIONS: dict[int, "_Admission"] = {}
 _ADMISSIONS_LOCK = threading.Lock()
 _cpu_limited = False
