@@ -261,19 +261,24 @@ class Build:
     def review(self, lot: str) -> dict[str, Any]:
         # review/ and review_decisions/ hold each lot's *current* decision: `acd review sync` replaces the
         # automatic one with the annotators' when Label Studio is configured.
+        cfg = self.recipe.get("review", {})
         if self.store.has_part("review", lot) and self.store.has_part("review_decisions", lot):
+            if cfg.get("label_studio"):  # a push that found Label Studio down is retried now
+                from acd.review.stage import retry_queued_lot
+
+                retry_queued_lot(self.run_dir, lot, cfg)
             return self.store.read_part("review_decisions", lot).to_pylist()[0]
         from acd.review.gate import DECISION_SCHEMA, review_lot
 
         pairs = self.store.read_part("generate", lot)
-        cfg = self.recipe.get("review", {})
         # The automatic gate always runs; with Label Studio configured its decision is provisional and the
         # lot's sample goes to annotators (push and move on: `acd review sync` / sync-reviews decides later).
         reviewed, decision = review_lot(pairs, cfg, int(self.recipe["seed"]))
         if cfg.get("label_studio"):
-            from acd.review.stage import push_lot
+            from acd.review.stage import push_or_queue
 
-            decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
+            # Label Studio down: queued (retried by the next build or sync), the automatic decision stands.
+            decision["pushed"] = push_or_queue(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
             if (cfg["label_studio"] or {}).get("webhook_url"):
                 from acd.review.webhook import register_run
 
