@@ -342,12 +342,14 @@ class Build:
             "select f as reason, count(*) as n from (select unnest(check_failures) as f from {generate}) "
             "group by f order by f").to_pylist()}
         decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
-        modes = sorted({d["mode"] for d in decisions})
+        human = [d["mode"] == "label_studio" and not d.get("pending") for d in decisions]
+        annotators = s("select * from {review_annotators} order by annotator").to_pylist() if has("review_annotators") else []
         return {
             "quarantine": quarantine,
             "check_failures": failures,
-            "review": {"mode": "human" if modes == ["label_studio"] else ("mixed" if len(modes) > 1 else "auto"),
-                       "lots": decisions},
+            # human: every lot decided by annotators; mixed: some still on the automatic decision (pending).
+            "review": {"mode": "human" if human and all(human) else ("mixed" if any(human) else "auto"),
+                       "lots": decisions, "annotators": annotators},
         }
 
     def export(self, progress: Progress | None = None) -> dict[str, Any]:

@@ -273,3 +273,4 @@ def test_presented_numbers_are_rounded_and_name_pending_lots():
                                gold_accuracy=0.75, agreement=10 / 12, kappa=0.4123, reviewers=2))
     assert row["compliance"] == "0.927" and row["95% CI"] == "[0.885, 0.954]" and row["kappa"] == "0.412"
     assert row["decision"] == "accepted (auto; human: needs_more)" and row["reviewed"] == "38/41"
+    assert present.lot_row(dict(mode="auto", decision="accepted", pending=True, n=16))["decision"] == "accepted"

@@ -12,11 +12,12 @@ def interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
 
 
 def decision_label(d: dict) -> str:
-    """accepted | rejected, or e.g. "accepted (auto; human review pending)" / "... (auto; human: needs_more)"."""
-    if not d.get("pending"):
-        return str(d.get("decision"))
-    human = d.get("human_decision")
-    return f"{d.get('decision')} (auto; " + (f"human: {human})" if human else "human review pending)")
+    """The lot's decision; "accepted (auto; human: needs_more)" while annotators have measured the lot
+    but not decided it (the automatic decision stands meanwhile; mode "auto" says the same for a lot no
+    annotator has answered yet)."""
+    if d.get("pending") and d.get("human_decision"):
+        return f"{d.get('decision')} (auto; human: {d.get('human_decision')})"
+    return str(d.get("decision"))
 
 
 def lot_row(d: dict) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Push -> annotate (annotators played through the API) -> sync -> lot gate, against a real Label Studio."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 
 import labelstudio_server as lss
 from acd.review import push_lot, sync
+from acd.review.labelstudio import LabelStudioUnavailable
 from acd.review.stage import load_annotations
 from acd.runstore import RunStore
 
@@ -76,7 +78,11 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     tasks_bad = store.read_part("review_tasks", "video-action-b0").to_pylist()
     # The media a task points at is served by Label Studio from the run dir (LocalFiles storage).
     task = ls.tasks.get(id=str(tasks_good[0]["task_id"]))
-    assert task.data["media"].startswith("/data/local-files/?d=") and task.data["gold"] in (True, False)
+    assert task.data["media"].startswith("/data/local-files/?d=")
+    # Nothing an annotator sees tells a planted gold pair from a real one: no flag, no pair id, same keys.
+    for t in ls.tasks.list(project=info_good["project_id"], fields="all"):
+        assert set(t.data) == {"media", "instruction", "chosen", "rejected", "auto", "item", "lot_id", "run_id", "modality"}
+        assert "gold" not in json.dumps(t.data).lower() and "gold" not in json.dumps(t.meta or {}).lower()
     served = httpx.get(ls_server.url + task.data["media"], headers={"Authorization": f"Token {ls_server.token}"})
     assert served.status_code == 200 and served.content == (run / tasks_good[0]["media_uri"]).read_bytes()
     assert task.predictions and task.predictions[0].model_version == "acd-auto-checks"
@@ -131,8 +137,9 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     for t in real_good[20:23]:
         ls.annotations.create(id=t["task_id"], completed_by=ann2, result=result(complies=True, worse="Identical (q-c-c)" if pairs_good[t["pair_id"]]["is_qcc"] else "Rejected is worse"))
         made += 1
-    with pytest.raises(Exception):
-        sync(run, cfg, on_lot=lambda lot: ls_server.stop())
+    fast_fail = {"review": {**cfg["review"], "label_studio": {**cfg["review"]["label_studio"], "retries": 2, "backoff_s": 0.2}}}
+    with pytest.raises(LabelStudioUnavailable, match="did not answer while reading lot video-action-b0"):
+        sync(run, fast_fail, on_lot=lambda lot: ls_server.stop())
     assert not ls_server.alive()
     stored_midway = len(load_annotations(store, "image-instance-b0")) + len(load_annotations(store, "video-action-b0"))
     assert stored_midway == made - 5  # the first lot's new annotations were kept, the second's not read yet
