@@ -271,7 +271,7 @@ def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cf
     )
     waiting = len(sampled) - n_items
     note = f"{n_items} of {len(sampled)} sampled pairs reviewed" + (f", {waiting} awaiting annotators" if waiting else "")
-    note += "".join(f", {k} {v}" for k, v in (("invalid annotations excluded", len(invalid)), ("skipped", len(skipped)),
+    note += "".join(f", {v} {k}" for k, v in (("invalid annotations excluded", len(invalid)), ("skipped", len(skipped)),
                                               ("deleted", len(deleted)), ("pairs dropped as non-compliant", dropped),
                                               ("corrections refused by the checks", refused)) if v)
     note += note_extra
