@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -164,6 +165,19 @@ def ensure_project(ls, modality: str, rc: dict) -> int:
     overlap = float(rc.get("overlap") or 0)
     if overlap > 0:  # a share of tasks goes to two annotators: that is what agreement is measured on
         settings.update(maximum_annotations=2, overlap_cohort_percentage=int(round(overlap * 100)))
+    key = (ls_cfg.get("url"), title, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+    with _LOCK:  # lots pushed from threads of one process must not both create the project
+        if key not in _PROJECTS:  # checked and updated by this process already: round trips per lot saved
+            _PROJECTS[key] = _find_or_create_project(ls, title, modality, settings)
+        return _PROJECTS[key]
+
+
+_PROJECTS: dict[tuple, int] = {}
+_STORAGES: dict[tuple, int] = {}
+_LOCK = threading.Lock()
+
+
+def _find_or_create_project(ls, title: str, modality: str, settings: dict) -> int:
     for p in ls.projects.list(title=title):
         if p.title == title:
             current = (ls.projects.get(id=p.id).label_config or "").strip()
@@ -186,12 +200,13 @@ def ensure_storage(ls, project_id: int, media_dir: Path) -> int:
     """A LocalFiles import storage on the run's media dir, which Label Studio requires before it serves
     /data/local-files/ URLs under that path. It is never synced: tasks are imported by the pipeline."""
     path = str(Path(media_dir).resolve())
-    for s in ls.import_storage.local.list(project=project_id):
-        if s.path == path:
-            return s.id
-    return ls.import_storage.local.create(
-        project=project_id, path=path, title=f"media {Path(path).parent.name}", use_blob_urls=True,
-    ).id
+    with _LOCK:
+        if (project_id, path) not in _STORAGES:
+            _STORAGES[(project_id, path)] = next(
+                (s.id for s in ls.import_storage.local.list(project=project_id) if s.path == path), None) \
+                or ls.import_storage.local.create(project=project_id, path=path, title=f"media {Path(path).parent.name}",
+                                                  use_blob_urls=True).id
+        return _STORAGES[(project_id, path)]
 
 
 def local_file_url(abs_path: Path, document_root: str | Path) -> str:
