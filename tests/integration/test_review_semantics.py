@@ -263,3 +263,105 @@ def test_build_goes_on_while_label_studio_is_down_and_pushes_later(ls_server, ti
     assert all(f"{lot:<28}" in ok.stdout for lot in lots) and "gold –" in ok.stdout
     print(f"\n[review-down] build with Label Studio down {down_s:.1f}s, rebuild pushing the queue {up_s:.1f}s, "
           f"lots {len(lots)}, tasks {n_tasks}")
+
+
+def test_two_annotators_four_kinds_of_lot_and_a_restart_between_syncs(ls_server, tiny_overrides, tmp_path, monkeypatch):
+    """The issue's acceptance scenario: through a real build, two annotators, one lot compliant, one failing,
+    one partially annotated, one with an invalid and a deleted annotation, Label Studio restarted between
+    syncs. Decisions, counts and the export are exactly what the annotations say; the card and the report
+    show gold accuracy, agreement and intervals."""
+    from acd.pipeline import Build, run_build
+
+    monkeypatch.setenv("ACD_WORKERS", "1")
+    run = ls_server.document_root / f"accept-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out"
+    review = ls_server.review_cfg(project_prefix=f"ACCEPT {run.name}")["review"]
+    run_build("demo", out, run_dir=run, overrides={**tiny_overrides, "pairs": {"image": 100, "video": 0, "audio": 0},
+                                                   "review": review})
+    store = RunStore(run)
+    lots = [lot for lot in store.lots("review_tasks") if store.read_part("review_input", lot).num_rows >= 8]
+    compliant, failing, partial, messy = lots[:4]
+    ls = ls_server.client()
+    a1, a2 = user(ls, "ann1@acd.local"), user(ls, "ann2@acd.local")
+    tasks = {lot: store.read_part("review_tasks", lot).to_pylist() for lot in lots}
+    pairs = {r["pair_id"]: r for lot in lots for r in store.read_part("review_input", lot).to_pylist()}
+
+    def answer(t, who, ok=True):
+        gold = t["gold"]
+        ls.annotations.create(id=t["task_id"], completed_by=who, result=verdict(
+            "Does not comply" if (gold or not ok) else "Complies",
+            "Rejected is not worse" if gold else worse_of(pairs[t["pair_id"]])))
+        return t["pair_id"]
+
+    real = {lot: [t for t in tasks[lot] if not t["gold"]] for lot in lots}
+    gold = {lot: [t for t in tasks[lot] if t["gold"]] for lot in lots}
+    for t in tasks[compliant]:
+        answer(t, a1)  # every real pair complies; the gold pair is caught
+    for t in real[compliant][:4]:
+        answer(t, a2)  # ann2 agrees on four
+    for i, t in enumerate(real[failing]):
+        answer(t, a1, ok=i % 2 == 0)  # half the pairs do not comply
+    answer(gold[failing][0], a1)
+    for i, t in enumerate(real[failing][:4]):
+        answer(t, a2, ok=i % 2 == 0 and i != 0)  # agrees on three, disagrees on the first (ann1: complies)
+    ls.annotations.create(id=gold[failing][0]["task_id"], completed_by=a2, result=verdict())  # ann2 misses the gold pair
+    for t in real[partial][:3]:  # three of ~11: the interval still straddles the bar
+        answer(t, a1)
+    for t in real[messy][1:]:
+        answer(t, a1)
+    ls.annotations.create(id=real[messy][0]["task_id"], completed_by=a1, result=verdict(complies="Maybe"))  # invalid
+    doubt = ls.annotations.create(id=real[messy][1]["task_id"], completed_by=a2, result=verdict(complies="Does not comply"))
+
+    first = {d["lot_id"]: d for d in sync(run, {"review": review}).to_pylist()}
+    assert first[messy]["decision"] == "rejected" and first[messy]["invalid"] == 1  # the 1:1 tie is not compliant
+
+    ls_server.stop()
+    ls_server.start()
+    ls.annotations.delete(id=doubt.id)
+    res = _cli("review", "sync", "--run-dir", str(run), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    d = {x["lot_id"]: x for x in store.sql("select * from {review_decisions}").to_pylist()}
+
+    n_c, n_f, n_m = len(real[compliant]), len(real[failing]), len(real[messy])
+    assert (d[compliant]["decision"], d[compliant]["pending"], d[compliant]["n"], d[compliant]["compliant"]) == ("accepted", False, n_c, n_c)
+    assert d[compliant]["agreement"] == 1.0 and d[compliant]["gold_accuracy"] == 1.0 and d[compliant]["reviewers"] == 2
+    assert (d[failing]["decision"], d[failing]["pending"], d[failing]["n"]) == ("rejected", False, n_f)
+    assert d[failing]["compliant"] == (n_f + 1) // 2 - 1  # ann1's "complies" on the first pair now ties with ann2's "no"
+    assert d[failing]["multi_rated"] == 5 and d[failing]["agreement"] == pytest.approx(3 / 5)  # 4 real + the gold pair
+    assert d[failing]["gold_accuracy"] == 0.5 and d[failing]["kappa"] is not None
+    _, auto_partial = __import__("acd.review.gate", fromlist=["review_lot"]).review_lot(
+        store.read_part("review_input", partial), {"review": review}, int(tasks[partial][0]["seed"]))
+    assert (d[partial]["decision"], d[partial]["pending"], d[partial]["human_decision"], d[partial]["n"]) == \
+        (auto_partial["decision"], True, "needs_more", 3)
+    assert (d[messy]["decision"], d[messy]["n"], d[messy]["compliant"], d[messy]["invalid"], d[messy]["deleted"]) == \
+        ("accepted", n_m - 1, n_m - 1, 1, 1)
+    for lot in set(store.lots("review_decisions")) - set(lots[:4]):
+        assert d[lot]["mode"] == "auto" and d[lot]["pending"]  # not annotated yet: the automatic decision stands
+
+    # Every annotation Label Studio holds for the run is stored once; the deleted one no longer counts.
+    held = {a["id"] for lot in lots for t in ls.tasks.list(project=tasks[lot][0]["project_id"], fields="all",
+                                                         query=lsapi._filter(("filter:tasks:data.lot_id", "equal", "String", lot)))
+            for a in (t.annotations or [])}
+    stored = [a["annotation_id"] for lot in lots for a in load_annotations(store, lot)]
+    assert sorted(stored) == sorted(held) and len(set(stored)) == len(stored) and doubt.id not in held
+
+    # The export is exactly the accepted lots' pairs that passed the checks, less what annotators rejected.
+    gen = {lot: store.read_part("generate", lot).to_pylist() for lot in store.lots("generate")}
+    expected = 0
+    for lot, rows in gen.items():
+        if d[lot]["decision"] == "accepted":
+            expected += sum(1 for r in rows if r["check_passed"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["pairs"] == expected
+    exported = {r["pair_id"] for r in Build.from_run_dir(run, out).accepted_pairs().to_pylist()}
+    assert not exported & {r["pair_id"] for r in gen[failing]}
+    assert bool(exported & {r["pair_id"] for r in gen[partial]}) == (auto_partial["decision"] == "accepted")
+
+    card = (out / "README.md").read_text()
+    assert "Distinct reviewers: 2." in card and "Human review is pending for" in card
+    assert f"| {compliant} | label_studio | accepted | {n_c}/{n_c} | 1.000 | [1.000, 1.000] | 1.000 | 1.000 |" in card
+    assert "| ann2@acd.local |" in card and "| kappa |" in card
+    report = (out / "report.html").read_text()
+    assert "Review: annotators" in report and "ann2@acd.local" in report
+    assert "unknown choice &#x27;Maybe&#x27; in chosen_complies" in report or "unknown choice 'Maybe' in chosen_complies" in report
+    assert f"gold 1.000 agreement 1.000" in res.stdout and "annotator ann2@acd.local" in res.stdout
