@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -144,7 +145,22 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     stored_midway = len(load_annotations(store, "image-instance-b0")) + len(load_annotations(store, "video-action-b0"))
     assert stored_midway == made - 5  # the first lot's new annotations were kept, the second's not read yet
     restart_s = ls_server.start()
-    decisions = {d["lot_id"]: d for d in sync(run, cfg).to_pylist()}
+    # Label Studio restarts in the middle of the next sync: the sync waits for it (backoff) and completes.
+    for t in [t for t in tasks_bad if not t["gold"]][5:7]:
+        ls.annotations.create(id=t["task_id"], completed_by=ann2, result=result(complies=False))
+        made += 1
+    restarter = []
+
+    def restart_after_first_lot(lot):
+        if not restarter:
+            ls_server.stop()
+            restarter.append(threading.Thread(target=ls_server.start))
+            restarter[0].start()
+
+    patient = {"review": {**cfg["review"], "label_studio": {**cfg["review"]["label_studio"], "retries": 8, "backoff_s": 0.5}}}
+    decisions = {d["lot_id"]: d for d in sync(run, patient, on_lot=restart_after_first_lot).to_pylist()}
+    restarter[0].join()
+    assert ls_server.alive()
     stored = [a for lot in ("image-instance-b0", "video-action-b0") for a in load_annotations(store, lot)]
     assert len(stored) == made and len({a["annotation_id"] for a in stored}) == made  # nothing lost, no duplicate
     assert sum(ls.projects.get(i).total_annotations_number for i in (info_good["project_id"], info_bad["project_id"])) == made
