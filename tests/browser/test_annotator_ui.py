@@ -153,3 +153,41 @@ def test_nothing_an_annotator_sees_marks_the_gold_pairs(ls_server, browser):
     page.screenshot(path=str(ARTIFACTS / "review-gold-task.png"), full_page=True)
     view = page.evaluate("() => document.body.innerText")
     assert gold[0]["chosen"] in view and "gold" not in view.lower()
+
+
+def test_a_skip_in_the_ui_brings_its_reason_to_the_run(ls_server, browser):
+    """The guideline asks for a reason with every skip; Label Studio Community has no comments, so the reason
+    is typed into the task's skip_reason box and travels with the skip (a cancelled annotation)."""
+    run = ls_server.document_root / f"skip-{uuid.uuid4().hex[:8]}"
+    cfg = ls_server.review_cfg(gold_share=0, min_gold=0, project_prefix=f"SKIP {run.name}")
+    pairs, media = lss.make_lot(run, "image", "image-skip-b0", n_pairs=2, n_media=2)
+    info = push_lot(run, pairs, cfg, seed=3, media=media)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{ls_server.url}/user/login/")
+    page.fill('input[name="email"]', ls_server.user)
+    page.fill('input[name="password"]', ls_server.password)
+    page.click('button[type="submit"]')
+    page.wait_for_url(lambda u: "/login" not in u, timeout=30000)
+    # The label stream (Label All Tasks), where annotators work and Skip lives; it opens on the guideline.
+    page.goto(f"{ls_server.url}/projects/{info['project_id']}/data?labeling=1")
+    page.wait_for_selector(CHOICE, timeout=60000)
+    page.locator(".lsf-modal-ls_visible button").first.click()
+    page.wait_for_selector(".lsf-modal-ls_visible", state="detached", timeout=10000)
+    box = page.locator('[name="skip_reason"]').first
+    box.fill("the image does not load")
+    box.press("Enter")
+    page.screenshot(path=str(ARTIFACTS / "review-skip.png"), full_page=True)
+    page.click('[data-testid="bottombar-skip-button"]')
+    ls = ls_server.client()
+    anns = []
+    for _ in range(60):  # the skip is an XHR: wait until the server has it
+        anns = [a for t in ls.tasks.list(project=info["project_id"], fields="all") for a in (t.annotations or [])]
+        if anns:
+            break
+        time.sleep(0.5)
+    assert len(anns) == 1 and anns[0]["was_cancelled"], anns
+    d = sync(run, cfg).to_pylist()[0]
+    issues = RunStore(run).read_part("review_issues", "image-skip-b0").to_pylist()
+    assert (d["skipped"], d["mode"], d["pending"], d["human_decision"]) == (1, "auto", True, None)  # no verdict yet
+    assert [(i["kind"], i["reason"]) for i in issues] == [("skipped", "the image does not load")]
