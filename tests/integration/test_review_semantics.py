@@ -231,6 +231,14 @@ def test_build_goes_on_while_label_studio_is_down_and_pushes_later(ls_server, ti
     assert "Traceback" not in first.stderr
     lots = RunStore(run).lots("review_decisions")
     assert queued_lots(run) == lots and len(lots) >= 5
+    review_rows = {r["pair_id"]: r for r in store.read_part("review", compliant).to_pylist()}
+    fixed = review_rows[qcc_edit["pair_id"]]
+    assert fixed["chosen"] == fixed["rejected"] == edits[qcc_edit["pair_id"]] and fixed["original_chosen"]
+    assert review_rows[qac_edit["pair_id"]]["chosen"] == pairs[qac_edit["pair_id"]]["chosen"]
+    assert (d[compliant]["corrected"], d[compliant]["refused_corrections"]) == (1, 1)
+    valid = _cli("validate", str(out))
+    assert valid.returncode == 0 and valid.stdout.strip().endswith("valid"), valid.stdout[-2000:]
+
     card = (out / "README.md").read_text()
     assert "Human review is pending" in card and json.loads((out / "manifest.json").read_text())["counts"]["pairs"] > 0
 
@@ -286,17 +294,23 @@ def test_two_annotators_four_kinds_of_lot_and_a_restart_between_syncs(ls_server,
     tasks = {lot: store.read_part("review_tasks", lot).to_pylist() for lot in lots}
     pairs = {r["pair_id"]: r for lot in lots for r in store.read_part("review_input", lot).to_pylist()}
 
-    def answer(t, who, ok=True):
+    def answer(t, who, ok=True, correction=None):
         gold = t["gold"]
         ls.annotations.create(id=t["task_id"], completed_by=who, result=verdict(
             "Does not comply" if (gold or not ok) else "Complies",
-            "Rejected is not worse" if gold else worse_of(pairs[t["pair_id"]])))
+            "Rejected is not worse" if gold else worse_of(pairs[t["pair_id"]]), correction=correction))
         return t["pair_id"]
 
     real = {lot: [t for t in tasks[lot] if not t["gold"]] for lot in lots}
     gold = {lot: [t for t in tasks[lot] if t["gold"]] for lot in lots}
+    # ann1 edits two captions it accepts: a q-c-c pair's (its rejected caption must follow) and a q-a-c pair's
+    # with the text of its rejected caption (refused by the chosen-vs-rejected check; the original stays).
+    qcc_edit = next(t for t in real[compliant] if pairs[t["pair_id"]]["is_qcc"])
+    qac_edit = next(t for t in real[compliant] if not pairs[t["pair_id"]]["is_qcc"])
+    edits = {qcc_edit["pair_id"]: "A small shape sits near the centre of the picture.",
+             qac_edit["pair_id"]: pairs[qac_edit["pair_id"]]["rejected"]}
     for t in tasks[compliant]:
-        answer(t, a1)  # every real pair complies; the gold pair is caught
+        answer(t, a1, correction=edits.get(t["pair_id"]))  # every real pair complies; the gold pair is caught
     for t in real[compliant][:4]:
         answer(t, a2)  # ann2 agrees on four
     for i, t in enumerate(real[failing]):
@@ -356,6 +370,14 @@ def test_two_annotators_four_kinds_of_lot_and_a_restart_between_syncs(ls_server,
     exported = {r["pair_id"] for r in Build.from_run_dir(run, out).accepted_pairs().to_pylist()}
     assert not exported & {r["pair_id"] for r in gen[failing]}
     assert bool(exported & {r["pair_id"] for r in gen[partial]}) == (auto_partial["decision"] == "accepted")
+
+    review_rows = {r["pair_id"]: r for r in store.read_part("review", compliant).to_pylist()}
+    fixed = review_rows[qcc_edit["pair_id"]]
+    assert fixed["chosen"] == fixed["rejected"] == edits[qcc_edit["pair_id"]] and fixed["original_chosen"]
+    assert review_rows[qac_edit["pair_id"]]["chosen"] == pairs[qac_edit["pair_id"]]["chosen"]
+    assert (d[compliant]["corrected"], d[compliant]["refused_corrections"]) == (1, 1)
+    valid = _cli("validate", str(out))
+    assert valid.returncode == 0 and valid.stdout.strip().endswith("valid"), valid.stdout[-2000:]
 
     card = (out / "README.md").read_text()
     assert "Distinct reviewers: 2." in card and "Human review is pending for" in card
