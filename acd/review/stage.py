@@ -193,13 +193,31 @@ def _push(store: RunStore, lot: str, rc: dict, seed: int, n_real: int, *, client
     project_id = lsapi.ensure_project(ls, modality, rc)
     lsapi.ensure_storage(ls, project_id, store.media_dir)
 
+    legacy: dict[int, str] = {}
+
     def task_ids() -> dict[str, int]:
         ids: dict[str, int] = {}
         for t in sorted(lsapi.lot_tasks(ls, project_id, run_id, lot), key=lambda t: t.id):
-            ids.setdefault((t.data or {}).get("item"), t.id)  # a duplicate (two pushes racing) maps to the first
+            data = t.data or {}
+            item = data.get("item")
+            if item is None and data.get("pair_id"):  # pushed before items existed: same key, from its own data
+                item = lsapi.item_id(run_id, lot, data["pair_id"], data.get("instruction"), data.get("chosen"), data.get("rejected"))
+                legacy[t.id] = item
+            ids.setdefault(item, t.id)  # a duplicate (two pushes racing) maps to the first
         return ids
 
     existing = task_ids()
+    by_item = {r["item"]: r for r in items}
+    for task_id, item in legacy.items():  # their data named the pair and flagged gold: rewrite it
+        if item in by_item and existing.get(item) == task_id:
+            ls.tasks.update(id=str(task_id), data=_task_payload(by_item[item], uris[by_item[item]["media_key"]], store, run_id, docroot)["data"])
+    # Tasks of this run and lot showing texts the lot no longer has (it was regenerated): annotators must not
+    # spend time on them, and their verdicts are not about the new captions. Their annotations stay stored.
+    wanted = {r["item"] for r in items}
+    stale = [task_id for item, task_id in existing.items() if item not in wanted]
+    for task_id in stale:
+        ls.tasks.delete(id=str(task_id))
+    existing = {item: task_id for item, task_id in existing.items() if item in wanted}
     new = [_task_payload(r, uris[r["media_key"]], store, run_id, docroot) for r in items if r["item"] not in existing]
     lsapi.import_tasks(ls, project_id, new)
     ids = task_ids() if new else existing
@@ -212,7 +230,7 @@ def _push(store: RunStore, lot: str, rc: dict, seed: int, n_real: int, *, client
     if ls_cfg.get("webhook_url"):
         register_webhook(store.root, rc, ls, project_id)
     sampled = sum(1 for r in items if not r["gold"])
-    info = {"lot_id": lot, "project_id": project_id, "sampled": sampled,
+    info = {"lot_id": lot, "project_id": project_id, "sampled": sampled, "stale_removed": len(stale),
             "gold": len(items) - sampled, "created": len(new), "existing": len(existing),
             "rounds": max(r["round"] for r in items) + 1}
     log.info("review push %s", info)
@@ -361,7 +379,8 @@ def _fetch_lot(ls, store: RunStore, lot: str, tasks: list[dict], who: dict[int, 
         if ours is not None:  # a task of this run and lot we did not push (by hand) is not ours to count
             rows += _annotation_rows(t, ours, lot, who)
     present = {r["annotation_id"] for r in rows}
-    gone = [dict(a, deleted=True) for a in load_annotations(store, lot) if a["annotation_id"] not in present]
+    gone = [dict(a, deleted=True) for a in load_annotations(store, lot)
+            if a["annotation_id"] not in present and a["task_id"] in by_task]
     return save_annotations(store, lot, rows + gone), len(gone)
 
 
@@ -370,7 +389,9 @@ def _decide_lot(store: RunStore, lot: str, rc: dict) -> tuple[pa.Table, dict, li
     pairs = store.read_part("review_input", lot)
     seed = int(tasks[0].get("seed") or 0)
     _, auto = review_lot(pairs, rc, seed)
-    reviewed, decision = human_review(pairs, tasks, load_annotations(store, lot, include_deleted=True), rc, auto=auto)
+    current = {t["task_id"] for t in tasks}  # annotations of superseded tasks (older captions) do not count
+    anns = [a for a in load_annotations(store, lot, include_deleted=True) if a["task_id"] in current]
+    reviewed, decision = human_review(pairs, tasks, anns, rc, auto=auto)
     decision["rounds"] = max((t.get("round") or 0) for t in tasks) + 1
     return reviewed, decision, decision.pop("issues")
 
@@ -381,7 +402,8 @@ def _further_sample(store: RunStore, lot: str, decision: dict, rc: dict) -> int:
     if decision.get("human_decision") != "needs_more":
         return 0
     tasks = store.read_part("review_tasks", lot).to_pylist()
-    answered = {a["pair_id"] for a in load_annotations(store, lot)}
+    current = {t["task_id"] for t in tasks}
+    answered = {a["pair_id"] for a in load_annotations(store, lot) if a["task_id"] in current}
     if any(not t["gold"] and t["pair_id"] not in answered for t in tasks):
         return 0
     sampled = sum(1 for t in tasks if not t["gold"])

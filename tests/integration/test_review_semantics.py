@@ -379,3 +379,41 @@ def test_two_annotators_four_kinds_of_lot_and_a_restart_between_syncs(ls_server,
     assert "Review: annotators" in report and "ann2@acd.local" in report
     assert "unknown choice &#x27;Maybe&#x27; in chosen_complies" in report or "unknown choice 'Maybe' in chosen_complies" in report
     assert f"gold 1.000 agreement 1.000" in res.stdout and "annotator ann2@acd.local" in res.stdout
+
+
+def test_regenerated_captions_replace_their_tasks_and_old_tasks_lose_their_markers(ls_server):
+    """A lot pushed again with new captions (regenerated) gets new tasks, the old ones leave Label Studio
+    and their verdicts stop counting; a task pushed before item ids existed (its data named the pair and
+    flagged gold) is adopted, and its data rewritten without them."""
+    run, lot, pairs, media, cfg = setup_lot(ls_server, n_pairs=8, gold_share=0, min_gold=0)
+    push_lot(run, pairs, cfg, seed=4, media=media)
+    ls = ls_server.client()
+    a1 = user(ls, "ann1@acd.local")
+    store = RunStore(run)
+    old = store.read_part("review_tasks", lot).to_pylist()
+    by_pair = {r["pair_id"]: r for r in pairs.to_pylist()}
+    for t in old:
+        ls.annotations.create(id=t["task_id"], completed_by=a1, result=verdict("Does not comply", worse_of(by_pair[t["pair_id"]])))
+    assert sync(run, cfg).to_pylist()[0]["human_decision"] == "rejected"
+
+    # A legacy task: what the previous version pushed for the first pair.
+    legacy_row = dict(by_pair[old[0]["pair_id"]])
+    ls.tasks.delete(id=str(old[0]["task_id"]))
+    legacy = ls.tasks.create(project=old[0]["project_id"], data={
+        "media": ls.tasks.get(id=str(old[1]["task_id"])).data["media"], "instruction": legacy_row["instruction"],
+        "chosen": legacy_row["chosen"], "rejected": legacy_row["rejected"], "auto": "x", "pair_id": legacy_row["pair_id"],
+        "lot_id": lot, "run_id": old[0]["run_id"], "modality": "image", "gold": False})
+    rows = pairs.to_pylist()
+    for r in (r for r in rows if r["pair_id"] != legacy_row["pair_id"]):  # regenerated under the same pair_ids
+        r["chosen"] = r["chosen"].replace("moves across", "drifts over")
+        if r["is_qcc"]:
+            r["rejected"] = r["chosen"]
+    info = push_lot(run, rows_to_table(rows, PAIR_SCHEMA), cfg, seed=4, media=media)
+    assert (info["created"], info["stale_removed"], info["existing"]) == (7, 7, 1)
+    adopted = ls.tasks.get(id=str(legacy.id))
+    assert "gold" not in adopted.data and "pair_id" not in adopted.data and adopted.data["item"]
+    new = {t["pair_id"]: t["task_id"] for t in store.read_part("review_tasks", lot).to_pylist()}
+    assert new[legacy_row["pair_id"]] == legacy.id and not set(new.values()) & {t["task_id"] for t in old[1:]}
+    d = sync(run, cfg).to_pylist()[0]
+    # The old verdicts were about other captions: no verdict on the new ones yet, nothing "deleted" either.
+    assert (d["mode"], d["human_decision"], d["reviewers"], d["deleted"]) == ("auto", None, 0, 0)
