@@ -123,12 +123,17 @@ def ensure_project(ls, modality: str, rc: dict) -> int:
         settings.update(maximum_annotations=2, overlap_cohort_percentage=int(round(overlap * 100)))
     key = (ls_cfg.get("url"), title, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
     with _LOCK:  # lots pushed from threads of one process must not both create the project
-        if key not in _PROJECTS:  # checked and updated by this process already: round trips per lot saved
-            _PROJECTS[key] = _find_or_create_project(ls, title, modality, settings)
-        return _PROJECTS[key]
+        # Checked and updated by this process moments ago: skip the round trips (a build pushes many lots);
+        # re-checked after CACHE_S, so a long-lived process notices a project deleted by hand.
+        pid, at = _PROJECTS.get(key, (None, -CACHE_S))
+        if time.monotonic() - at >= CACHE_S:
+            pid = _find_or_create_project(ls, title, modality, settings)
+            _PROJECTS[key] = (pid, time.monotonic())
+        return pid
 
 
-_PROJECTS: dict[tuple, int] = {}
+CACHE_S = 300.0
+_PROJECTS: dict[tuple, tuple[int, float]] = {}
 _STORAGES: dict[tuple, int] = {}
 _LOCK = threading.Lock()
 

@@ -379,7 +379,7 @@ def _fetch_lot(ls, store: RunStore, lot: str, tasks: list[dict], who: dict[int, 
 def _decide_lot(store: RunStore, lot: str, rc: dict) -> tuple[pa.Table, dict, list[dict]]:
     tasks = store.read_part("review_tasks", lot).to_pylist()
     pairs = store.read_part("review_input", lot)
-    seed = int(tasks[0].get("seed") or 0)
+    seed = int(tasks[0].get("seed") or 0)  # only the auto note's sample count depends on it
     _, auto = review_lot(pairs, rc, seed)
     current = {t["task_id"] for t in tasks}  # annotations of superseded tasks (older captions) do not count
     anns = [a for a in load_annotations(store, lot, include_deleted=True) if a["task_id"] in current]
@@ -436,7 +436,7 @@ def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str],
         if decision.get("human_decision") == "needs_more":
             n_next = _further_sample(store, lot, decision, rc)
             if n_next:
-                seed = int(tasks[0].get("seed") or 0)
+                seed = int(tasks[0]["seed"] if tasks[0].get("seed") is not None else cfg.get("seed") or 0)
                 info = call(lambda: _push(store, lot, rc, seed, n_next, client=ls), f"pushing a further sample of lot {lot}")
                 reviewed, decision, issues = _decide_lot(store, lot, rc)
                 decision["note"] += f"; further sample pushed: {info['created']} tasks (round {info['rounds'] - 1})"
@@ -447,7 +447,8 @@ def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str],
         log.info("review sync %s: %d new or changed annotations (%d deleted), %s", lot, added, gone, decision["decision"])
         decisions.append(decision)
         all_tasks += tasks
-        all_anns += load_annotations(store, lot)
+        current = {t["task_id"] for t in tasks}
+        all_anns += [a for a in load_annotations(store, lot) if a["task_id"] in current]
         if on_lot:
             on_lot(lot)
     store.write_part("review_annotators", "all", rows_to_table(annotator_accuracy(all_tasks, all_anns), ANNOTATOR_SCHEMA))
