@@ -135,6 +135,13 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
     if not rc.get("label_studio"):
         raise ValueError("push_lot needs review.label_studio; without it the auto gate (review_lot) decides")
     store = RunStore(run_dir)
+    lot, n = _store_lot(store, pairs, media)
+    return _push(store, lot, rc, seed, max(first_sample_size(n, rc), _pushed_real(store, lot)), client=client)
+
+
+def _store_lot(store: RunStore, pairs: pa.Table, media) -> tuple[str, int]:
+    """The lot's pairs and media uris into the run dir: everything a push (now, queued, or a further
+    sample) needs. Returns (lot id, pairs)."""
     pairs = conform(pairs, PAIR_SCHEMA)
     lot = lot_id_of(pairs)
     modalities = set(pairs.column("modality").to_pylist())
@@ -145,8 +152,7 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
     store.write_part("review_input", lot, pairs)
     store.write_part("review_media", lot, rows_to_table(
         [{"media_key": k, "uri": u} for k, u in sorted(uris.items()) if k in keys], REVIEW_MEDIA_SCHEMA))
-    first = first_sample_size(pairs.num_rows, rc)
-    return _push(store, lot, rc, seed, max(first, _pushed_real(store, lot)), client=client)
+    return lot, pairs.num_rows
 
 
 def _pushed_real(store: RunStore, lot: str) -> int:
@@ -257,11 +263,7 @@ def push_or_queue(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *,
     store = RunStore(run_dir)
     lot = lot_id_of(pairs)
     if time.monotonic() - _DOWN.get(url, -1e9) < DOWN_S:  # found down moments ago: do not wait on it per lot
-        pairs = conform(pairs, PAIR_SCHEMA)
-        store.write_part("review_input", lot, pairs)
-        store.write_part("review_media", lot, rows_to_table(
-            [{"media_key": k, "uri": u} for k, u in sorted(_media_uris(store, media, set(pairs.column("media_key").to_pylist())).items())],
-            REVIEW_MEDIA_SCHEMA))
+        _store_lot(store, pairs, media)
         return _queue(store, lot, seed, url, "Label Studio was unreachable moments ago")
     try:
         info = push_lot(run_dir, pairs, cfg, seed, media=media, client=client)
@@ -298,16 +300,21 @@ def retry_queued_lot(run_dir: str | Path, lot: str, cfg: dict, *, client=None) -
     url = rc["label_studio"]["url"]
     if time.monotonic() - _DOWN.get(url, -1e9) < DOWN_S:
         return None
-    seed = int(json.loads(path.read_text())["seed"])
-    pairs = store.read_part("review_input", lot)
     try:
-        info = _push(store, lot, rc, seed, max(first_sample_size(pairs.num_rows, rc), _pushed_real(store, lot)), client=client)
+        info = _push_queued(store, lot, rc, client)
     except Exception as e:  # noqa: BLE001
         if not lsapi.is_unavailable(e):
             raise
         _DOWN[url] = time.monotonic()
         return None
-    path.unlink(missing_ok=True)
+    return info
+
+
+def _push_queued(store: RunStore, lot: str, rc: dict, client) -> dict:
+    seed = int(json.loads(_queue_path(store, lot).read_text())["seed"])
+    n = first_sample_size(store.read_part("review_input", lot).num_rows, rc)
+    info = _push(store, lot, rc, seed, max(n, _pushed_real(store, lot)), client=client)
+    _queue_path(store, lot).unlink(missing_ok=True)
     return info
 
 
@@ -423,10 +430,7 @@ def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str],
         return lsapi.retrying(fn, ls_cfg, what)
 
     for lot in queued_lots(store.root):
-        seed = int(json.loads(_queue_path(store, lot).read_text())["seed"])
-        n = first_sample_size(store.read_part("review_input", lot).num_rows, rc)
-        call(lambda: _push(store, lot, rc, seed, max(n, _pushed_real(store, lot)), client=ls), f"pushing queued lot {lot}")
-        _queue_path(store, lot).unlink(missing_ok=True)
+        call(lambda: _push_queued(store, lot, rc, ls), f"pushing queued lot {lot}")
     who = call(lambda: lsapi.users(ls), "listing users")
     decisions, all_tasks, all_anns = [], [], []
     for lot in store.lots("review_tasks"):
