@@ -79,9 +79,7 @@ def markdown_report(build, data: dict | None = None) -> str:
     from acd.review import present
 
     lots = [present.lot_row(x) for x in d["lots"]]
-    annotators = [{"annotator": a["annotator"], "verdicts": a.get("annotations"), "gold caught": f"{a.get('gold_caught')}/{a.get('gold_seen')}",
-                   "gold accuracy": present.rate(a.get("gold_accuracy")), "skipped": a.get("skipped") or 0,
-                   "invalid": a.get("invalid") or 0} for a in d["annotators"]]
+    annotators = [present.annotator_row(a) for a in d["annotators"]]
     parts = [
         f"# ACD build report: {d['recipe']}\n",
         "## Pairs per modality × instruction type\n", _table(d["counts"], ["modality", "instruction_type", "planned", "passed_checks"]),
@@ -89,7 +87,7 @@ def markdown_report(build, data: dict | None = None) -> str:
         "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
         "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
         "## Review: lot compliance\n", _table(lots, present.COLUMNS),
-        "## Review: annotators\n", _table(annotators, ["annotator", "verdicts", "gold caught", "gold accuracy", "skipped", "invalid"]),
+        "## Review: annotators\n", _table(annotators, present.ANNOTATOR_COLUMNS),
         "## Review: annotations without a verdict, refused corrections\n",
         _table(d["issues"], ["lot_id", "kind", "task_id", "annotator", "reason"]),
     ]

@@ -126,10 +126,7 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
         "lots": lots,
         "lot_rows": [present.lot_row(d) for d in lots],
         "pending_lots": sum(1 for d in lots if d.get("pending")),
-        "annotators": [{"annotator": a["annotator"], "verdicts": a.get("annotations") or 0,
-                        "gold": f"{a.get('gold_caught') or 0}/{a.get('gold_seen') or 0}",
-                        "gold_accuracy": present.rate(a.get("gold_accuracy")), "skipped": a.get("skipped") or 0,
-                        "invalid": a.get("invalid") or 0} for a in review.get("annotators") or []],
+        "annotators": [present.annotator_row(a) for a in review.get("annotators") or []],
         "review_totals": {k: sum(int(d.get(k) or 0) for d in lots)
                           for k in ("invalid", "skipped", "deleted", "dropped", "corrected", "refused_corrections")},
         "quarantine": dict(sorted((stats.get("quarantine") or {}).items())),

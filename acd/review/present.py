@@ -44,6 +44,17 @@ def lot_row(d: dict) -> dict[str, str]:
 COLUMNS = list(lot_row({}).keys())
 
 
+def annotator_row(a: dict) -> dict[str, str]:
+    """One annotator (review_annotators row) as display strings."""
+    return {"annotator": str(a.get("annotator")), "verdicts": str(a.get("annotations") or 0),
+            "gold caught": f"{a.get('gold_caught') or 0}/{a.get('gold_seen') or 0}",
+            "gold accuracy": rate(a.get("gold_accuracy")), "skipped": str(a.get("skipped") or 0),
+            "invalid": str(a.get("invalid") or 0)}
+
+
+ANNOTATOR_COLUMNS = list(annotator_row({}).keys())
+
+
 def markdown_table(rows: list[dict[str, str]], columns: list[str] | None = None) -> str:
     cols = columns or COLUMNS
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
