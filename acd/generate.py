@@ -30,23 +30,45 @@ from acd.records import PAIR_SCHEMA, dumps
 ROLE_ORDER = ("instruct", "chosen", "rejected")
 _LOT_TICKETS = itertools.count()  # lots started earlier get their requests served first
 # Lots of a model backend run many at a time on threads of one process, in two pipelined phases:
-#   generation: at most `window` lots have requests out (bounded memory; slots go to the oldest lot first);
+#   generation: a lot starts once the pairs still in flight (unfinished chains of earlier lots) leave room for
+#           it under a budget of a few times the endpoint's slots: a lot whose stragglers wait on a hung
+#           request or a backoff no longer holds a place, so its neighbours keep the slots busy. Bounded
+#           memory; slots go to the oldest lot first (request priority).
 #   checks: CPU work (the offline judge's embeddings), cores - 1 lots at a time on one torch thread each, so
-#           the request loop always has a core. A lot waiting for its checks no longer holds a generation place,
-#           so the endpoint stays busy while the checks catch up. (Measured here: with every lot checking at
-#           once on torch's default threads, and a lot's checks holding its place, the endpoint was 19% busy.)
+#           the request loop always has a core, and a lot waiting for its checks holds no generation place.
+# (Measured here: lots admitted by count, each holding its place through its checks, kept the endpoint 19%
+# busy.)
 _CHECK_SLOTS = threading.Semaphore(max(1, (os.cpu_count() or 2) - 1))
-_WINDOWS: dict[int, threading.Semaphore] = {}
-_WINDOWS_LOCK = threading.Lock()
+_ADMISSIONS: dict[int, "_Admission"] = {}
+_ADMISSIONS_LOCK = threading.Lock()
 _cpu_limited = False
 
 
-def _generation_window(backend, size: int) -> threading.Semaphore:
-    with _WINDOWS_LOCK:
-        key = id(backend)
-        if key not in _WINDOWS:
-            _WINDOWS[key] = threading.Semaphore(max(1, size))
-        return _WINDOWS[key]
+class _Admission:
+    """A budget of pairs in flight shared by a process's lot threads (thread-safe; chains leave it from the
+    backend loop as they finish)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.active = max(1, budget), 0
+        self._cond = threading.Condition()
+
+    def enter(self, n: int) -> None:
+        with self._cond:
+            # A lot bigger than the budget still gets in, alone.
+            self._cond.wait_for(lambda: self.active == 0 or self.active + n <= self.budget)
+            self.active += n
+
+    def leave(self, n: int = 1) -> None:
+        with self._cond:
+            self.active -= n
+            self._cond.notify_all()
+
+
+def _admission(backend, budget: int) -> _Admission:
+    with _ADMISSIONS_LOCK:
+        if id(backend) not in _ADMISSIONS:
+            _ADMISSIONS[id(backend)] = _Admission(budget)
+        return _ADMISSIONS[id(backend)]
 
 
 def _checks_on_one_core() -> None:
@@ -190,22 +212,37 @@ async def _chain(pair, media, attempt, backend, priority) -> tuple[dict | None, 
     return _finish(pair, chosen, backend, attempt), []
 
 
-def _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority) -> list[dict]:
+def _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority,
+                    admission: _Admission) -> list[dict]:
     from acd.backends import aio
 
+    left = [0]  # chains that have left the admission budget
+
+    async def chain(p):
+        try:
+            return await _chain(p, media_by_key[p["media_key"]], attempt, backend, priority)
+        finally:
+            left[0] += 1
+            admission.leave(1)
+
     async def run():
-        tasks = [asyncio.ensure_future(_chain(p, media_by_key[p["media_key"]], attempt, backend, priority))
-                 for p in pending]
+        tasks = [asyncio.ensure_future(chain(p)) for p in pending]
         try:
             return await asyncio.gather(*tasks)
         finally:  # one fatal error (no endpoint left) ends the lot's other chains too
             for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if callable(getattr(backend, "flush", None)):
                 backend.flush()  # the lot's answers are in the request cache before its part is written
 
+    admission.enter(len(pending))
     t0 = time.perf_counter()
-    outcomes = aio.run(run())
+    try:
+        outcomes = aio.run(run())
+    except BaseException:
+        admission.leave(len(pending) - left[0])  # chains cancelled before they started
+        raise
     _add(timings, "backend", t0)
     generated = []
     for row, dls in outcomes:  # gather keeps plan order
@@ -234,12 +271,12 @@ def generate_lot(
     judge=None,
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
-    window: int = 4,
+    pairs_in_flight: int = 512,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
-    rejected it starts past the attempts already used, so the backend writes new captions. window: how many
-    lots of this process may have requests out at once (async backends; see _generation_window)."""
+    rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
+    the budget of unfinished pairs a process's lots share (async backends; see _Admission)."""
     from acd.checks.lot import check_lot
 
     media_by_key = {}
@@ -264,8 +301,8 @@ def generate_lot(
         if not pending:
             break
         if concurrent:
-            with _generation_window(backend, window):
-                generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority)
+            generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority,
+                                        _admission(backend, pairs_in_flight))
         else:
             generated = _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings)
         if not generated:

@@ -170,19 +170,16 @@ class Build:
 
         return self.recipe["backend"]["name"] != "grounded" and supports_async(self.backend)
 
-    def lots_in_flight(self) -> int:
-        """How many lots may have requests out at once, so every endpoint slot has a pair waiting for it:
-        pairs in flight ≥ 3 x the slots (a lot's tail overlaps the next lots), at least 2 lots, at most 64."""
-        if not self.concurrent_lots:
-            return 1
+    def pairs_in_flight(self) -> int:
+        """The budget of unfinished pairs a process's lots share, so every endpoint slot has a pair waiting
+        for it: 3 x the slots (a pair has one request out at a time; some wait in backoff or for a retry)."""
         slots = sum(int(e.max_in_flight) for e in getattr(self.backend, "endpoints", [])) or 64
-        lot_size = int(self.recipe.get("lot_size", 256))
-        return max(2, min(64, -(-3 * slots // max(1, lot_size)) + 1))
+        return 3 * slots
 
     def lot_threads(self) -> int:
-        """Threads for a model backend's lots: the generation window plus lots waiting for (or in) their
-        checks, so a check backlog never stops new lots from starting generation."""
-        return 1 if not self.concurrent_lots else min(64, 2 * self.lots_in_flight() + 4)
+        """Threads for a model backend's lots: enough that lots in their tails (stragglers), waiting for or
+        in their checks never stop the next lots from starting; each waits on the endpoint, not the CPU."""
+        return 64 if self.concurrent_lots else 1
 
     @property
     def judge(self):
@@ -344,7 +341,7 @@ class Build:
         pairs, deadletters = generate_lot(
             plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t,
             attempt_offset=self.regeneration_round(lot) * int(self.recipe.get("checks", {}).get("max_attempts", 3)),
-            window=self.lots_in_flight(),
+            pairs_in_flight=self.pairs_in_flight() if self.concurrent_lots else 0,
         )
         t0 = _since(t, "generate_lot", t0)
         if state != "missing":

@@ -212,18 +212,15 @@ def _audio_b64(path: str) -> str:
 
 @lru_cache(maxsize=32)
 def _video_frames(path: str, n: int, max_side: int = 768) -> tuple[str, ...]:
-    """n evenly spaced frames as JPEG data URLs (PyAV decode; small videos, so decoding all is cheap)."""
-    import av
+    """n evenly spaced frames as JPEG data URLs. Real videos are long and may be damaged past the frames ingest
+    checked (video.max_decode_frames): acd.media.sample_frames holds n frames, never decodes past the cap and
+    stops at the first undecodable packet, where decoding them all would hold every frame (gigabytes)."""
+    from acd.media import load_limits, sample_frames
 
-    with av.open(path) as container:
-        images = [f.to_image() for f in container.decode(video=0)]
-    if not images:
-        raise ValueError(f"{path}: no decodable video frames")
-    total = len(images)
-    idx = [min(total - 1, int((i + 0.5) * total / n)) for i in range(n)]
+    images = sample_frames(Path(path).read_bytes(), n, load_limits())
     out = []
-    for i in idx:
-        img = images[i].convert("RGB")
+    for img in images:
+        img = img.convert("RGB")
         if max(img.size) > max_side:
             img.thumbnail((max_side, max_side))
         buf = io.BytesIO()

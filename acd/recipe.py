@@ -20,6 +20,21 @@ __all__ = ["RecipeError", "load_recipe", "set_dotted"]
 # into it (a folder source has no use for the synthetic source's counts, and they would be refused).
 KINDED = {"source": "kind", "backend": "name"}
 
+# Sources of real media: no ground truth, so their captions must come from a model (see check_backend_fits).
+REAL_MEDIA_SOURCES = ("folder", "manifest", "hf")
+
+
+def check_backend_fits(recipe: dict[str, Any], where: str = "recipe") -> None:
+    """Refuse, before any work, a recipe whose backend cannot caption its source's media: the offline
+    `grounded` backend writes captions from grounding, which only the synthetic source has."""
+    kind, backend = recipe["source"].get("kind"), recipe["backend"].get("name")
+    if kind in REAL_MEDIA_SOURCES and backend == "grounded":
+        raise RecipeError(
+            f"{where}: source kind {kind!r} gives real media without grounding, which the offline 'grounded' "
+            "backend cannot caption; use a model backend, e.g. backend: {name: openai, endpoints: [{base_url: "
+            "'http://localhost:8000/v1', api_key_env: VLLM_API_KEY}], model: <a vision-language model>} "
+            "(any OpenAI-compatible server: vllm serve, SGLang, TGI, OpenAI), or backend: {name: vllm}")
+
 
 def set_dotted(d: dict, dotted: str, value: Any) -> None:
     """Apply an override like "source.counts.image=10" (values parsed as YAML)."""
@@ -47,4 +62,5 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict
             recipe = {**recipe, section: {}}
     recipe = deep_merge(recipe, overrides)
     validate_recipe(recipe, f"recipe {p}")
+    check_backend_fits(recipe, f"recipe {p}")
     return recipe
