@@ -94,17 +94,31 @@ def cmd_schemas(args) -> int:
 def cmd_review_sync(args) -> int:
     """Pull annotations from Label Studio, decide each lot, and re-export when --out is given."""
     from acd.pipeline import Build
-    from acd.review import sync
+    from acd.review import present, sync
+    from acd.review.labelstudio import LabelStudioUnavailable
 
     build = Build.from_run_dir(args.run_dir, args.out or "out/unused")
-    sync(args.run_dir, build.recipe)
+    try:
+        sync(args.run_dir, build.recipe)
+    except LabelStudioUnavailable as e:  # one sentence, no traceback: nothing stored is lost, rerun later
+        print(f"review sync stopped: {e}. Annotations read so far are kept; run `acd review sync` again "
+              "when Label Studio answers.", file=sys.stderr)
+        return 1
     redone = build.regenerate_rejected()  # review.on_reject=regenerate; pushed for review again
     if redone:
         print(f"regenerated {len(redone)} rejected lot(s): {', '.join(redone)}")
-    decisions = build.store.sql("select * from {review_decisions} order by lot_id").to_pylist()
-    for d in decisions:
-        ci = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d["ci_low"] is not None else "-"
-        print(f"{d['lot_id']:<28} {d['mode']:<12} {d['decision']:<10} compliance {d['compliance'] or 0:.3f} {ci} n={d['n']}")
+    s = build.store.sql
+    decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
+    for line in present.text_lines(decisions):
+        print(line)
+    if build.store.has_stage("review_annotators"):
+        for a in s("select * from {review_annotators} order by annotator").to_pylist():
+            print(f"annotator {a['annotator']}: {a['annotations']} verdicts, gold {a['gold_caught']}/{a['gold_seen']}"
+                  f" ({present.rate(a['gold_accuracy'])}), skipped {a.get('skipped') or 0}, invalid {a.get('invalid') or 0}")
+    if build.store.has_stage("review_issues"):
+        for i in s("select * from {review_issues} where kind in ('invalid', 'skipped', 'correction_refused') "
+                   "order by lot_id, kind, task_id").to_pylist():
+            print(f"{i['kind']}: lot {i['lot_id']} task {i['task_id']} by {i['annotator']}: {i['reason'] or 'no reason given'}")
     if args.out:
         manifest = build.reexport()
         print(f"re-exported {args.out}: {manifest.get('counts', {}).get('pairs')} pairs; report {args.out}/report.html")

@@ -359,19 +359,24 @@ class Build:
     def review(self, lot: str) -> dict[str, Any]:
         # review/ and review_decisions/ hold each lot's *current* decision: `acd review sync` replaces the
         # automatic one with the annotators' when Label Studio is configured.
+        cfg = self.recipe.get("review", {})
         if self.store.has_part("review", lot) and self.store.has_part("review_decisions", lot):
+            if cfg.get("label_studio"):  # a push that found Label Studio down is retried now
+                from acd.review.stage import retry_queued_lot
+
+                retry_queued_lot(self.run_dir, lot, cfg)
             return self.store.read_part("review_decisions", lot).to_pylist()[0]
         from acd.review.gate import DECISION_SCHEMA, review_lot
 
         pairs = self.store.read_part("generate", lot)
-        cfg = self.recipe.get("review", {})
         # The automatic gate always runs; with Label Studio configured its decision is provisional and the
         # lot's sample goes to annotators (push and move on: `acd review sync` / sync-reviews decides later).
         reviewed, decision = review_lot(pairs, cfg, int(self.recipe["seed"]))
         if cfg.get("label_studio"):
-            from acd.review.stage import push_lot
+            from acd.review.stage import push_or_queue
 
-            decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
+            # Label Studio down: queued (retried by the next build or sync), the automatic decision stands.
+            decision["pushed"] = push_or_queue(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
             if (cfg["label_studio"] or {}).get("webhook_url"):
                 from acd.review.registry import register_run
 
@@ -447,12 +452,14 @@ class Build:
             "select f as reason, count(*) as n from (select unnest(check_failures) as f from {generate}) "
             "group by f order by f").to_pylist()}
         decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
-        modes = sorted({d["mode"] for d in decisions})
+        human = [d["mode"] == "label_studio" and not d.get("pending") for d in decisions]
+        annotators = s("select * from {review_annotators} order by annotator").to_pylist() if has("review_annotators") else []
         return {
             "quarantine": quarantine,
             "check_failures": failures,
-            "review": {"mode": "human" if modes == ["label_studio"] else ("mixed" if len(modes) > 1 else "auto"),
-                       "lots": decisions},
+            # human: every lot decided by annotators; mixed: some still on the automatic decision (pending).
+            "review": {"mode": "human" if human and all(human) else ("mixed" if any(human) else "auto"),
+                       "lots": decisions, "annotators": annotators},
         }
 
     def export(self, progress: Progress | None = None) -> dict[str, Any]:

@@ -40,6 +40,9 @@ def report_data(build) -> dict:
             "from {generate} where chosen is not null"
         ).to_pylist() if has("generate") else [],
         "lots": s("select * from {review_decisions} order by lot_id").to_pylist() if has("review_decisions") else [],
+        "annotators": s("select * from {review_annotators} order by annotator").to_pylist() if has("review_annotators") else [],
+        "issues": s("select lot_id, kind, task_id, annotator, reason from {review_issues} "
+                    "where kind <> 'dropped' order by lot_id, kind, task_id").to_pylist() if has("review_issues") else [],
     }
     timing = build.run_dir / "timings.json"
     data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}
@@ -73,19 +76,20 @@ def _stage_rows(timings: dict, units: dict) -> list[dict]:
 
 def markdown_report(build, data: dict | None = None) -> str:
     d = data or report_data(build)
-    lots = [
-        {"lot": x.get("lot_id"), "mode": x.get("mode"), "measured": x.get("n"), "of": x.get("population"),
-         "compliance": _fmt(x.get("compliance")), "95% CI": f"[{_fmt(x.get('ci_low'))}, {_fmt(x.get('ci_high'))}]",
-         "decision": x.get("decision")}
-        for x in d["lots"]
-    ]
+    from acd.review import present
+
+    lots = [present.lot_row(x) for x in d["lots"]]
+    annotators = [present.annotator_row(a) for a in d["annotators"]]
     parts = [
         f"# ACD build report: {d['recipe']}\n",
         "## Pairs per modality × instruction type\n", _table(d["counts"], ["modality", "instruction_type", "planned", "passed_checks"]),
         "## Accepted pairs\n", _table(d["accepted"], ["modality", "accepted"]),
         "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
         "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
-        "## Review: lot compliance\n", _table(lots, ["lot", "mode", "measured", "of", "compliance", "95% CI", "decision"]),
+        "## Review: lot compliance\n", _table(lots, present.COLUMNS),
+        "## Review: annotators\n", _table(annotators, present.ANNOTATOR_COLUMNS),
+        "## Review: annotations without a verdict, refused corrections\n",
+        _table(d["issues"], ["lot_id", "kind", "task_id", "annotator", "reason"]),
     ]
     if d["timings"]:
         parts += ["## Time and throughput per stage\n",

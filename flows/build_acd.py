@@ -155,7 +155,8 @@ def _wait_for_humans(build: Build, spec: dict, lots: list[str], decisions: list[
     review = spec.get("review") or {}
     if not (review.get("wait") and review.get("label_studio")):
         return decisions
-    pending = [d["lot_id"] for d in decisions if d.get("mode") != "label_studio" or d.get("decision") == "needs_more"]
+    pending = [d["lot_id"] for d in decisions
+               if d.get("mode") != "label_studio" or d.get("pending") or d.get("decision") == "needs_more"]
     if not pending:
         return decisions
     from flows.sync_reviews import wait_for_reviews

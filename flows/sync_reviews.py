@@ -36,12 +36,9 @@ def sync_task(run_dir: str, recipe: str, label_studio_url: str | None, document_
 
 
 def _report(decisions: list[dict]) -> str:
-    lines = ["| lot | decision | compliance | 95% CI | n | gold acc. | agreement |", "|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    for d in decisions:
-        lines.append(f"| {d['lot_id']} | {d['decision']} | {fmt(d['compliance'])} | [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}] "
-                     f"| {d['n']}/{d['sampled']} | {fmt(d['gold_accuracy'])} | {fmt(d['agreement'])} |")
-    return "\n".join(lines)
+    from acd.review import present
+
+    return present.markdown_table([present.lot_row(d) for d in decisions])
 
 
 @task(name="re-export")
@@ -63,9 +60,11 @@ def sync_reviews(run_dir: str, recipe: str = "demo", label_studio_url: str | Non
         manifest = reexport_task(run_dir, out_dir)
         log.info("re-exported %s: %s pairs", out_dir, manifest.get("counts", {}).get("pairs"))
     create_markdown_artifact(_report(decisions), key="review-decisions", description=f"review of {run_dir}")
-    open_lots = [d["lot_id"] for d in decisions if d["decision"] == "needs_more"]
-    log.info("%d lots: %d accepted, %d rejected, %d need more reviews", len(decisions),
-             sum(d["decision"] == "accepted" for d in decisions), sum(d["decision"] == "rejected" for d in decisions), len(open_lots))
+    # Pending: no human verdict yet or needs_more (the automatic decision stands meanwhile).
+    open_lots = [d["lot_id"] for d in decisions if d.get("pending") or d["decision"] == "needs_more"]
+    log.info("%d lots: %d accepted, %d rejected, %d pending human review", len(decisions),
+             sum(d["decision"] == "accepted" and not d.get("pending") for d in decisions),
+             sum(d["decision"] == "rejected" and not d.get("pending") for d in decisions), len(open_lots))
     wait = Path(run_dir) / WAIT_FILE
     if not open_lots and wait.exists():
         flow_run_id = json.loads(wait.read_text())["flow_run_id"]

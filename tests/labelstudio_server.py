@@ -201,3 +201,57 @@ def make_lot(run_dir: Path, modality: str, lot_id: str, n_pairs: int, n_media: i
             check_passed=True, judge_score=0.8 + (i % 20) / 100, backend="grounded",
         ))
     return rows_to_table(rows, PAIR_SCHEMA), dict(media)
+
+
+class Forwarder:
+    """A plain TCP relay from 127.0.0.1:<port> to a real Label Studio: closed until start(), so a recipe can
+    point at a Label Studio that is down, then comes back at the same URL (a build's recipe is fixed)."""
+
+    def __init__(self, target_port: int, port: int | None = None):
+        self.target_port, self.port = target_port, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: socket.socket | None = None
+
+    def start(self) -> "Forwarder":
+        import threading
+
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._server = srv
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = srv.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread
+            except OSError:
+                pass
+            self._server.close()
+            self._server = None

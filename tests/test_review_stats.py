@@ -157,7 +157,7 @@ def test_verdicts_and_parse():
         {"from_name": "correction", "value": {"text": ["  A red ball.  "]}},
     ])
     assert r == {"chosen_complies": False, "rejected_worse": "identical", "chosen_hallucinates": True,
-                 "rejected_hallucinates": False, "correction": "A red ball."}
+                 "rejected_hallucinates": False, "correction": "A red ball.", "skip_reason": None, "invalid": None}
     html = guideline_html()
     assert "<h2>1. Does the chosen caption comply?</h2>" in html and "<strong>Complies</strong>" in html
     from acd.paths import ANNOTATION_DIR
@@ -178,3 +178,103 @@ def test_review_config_refuses_unknown_or_misplaced_keys():
     assert ok["label_studio"]["project_prefix"] == "mine" and ok["max_regenerations"] == 1
     with pytest.raises(ValueError, match="compliance_bsr"):
         load_recipe("demo", {"review": {"compliance_bsr": 0.9}})
+
+
+def choice(name, *values):
+    return {"from_name": name, "to_name": "chosen", "type": "choices", "value": {"choices": list(values)}}
+
+
+def test_parse_result_names_what_makes_an_annotation_invalid():
+    ok = [choice("chosen_complies", "Complies"), choice("rejected_worse", "Rejected is worse")]
+    assert parse_result(ok)["invalid"] is None and parse_result(ok)["chosen_complies"] is True
+    assert parse_result([])["invalid"] == "empty result"
+    assert parse_result(None)["invalid"] == "empty result"
+    maybe = parse_result([choice("chosen_complies", "Maybe"), ok[1]])
+    assert maybe["invalid"] == "unknown choice 'Maybe' in chosen_complies" and maybe["chosen_complies"] is None
+    assert parse_result([choice("bogus", "Complies"), *ok])["invalid"] == "unknown field 'bogus'"
+    assert parse_result(ok[:1])["invalid"] == "no rejected_worse verdict"
+    assert parse_result([choice("chosen_complies", "Complies", "Does not comply"), ok[1]])["invalid"].startswith("2 choices")
+    skip = parse_result([{"from_name": "skip_reason", "value": {"text": [" video does not load "]}}])
+    assert skip["skip_reason"] == "video does not load"
+
+
+def test_human_gate_excludes_invalid_skipped_and_deleted_annotations():
+    pairs = make_pairs(10, qcc_every=1000)
+    tasks = [{"pair_id": f"p{i:04d}", "gold": False} for i in range(10)]
+    anns = [ann(i, f"p{i:04d}", "a@x") for i in range(5)]
+    anns += [dict(ann(10 + i, f"p{i:04d}", "b@x", ok=None), invalid="unknown choice 'Maybe' in chosen_complies") for i in range(5, 8)]
+    anns += [dict(ann(20, "p0008", "b@x", ok=None), was_cancelled=True, skip_reason="media does not load")]
+    anns += [dict(ann(30, "p0009", "b@x", ok=False), deleted=True)]
+    out, d = human_review(pairs, tasks, anns, CFG)
+    assert (d["n"], d["compliant"], d["invalid"], d["skipped"], d["deleted"]) == (5, 5, 3, 1, 1)
+    kinds = sorted((i["kind"], i["pair_id"]) for i in d["issues"])
+    assert kinds == [("deleted", "p0009"), ("invalid", "p0005"), ("invalid", "p0006"), ("invalid", "p0007"), ("skipped", "p0008")]
+    assert next(i for i in d["issues"] if i["kind"] == "skipped")["reason"] == "media does not load"
+    assert set(out.column("check_passed").to_pylist()) == {True}  # nothing dropped on an invalid verdict
+
+
+def test_human_gate_rechecks_corrections_and_drops_uncorrected_noncompliant_pairs():
+    rows = make_pairs(6, qcc_every=3).to_pylist()  # p0000 and p0003 are q-c-c
+    rows[1].update(length_key="word_exact:10", instruction="Describe the thing 1. Use exactly 10 words.")
+    pairs = rows_to_table(rows, PAIR_SCHEMA)
+    tasks = [{"pair_id": r["pair_id"], "gold": False} for r in rows]
+    anns = [ann(1, "p0000", "a@x", ok=False, worse="identical", correction="A red ball rolls left."),  # q-c-c fix
+            ann(2, "p0001", "a@x", ok=False, correction="one two three four five six seven eight nine ten eleven"),
+            ann(3, "p0002", "a@x", ok=False),  # no correction: leaves the dataset
+            ann(4, "p0004", "a@x", ok=False, correction="rejected 4"),  # would equal the rejected caption
+            ann(5, "p0005", "a@x", ok=True)]
+    out, d = human_review(pairs, tasks, anns, CFG)
+    r = {x["pair_id"]: x for x in out.to_pylist()}
+    assert r["p0000"]["chosen"] == r["p0000"]["rejected"] == "A red ball rolls left." and r["p0000"]["check_passed"]
+    assert r["p0001"]["chosen"] == rows[1]["chosen"] and not r["p0001"]["check_passed"]  # 11 words refused, dropped
+    assert not r["p0002"]["check_passed"] and r["p0002"]["check_failures"] == ["review_not_compliant"]
+    assert r["p0004"]["chosen"] == "chosen 4" and not r["p0004"]["check_passed"]
+    assert r["p0005"]["check_passed"] and r["p0003"]["check_passed"]  # p0003 not reviewed: untouched
+    refused = {i["pair_id"]: i["reason"] for i in d["issues"] if i["kind"] == "correction_refused"}
+    assert refused == {"p0001": "length_chosen", "p0004": "chosen_equals_rejected"}
+    assert (d["corrected"], d["refused_corrections"], d["dropped"]) == (1, 2, 3)
+
+
+def test_pending_lots_keep_the_automatic_decision():
+    pairs = make_pairs(100, qcc_every=1000)
+    _, auto = review_lot(pairs, CFG, seed=1)
+    tasks = [{"pair_id": p, "gold": False} for p in sample_lot(pairs, CFG, seed=1)]
+    out, d = human_review(pairs, tasks, [], CFG, auto=auto)
+    assert (d["decision"], d["pending"], d["human_decision"], d["mode"]) == ("accepted", True, None, "auto")
+    assert set(out.column("review_decision").to_pylist()) == {"accepted"}
+    anns = [ann(i, t["pair_id"], "a@x", ok=i % 10 != 0) for i, t in enumerate(tasks[:20])]  # 18/20: straddles
+    _, d = human_review(pairs, tasks, anns, CFG, auto=auto)
+    assert (d["decision"], d["pending"], d["human_decision"], d["mode"], d["n"]) == ("accepted", True, "needs_more", "label_studio", 20)
+    anns = [ann(i, t["pair_id"], "a@x", ok=i % 4 != 0) for i, t in enumerate(tasks)]  # 75%: rejected
+    _, d = human_review(pairs, tasks, anns, CFG, auto=auto)
+    assert (d["decision"], d["pending"], d["human_decision"], d["action"]) == ("rejected", False, "rejected", "drop")
+
+
+def test_fully_pushed_and_answered_lot_is_decided_on_exact_compliance():
+    pairs = make_pairs(20, qcc_every=1000)
+    tasks = [{"pair_id": f"p{i:04d}", "gold": False} for i in range(20)]
+    anns = [ann(i, f"p{i:04d}", "a@x", ok=i != 0) for i in range(19)]
+    anns.append(dict(ann(19, "p0019", "a@x", ok=None), was_cancelled=True))  # skipped: nothing more to sample
+    _, d = human_review(pairs, tasks, anns, CFG)
+    assert (d["n"], d["compliant"], d["decision"], d["pending"]) == (19, 18, "rejected", False)  # 94.7% < 95%
+
+
+def test_sequential_sample_sizes_extend_the_first_sample():
+    from acd.review.sampling import next_sample_size, sample_order
+
+    pairs = make_pairs(128)
+    first = sample_lot(pairs, CFG, seed=4)
+    assert sample_order(pairs, seed=4)[:len(first)] == first and len(first) == 79
+    assert next_sample_size(79, 128, CFG) == 99 and next_sample_size(20, 128, CFG) == 30
+    assert next_sample_size(120, 128, CFG) == 128
+
+
+def test_presented_numbers_are_rounded_and_name_pending_lots():
+    from acd.review import present
+
+    row = present.lot_row(dict(lot_id="l", mode="label_studio", decision="accepted", pending=True, human_decision="needs_more",
+                               n=38, sampled=41, compliance=38 / 41, ci_low=0.88512345, ci_high=0.9541234,
+                               gold_accuracy=0.75, agreement=10 / 12, kappa=0.4123, reviewers=2))
+    assert row["compliance"] == "0.927" and row["95% CI"] == "[0.885, 0.954]" and row["kappa"] == "0.412"
+    assert row["decision"] == "accepted (auto; human: needs_more)" and row["reviewed"] == "38/41"
+    assert present.lot_row(dict(mode="auto", decision="accepted", pending=True, n=16))["decision"] == "accepted"

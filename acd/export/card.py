@@ -19,6 +19,7 @@ import yaml
 from acd.export import plots
 from acd.export.fsutil import write_if_changed
 from acd.paths import EXPORT_TEMPLATES_DIR
+from acd.review import present
 
 TEMPLATE_DIR = EXPORT_TEMPLATES_DIR
 
@@ -75,8 +76,12 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
     prov = _counter(pairs, "backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash")
     review_status = _counter(pairs, "review_status")
     review_decision = _counter(pairs, "review_decision")
-    reviewers = len({r for r in pairs.column("reviewer").to_pylist() if r})
     review = dict(stats.get("review") or {})
+    # A pair reviewed by two people says "a@x,b@x": count people, not strings.
+    people = {p.strip() for r in pairs.column("reviewer").to_pylist() if r for p in r.split(",") if p.strip()}
+    people |= {a["annotator"] for a in review.get("annotators") or [] if a.get("annotations")}
+    reviewers = len(people)
+    lots = review.get("lots") or []
     mode = review.get("mode") or ("human" if review_status.get("reviewed") else "auto")
     judge = pairs.column("judge_score")
     media_per_mod = _counter(media, "modality")
@@ -118,7 +123,12 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
         "review_decision": dict(sorted((str(k), v) for k, v in review_decision.items())),
         "reviewers": reviewers,
         "review": review,
-        "lots": review.get("lots") or [],
+        "lots": lots,
+        "lot_rows": [present.lot_row(d) for d in lots],
+        "pending_lots": sum(1 for d in lots if d.get("pending")),
+        "annotators": [present.annotator_row(a) for a in review.get("annotators") or []],
+        "review_totals": {k: sum(int(d.get(k) or 0) for d in lots)
+                          for k in ("invalid", "skipped", "deleted", "dropped", "corrected", "refused_corrections")},
         "quarantine": dict(sorted((stats.get("quarantine") or {}).items())),
         "check_failures": dict(sorted((stats.get("check_failures") or {}).items())),
         "wall_times": dict(sorted((stats.get("wall_times") or {}).items())),

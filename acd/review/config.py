@@ -19,6 +19,11 @@ DEFAULTS: dict[str, Any] = {
     "gold_share": 0.05,  # planted known-bad pairs per sampled pair (annotator accuracy)
     "min_gold": 1,
     "overlap": 0.0,  # share of tasks Label Studio shows to a second annotator (agreement)
+    # Sequential sampling: a lot whose interval still straddles the bar once every pushed task is answered
+    # gets a further sample of max(followup_min, followup_share x pairs sampled so far), until it is decided
+    # or every pair of the lot was reviewed (then the exact compliance decides).
+    "followup_share": 0.25,
+    "followup_min": 10,
 }
 
 LS_DEFAULTS: dict[str, Any] = {
@@ -30,6 +35,10 @@ LS_DEFAULTS: dict[str, Any] = {
     # URL of the acd.review.webhook endpoint (e.g. http://127.0.0.1:8765/label-studio): push registers it on
     # the project (annotation actions) so new annotations start a sync; null: sync by hand or on a schedule.
     "webhook_url": None,
+    # A sync retries while Label Studio is unreachable (restarting): `retries` tries, waiting backoff_s,
+    # then twice that, ... (1+2+4+8 s by default), then stops with one clear message; nothing read is lost.
+    "retries": 5,
+    "backoff_s": 1.0,
 }
 
 

@@ -7,11 +7,14 @@ a LocalFiles storage on a subfolder of the server's document root as /data/local
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from acd.paths import ANNOTATION_DIR
 from acd.review.config import resolve_token
@@ -24,6 +27,55 @@ MODEL_VERSION = "acd-auto-checks"  # predictions from the automatic checks; the 
 COMPLIES = {"Complies": True, "Does not comply": False}
 REJECTED = {"Rejected is worse": "yes", "Rejected is not worse": "no", "Identical (q-c-c)": "identical"}
 HALLUCINATION = {"Chosen hallucinates": "chosen", "Rejected hallucinates": "rejected"}
+TEXT_FIELDS = ("correction", "skip_reason")  # free-text areas
+FIELDS = {"chosen_complies": COMPLIES, "rejected_worse": REJECTED, "hallucination": HALLUCINATION,
+          **{name: None for name in TEXT_FIELDS}}
+REQUIRED = ("chosen_complies", "rejected_worse")  # required="true" in the configs: a verdict needs both
+
+T = TypeVar("T")
+
+
+class LabelStudioUnavailable(RuntimeError):
+    """Label Studio did not answer (connection refused or dropped, or a 502/503/504 while it restarts)."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A transport failure or a gateway/availability status: worth waiting for, not a bug or a bad request."""
+    import httpx
+
+    if isinstance(exc, (httpx.TransportError, LabelStudioUnavailable)):
+        return True
+    return getattr(exc, "status_code", None) in (502, 503, 504)
+
+
+def retrying(fn: Callable[[], T], ls_cfg: dict, what: str) -> T:
+    """fn() with exponential backoff while Label Studio is unavailable (review.label_studio.retries tries,
+    waits backoff_s, 2x, 4x, ...); then LabelStudioUnavailable with one clear sentence. Only idempotent
+    operations go through here (lookups, fetches, a push that first looks up what already exists)."""
+    tries = max(1, int(ls_cfg.get("retries") or 1))
+    wait = float(ls_cfg.get("backoff_s") or 0)
+    for attempt in range(1, tries + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - only unavailability is retried; the rest propagates as is
+            if not is_unavailable(e):
+                raise
+            if attempt == tries:
+                raise LabelStudioUnavailable(
+                    f"Label Studio at {ls_cfg.get('url')} did not answer while {what} "
+                    f"({type(e).__name__}: {str(e)[:120] or 'no detail'}) after {tries} tries") from None
+            log.info("Label Studio unavailable while %s (%s); retry %d/%d in %.1fs", what, type(e).__name__,
+                     attempt, tries - 1, wait)
+            time.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+def item_id(run_id: str, lot_id: str, pair_id: str, *texts: str | None) -> str:
+    """The task's key in Label Studio: opaque, so a planted gold pair looks like any other task (its pair
+    id and gold flag stay in the run dir, keyed by task id and this item id). The texts shown are part of
+    it: a regenerated pair (new captions, same pair_id) is a new task, never an old task's annotations."""
+    return hashlib.sha256("\x1f".join([run_id, lot_id, pair_id, *(t or "" for t in texts)]).encode()).hexdigest()[:16]
 
 
 def connect(ls_cfg: dict):
@@ -50,7 +102,11 @@ def project_title(ls_cfg: dict, modality: str) -> str:
 def ensure_project(ls, modality: str, rc: dict) -> int:
     """The one project per modality (found by title), created with the labeling config and guideline.
 
-    An existing project gets the current config and guideline, so edits to annotation/ reach annotators.
+    An existing project gets the current guideline, and the current config when it changed, so edits to
+    annotation/ reach annotators. The config is sent only when it differs: Label Studio validates a new
+    config against every stored annotation, so one annotation with a field the config lacks (made through
+    the API) would otherwise refuse every later push with 400 "Created annotations are incompatible".
+    When a changed config is refused that way, the project keeps its old config and the push goes on.
     """
     ls_cfg = rc["label_studio"]
     title = project_title(ls_cfg, modality)
@@ -65,9 +121,38 @@ def ensure_project(ls, modality: str, rc: dict) -> int:
     overlap = float(rc.get("overlap") or 0)
     if overlap > 0:  # a share of tasks goes to two annotators: that is what agreement is measured on
         settings.update(maximum_annotations=2, overlap_cohort_percentage=int(round(overlap * 100)))
+    key = (ls_cfg.get("url"), title, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+    with _LOCK:  # lots pushed from threads of one process must not both create the project
+        # Checked and updated by this process moments ago: skip the round trips (a build pushes many lots);
+        # re-checked after CACHE_S, so a long-lived process notices a project deleted by hand.
+        pid, at = _PROJECTS.get(key, (None, -CACHE_S))
+        if time.monotonic() - at >= CACHE_S:
+            pid = _find_or_create_project(ls, title, modality, settings)
+            _PROJECTS[key] = (pid, time.monotonic())
+        return pid
+
+
+CACHE_S = 300.0
+_PROJECTS: dict[tuple, tuple[int, float]] = {}
+_STORAGES: dict[tuple, int] = {}
+_LOCK = threading.Lock()
+
+
+def _find_or_create_project(ls, title: str, modality: str, settings: dict) -> int:
     for p in ls.projects.list(title=title):
         if p.title == title:
-            ls.projects.update(id=p.id, **settings)
+            current = (ls.projects.get(id=p.id).label_config or "").strip()
+            if current == settings["label_config"].strip():
+                settings.pop("label_config")
+            try:
+                ls.projects.update(id=p.id, **settings)
+            except Exception as e:  # noqa: BLE001 - narrowed below
+                if getattr(e, "status_code", None) != 400 or "label_config" not in settings:
+                    raise
+                settings.pop("label_config")
+                log.warning("Label Studio project %r keeps its labeling config: the new one was refused (%s); "
+                            "pushes go on", title, str(getattr(e, "body", e))[:200])
+                ls.projects.update(id=p.id, **settings)
             return p.id
     return ls.projects.create(title=title, description=f"ACD {modality} caption review", **settings).id
 
@@ -76,12 +161,13 @@ def ensure_storage(ls, project_id: int, media_dir: Path) -> int:
     """A LocalFiles import storage on the run's media dir, which Label Studio requires before it serves
     /data/local-files/ URLs under that path. It is never synced: tasks are imported by the pipeline."""
     path = str(Path(media_dir).resolve())
-    for s in ls.import_storage.local.list(project=project_id):
-        if s.path == path:
-            return s.id
-    return ls.import_storage.local.create(
-        project=project_id, path=path, title=f"media {Path(path).parent.name}", use_blob_urls=True,
-    ).id
+    with _LOCK:
+        if (project_id, path) not in _STORAGES:
+            _STORAGES[(project_id, path)] = next(
+                (s.id for s in ls.import_storage.local.list(project=project_id) if s.path == path), None) \
+                or ls.import_storage.local.create(project=project_id, path=path, title=f"media {Path(path).parent.name}",
+                                                  use_blob_urls=True).id
+        return _STORAGES[(project_id, path)]
 
 
 def local_file_url(abs_path: Path, document_root: str | Path) -> str:
@@ -103,11 +189,10 @@ def _filter(*items: tuple[str, str, str, Any]) -> str:
         {"filter": f, "operator": op, "type": typ, "value": val} for f, op, typ, val in items]}})
 
 
-def lot_tasks(ls, project_id: int, run_id: str, lot_id: str, annotated_only: bool = False, fields: str = "task_only") -> list:
-    """A lot's tasks in a project. `only_annotated` is ignored by the open-source server: filter instead."""
+def lot_tasks(ls, project_id: int, run_id: str, lot_id: str, fields: str = "task_only") -> list:
+    """A lot's tasks in a project (`only_annotated` is ignored by the open-source server, and a
+    total_annotations filter would miss skipped tasks, whose annotations are cancelled ones: so all of them)."""
     items = [("filter:tasks:data.run_id", "equal", "String", run_id), ("filter:tasks:data.lot_id", "equal", "String", lot_id)]
-    if annotated_only:
-        items.append(("filter:tasks:total_annotations", "greater", "Number", 0))
     return list(ls.tasks.list(project=project_id, query=_filter(*items), fields=fields, page_size=500))
 
 
@@ -143,25 +228,53 @@ def auto_summary(row: dict) -> str:
     return " · ".join(parts)
 
 
-def parse_result(result: Iterable[dict]) -> dict[str, Any]:
-    """An annotation's result list -> chosen_complies, rejected_worse, hallucination flags, correction."""
+def _text(value: dict) -> str | None:
+    text = " ".join(t.strip() for t in (value.get("text") or []) if isinstance(t, str) and t.strip())
+    return text or None
+
+
+def parse_result(result: Iterable[dict] | None) -> dict[str, Any]:
+    """An annotation's result list -> chosen_complies, rejected_worse, hallucination flags, correction,
+    skip_reason, and `invalid`: why the annotation carries no usable verdict (None when it does).
+
+    Invalid: an empty result, a field name or choice value the configs do not have (annotations made
+    through the API are not validated by Label Studio), a missing required verdict, or two verdicts in a
+    single-choice field. An invalid annotation is kept and reported, never counted as "Does not comply".
+    """
     out: dict[str, Any] = {"chosen_complies": None, "rejected_worse": None, "chosen_hallucinates": False,
-                           "rejected_hallucinates": False, "correction": None}
+                           "rejected_hallucinates": False, "correction": None, "skip_reason": None, "invalid": None}
+    problems: list[str] = []
+    seen: set[str] = set()
     for r in result or []:
+        if not isinstance(r, dict):
+            problems.append("malformed result item")
+            continue
         name, value = r.get("from_name"), r.get("value") or {}
+        if name not in FIELDS:
+            problems.append(f"unknown field {name!r}")
+            continue
+        seen.add(name)
+        if name in TEXT_FIELDS:
+            out[name] = _text(value)
+            continue
         choices = value.get("choices") or []
-        if name == "chosen_complies" and choices:
-            out["chosen_complies"] = COMPLIES.get(choices[0])
-        elif name == "rejected_worse" and choices:
-            out["rejected_worse"] = REJECTED.get(choices[0])
-        elif name == "hallucination":
+        unknown = [c for c in choices if c not in FIELDS[name]]
+        if unknown:
+            problems.append(f"unknown choice {unknown[0]!r} in {name}")
+            continue
+        if name == "hallucination":
             for c in choices:
-                which = HALLUCINATION.get(c)
-                if which:
-                    out[f"{which}_hallucinates"] = True
-        elif name == "correction":
-            text = " ".join(t.strip() for t in (value.get("text") or []) if t and t.strip())
-            out["correction"] = text or None
+                out[f"{HALLUCINATION[c]}_hallucinates"] = True
+        elif len(choices) > 1:
+            problems.append(f"{len(choices)} choices in {name}")
+        elif choices:
+            out[name] = (COMPLIES if name == "chosen_complies" else REJECTED)[choices[0]]
+    if not result:
+        problems.append("empty result")
+    else:
+        problems += [f"no {name} verdict" for name in REQUIRED
+                     if out[name] is None and not any(name in p for p in problems)]
+    out["invalid"] = "; ".join(problems) or None
     return out
 
 

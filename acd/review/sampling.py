@@ -7,6 +7,7 @@ reordered part all pick the same pairs.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pyarrow as pa
 
@@ -27,13 +28,28 @@ def lot_id_of(pairs: pa.Table) -> str:
     return lots.pop()
 
 
+def sample_order(pairs: pa.Table, seed: int) -> list[str]:
+    """Every pair_id of the lot in sampling order: the first sample is a prefix, and each further sample
+    (sequential sampling, acd.review.stage) extends it, so no pair is drawn twice."""
+    lot = lot_id_of(pairs)
+    return sorted(pairs.column("pair_id").to_pylist(), key=lambda pid: _rank(seed, lot, pid))
+
+
+def first_sample_size(population: int, cfg: dict) -> int:
+    rc = review_config(cfg)
+    return sample_size(population, p=rc["compliance_bar"], margin=rc["margin"], confidence=rc["confidence"])
+
+
+def next_sample_size(sampled: int, population: int, cfg: dict) -> int:
+    """The cumulative sample after one more round: max(followup_min, followup_share x sampled) more pairs."""
+    rc = review_config(cfg)
+    more = max(int(rc["followup_min"]), math.ceil(float(rc["followup_share"]) * sampled))
+    return min(population, sampled + more)
+
+
 def sample_lot(pairs: pa.Table, cfg: dict, seed: int) -> list[str]:
     """pair_ids to review: enough for a ±margin interval around the bar, or the whole lot if smaller."""
-    rc = review_config(cfg)
-    lot = lot_id_of(pairs)
-    ids = pairs.column("pair_id").to_pylist()
-    n = sample_size(len(ids), p=rc["compliance_bar"], margin=rc["margin"], confidence=rc["confidence"])
-    return sorted(ids, key=lambda pid: _rank(seed, lot, pid))[:n]
+    return sample_order(pairs, seed)[:first_sample_size(pairs.num_rows, cfg)]
 
 
 def gold_count(n_sampled: int, cfg: dict) -> int:
@@ -75,9 +91,11 @@ def plant_gold(pairs: pa.Table, n: int, seed: int) -> list[dict]:
             chosen=chosen,
             rejected=rejected,
             is_qcc=False,
-            # The annotator must not be told; this field never reaches the labeling view.
+            # The annotator must not be told: the task carries neither this pair_id nor a gold flag (see
+            # acd.review.stage); they stay in the run dir, keyed by task id.
             rejection_strategy=f"gold_{kind}",
             check_passed=True,  # as a real pair that passed the checks would look
+            check_failures=[],
             gold_kind=kind,
             gold_source=src["pair_id"],
         )

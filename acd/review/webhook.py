@@ -135,7 +135,12 @@ class Debouncer:
                 self.work(target)
                 ok, err = True, None
             except Exception as e:  # noqa: BLE001 - a failed sync must not kill the server; the next event retries
-                log.exception("review sync of %s failed", target.run_id)
+                from acd.review.labelstudio import LabelStudioUnavailable
+
+                if isinstance(e, LabelStudioUnavailable):  # expected while it restarts: one line, no traceback
+                    log.error("review sync of %s: %s; the next event retries", target.run_id, e)
+                else:
+                    log.exception("review sync of %s failed", target.run_id)
                 ok, err = False, f"{type(e).__name__}: {str(e)[:300]}"
             with self._lock:
                 st["syncs" if ok else "errors"] += 1

@@ -1,6 +1,8 @@
 """Push -> annotate (annotators played through the API) -> sync -> lot gate, against a real Label Studio."""
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 
@@ -10,6 +12,7 @@ import pytest
 
 import labelstudio_server as lss
 from acd.review import push_lot, sync
+from acd.review.labelstudio import LabelStudioUnavailable
 from acd.review.stage import load_annotations
 from acd.runstore import RunStore
 
@@ -76,7 +79,11 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     tasks_bad = store.read_part("review_tasks", "video-action-b0").to_pylist()
     # The media a task points at is served by Label Studio from the run dir (LocalFiles storage).
     task = ls.tasks.get(id=str(tasks_good[0]["task_id"]))
-    assert task.data["media"].startswith("/data/local-files/?d=") and task.data["gold"] in (True, False)
+    assert task.data["media"].startswith("/data/local-files/?d=")
+    # Nothing an annotator sees tells a planted gold pair from a real one: no flag, no pair id, same keys.
+    for t in ls.tasks.list(project=info_good["project_id"], fields="all"):
+        assert set(t.data) == {"media", "instruction", "chosen", "rejected", "auto", "item", "lot_id", "run_id", "modality"}
+        assert "gold" not in json.dumps(t.data).lower() and "gold" not in json.dumps(t.meta or {}).lower()
     served = httpx.get(ls_server.url + task.data["media"], headers={"Authorization": f"Token {ls_server.token}"})
     assert served.status_code == 200 and served.content == (run / tasks_good[0]["media_uri"]).read_bytes()
     assert task.predictions and task.predictions[0].model_version == "acd-auto-checks"
@@ -131,13 +138,29 @@ def test_push_annotate_sync_gate_and_resume(ls_server):
     for t in real_good[20:23]:
         ls.annotations.create(id=t["task_id"], completed_by=ann2, result=result(complies=True, worse="Identical (q-c-c)" if pairs_good[t["pair_id"]]["is_qcc"] else "Rejected is worse"))
         made += 1
-    with pytest.raises(Exception):
-        sync(run, cfg, on_lot=lambda lot: ls_server.stop())
+    fast_fail = {"review": {**cfg["review"], "label_studio": {**cfg["review"]["label_studio"], "retries": 2, "backoff_s": 0.2}}}
+    with pytest.raises(LabelStudioUnavailable, match="did not answer while reading lot video-action-b0"):
+        sync(run, fast_fail, on_lot=lambda lot: ls_server.stop())
     assert not ls_server.alive()
     stored_midway = len(load_annotations(store, "image-instance-b0")) + len(load_annotations(store, "video-action-b0"))
     assert stored_midway == made - 5  # the first lot's new annotations were kept, the second's not read yet
     restart_s = ls_server.start()
-    decisions = {d["lot_id"]: d for d in sync(run, cfg).to_pylist()}
+    # Label Studio restarts in the middle of the next sync: the sync waits for it (backoff) and completes.
+    for t in [t for t in tasks_bad if not t["gold"]][5:7]:
+        ls.annotations.create(id=t["task_id"], completed_by=ann2, result=result(complies=False))
+        made += 1
+    restarter = []
+
+    def restart_after_first_lot(lot):
+        if not restarter:
+            ls_server.stop()
+            restarter.append(threading.Thread(target=ls_server.start))
+            restarter[0].start()
+
+    patient = {"review": {**cfg["review"], "label_studio": {**cfg["review"]["label_studio"], "retries": 8, "backoff_s": 0.5}}}
+    decisions = {d["lot_id"]: d for d in sync(run, patient, on_lot=restart_after_first_lot).to_pylist()}
+    restarter[0].join()
+    assert ls_server.alive()
     stored = [a for lot in ("image-instance-b0", "video-action-b0") for a in load_annotations(store, lot)]
     assert len(stored) == made and len({a["annotation_id"] for a in stored}) == made  # nothing lost, no duplicate
     assert sum(ls.projects.get(i).total_annotations_number for i in (info_good["project_id"], info_bad["project_id"])) == made
