@@ -106,10 +106,9 @@ class Build:
                 "(the default run directory already includes the recipe's hash)"
             )
         if not path.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            from acd.atomicio import write_text
+
+            write_text(path, text)
 
     @property
     def source(self):
@@ -214,9 +213,9 @@ class Build:
         else:
             for lot, a, b in zip(lots, starts, starts[1:]):
                 self.store.write_part("plan", lot, plan.slice(a, b - a))
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text("\n".join(lots))
-        tmp.replace(done)
+        from acd.atomicio import write_text
+
+        write_text(done, "\n".join(lots))
         return lots
 
     # --- generate + check -----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from acd.atomicio import write_text
+
 
 def _table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
@@ -131,8 +133,5 @@ def write_html_report(build, path: Path) -> Path:
         f"{body}<h2>Caption length distributions</h2><img alt='caption lengths per type' src='data:image/png;base64,{png}'>"
         f"<p>{html.escape(str(build.run_dir))}</p></body></html>"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text(path, page)
     return path

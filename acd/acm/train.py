@@ -27,6 +27,7 @@ import yaml
 from acd.acm.data import ShardStream, collate, dataset_qcc_ratio, dataset_texts, env_world, shard_urls
 from acd.acm.model import ACM, _merge, load_config
 from acd.acm.tokenizer import CaptionTokenizer
+from acd.atomicio import write_text
 
 
 def build_tokenizer(cfg: dict, dataset_dir: str | Path, split: str) -> CaptionTokenizer:
@@ -88,8 +89,7 @@ def save_checkpoint(run_dir: Path, model: ACM, tok: CaptionTokenizer, cfg: dict,
     tok.save(tmp / "tokenizer")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    (run_dir / "latest.tmp").write_text(name)
-    os.replace(run_dir / "latest.tmp", run_dir / "latest")
+    write_text(run_dir / "latest", name)
     return final
 
 

@@ -96,7 +96,7 @@ def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path
 def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp_path, reference_build):
     """ACD_DASK_ADDRESS: a scheduler and two workers started apart from the flow (another cwd, as on other
     machines, where the project's flows/ folder is not importable); the lot tasks run on those workers."""
-    from acd import services
+    from flows import services
 
     cluster_dir = tmp_path / "cluster"
     cluster_dir.mkdir()
