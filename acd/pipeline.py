@@ -404,6 +404,9 @@ def run_build(
     build = Build(recipe, run_dir or default_run_dir(recipe), out_dir)
     runlock.acquire(build.run_dir, driver="cli")
     try:
+        from acd.atomicio import sweep_dead_temps
+
+        sweep_dead_temps(build.run_dir, build.out_dir)  # a killed writer's half files (only the lock holder sweeps)
         return _run_stages(build, progress or (lambda stage, done, total: None))
     finally:
         runlock.release(build.run_dir)

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
+from acd.atomicio import sweep_dead_temps
 from acd.pipeline import Build, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
@@ -116,6 +117,7 @@ def build_acd(
     build = Build(spec, run_dir or default_run_dir(spec), out)
     progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
+    sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
     try:
         return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
     finally:
@@ -159,23 +161,18 @@ def _take_over_run_dir(build: Build, logger) -> dict | None:
     if not old_id:
         logger.warning("took over %s from a dead %s driver (pid %s)", build.run_dir, stale.get("driver"), stale.get("pid"))
         return stale
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
+    from flows.runstate import settle_orphan
 
     try:
-        with get_client(sync_client=True) as client:
-            old = client.read_flow_run(old_id)
-            if old.state and not old.state.is_final():
-                client.set_flow_run_state(
-                    old_id,
-                    Crashed(message=f"driver pid {stale.get('pid')} died holding {build.run_dir}; "
-                                    f"the run was resumed by flow run {flow_run.id}"),
-                    force=True,
-                )
-                logger.warning("marked orphaned flow run %s (%s) as Crashed", old_id, old.name)
-            else:
-                logger.info("previous flow run %s of %s ended %s", old_id, build.run_dir,
-                            old.state.type.value if old.state else "without a state")
+        # The flow run (unless its process worker already reported it) and its in-flight task runs: Crashed.
+        done = settle_orphan(old_id, f"driver pid {stale.get('pid')} died holding {build.run_dir}; "
+                                     f"the run was resumed by flow run {flow_run.id}")
+        if done["flow_run_marked"]:
+            logger.warning("marked orphaned flow run %s (%s) as Crashed", old_id, done["name"])
+        else:
+            logger.info("previous flow run %s of %s ended %s", old_id, build.run_dir, done["previous_state"])
+        if done["task_runs_marked"]:
+            logger.warning("marked %d in-flight task runs of %s as Crashed", done["task_runs_marked"], old_id)
     except Exception as exc:  # noqa: BLE001 - the old run may live on another server; the build goes on
         logger.warning("could not mark flow run %s Crashed: %s", old_id, exc)
     return stale

@@ -140,6 +140,14 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
     assert old["state"]["type"] == "CRASHED", old["state"]
     if lose_worker:
         assert "resumed by flow run" in old["state"]["message"] and second in old["state"]["message"]
+    # The killed run's in-flight task runs do not stay RUNNING forever: the rerun marked them Crashed.
+    r = prefect_stack.http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [first]}}, "limit": 200})
+    r.raise_for_status()
+    states = {}
+    for tr in r.json():
+        states.setdefault(tr["state"]["type"], []).append(tr["name"])
+    assert not set(states) & {"RUNNING", "PENDING", "SCHEDULED"}, states
+    assert any(n.startswith("generate-lot") for n in states.get("CRASHED", [])), states
     # Resume by parts: the lots finished before the kill were not redone.
     for p, mtime in done_before.items():
         assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten"
