@@ -107,6 +107,16 @@ def test_rerun_does_no_new_work_and_clean_builds_are_byte_identical(built):
 def test_validate_and_stats_commands(built):
     v = subprocess.run([sys.executable, "-m", "acd.cli", "validate", str(built["out"])], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.strip().endswith("valid"), v.stdout[-2000:]
+    # A killed tar writer's temp file is not part of the dataset: validate names it.
+    debris = built["out"] / "shards" / "train" / ".audio-000000.tar.999999.tmp"
+    debris.write_bytes(b"half a tar")
+    try:
+        v = subprocess.run([sys.executable, "-m", "acd.cli", "validate", str(built["out"])], capture_output=True,
+                           text=True)
+    finally:
+        debris.unlink()
+    assert v.returncode != 0 and "shards/train/.audio-000000.tar.999999.tmp: not listed in the manifest" in v.stdout, \
+        v.stdout[-2000:]
     s = subprocess.run([sys.executable, "-m", "acd.cli", "stats", str(built["out"]), "--json"], capture_output=True, text=True)
     stats = json.loads(s.stdout)
     assert stats["pairs"] > 0 and len(stats["by_type"]) == 27
