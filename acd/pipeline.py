@@ -61,6 +61,26 @@ class StageTimer:
         for k, v in (parts or {}).items():
             d[k] = d.get(k, 0.0) + v
 
+    def add_unit_results(self, stage: str, results: list) -> None:
+        """Unit results gathered by an executor that is not ours (the Prefect flow's task runner): their
+        "timings" summed, and "workers" = how many distinct processes/threads ran them (unit_worker)."""
+        workers = set()
+        for r in results:
+            if isinstance(r, dict):
+                self.add_components(stage, r.get("timings"))
+                workers.add(r.get("worker"))
+        workers.discard(None)
+        if workers:
+            self.add_components(stage, {"workers": float(len(workers))})
+
+
+def unit_worker() -> str:
+    """Who ran a unit: host, process and thread (a Dask worker process, a task-runner thread)."""
+    import socket
+    import threading
+
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
 
 def _since(timings: dict[str, float], key: str, t0: float) -> float:
     now = time.perf_counter()
@@ -382,7 +402,10 @@ class Build:
                 data[k] = {"seconds": round(v, 3), **{c: round(x, 3) for c, x in sorted(components.get(k, {}).items())}}
         else:
             data = {k: round(v, 3) for k, v in seconds.items()}
-        (self.run_dir / "timings.json").write_text(json.dumps(data, indent=2))
+        (self.run_dir / "timings.json").write_text(json.dumps(data, indent=2))  # the latest run
+        from acd.report import append_timing_history
+
+        append_timing_history(self.run_dir, data)  # every run: a resumed build's report adds them up
         write_html_report(self, self.out_dir / "report.html")
 
 

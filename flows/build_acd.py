@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
 from acd.atomicio import sweep_dead_temps
-from acd.pipeline import Build, default_run_dir
+from acd.pipeline import Build, StageTimer, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
 
@@ -64,9 +64,18 @@ def _pickle_tasks_by_value() -> None:
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def _by(result):
+    """Tag a unit's result with who ran it (the report's "workers" column under Prefect)."""
+    from acd.pipeline import unit_worker
+
+    if isinstance(result, dict):
+        result["worker"] = unit_worker()
+    return result
+
+
 @task(name="ingest-batch", retries=1, **_TASK)
 def ingest_batch(build: Build, batch: str) -> dict:
-    return build.ingest(batch)
+    return _by(build.ingest(batch))
 
 
 @task(name="plan", **_TASK)
@@ -76,7 +85,7 @@ def plan(build: Build) -> list[str]:
 
 @task(name="generate-lot", retries=1, **_TASK)
 def generate_lot(build: Build, lot: str) -> dict:
-    return build.generate(lot)
+    return _by(build.generate(lot))
 
 
 @task(name="review-lot", **_TASK)
@@ -190,10 +199,11 @@ def _wait_all(futures, progress, stage):
 def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool,
            downstream_params: dict | None = None) -> dict:
     seconds: dict[str, float] = {}
+    timer = StageTimer(seconds)  # components and workers per stage, for timings.json and the report
 
     t0 = time.perf_counter()
     batches = build.ingest_batches()
-    _wait_all([ingest_batch.submit(build, b) for b in batches], progress, "ingest")
+    timer.add_unit_results("ingest", _wait_all([ingest_batch.submit(build, b) for b in batches], progress, "ingest"))
     seconds["ingest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -204,7 +214,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     logger.info("planned %d lots", len(lots))
 
     t0 = time.perf_counter()
-    _wait_all([generate_lot.submit(build, lot) for lot in lots], progress, "generate")
+    timer.add_unit_results("generate", _wait_all([generate_lot.submit(build, lot) for lot in lots], progress, "generate"))
     seconds["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -219,7 +229,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     manifest = export.submit(build).result()
     progress("export", 1, 1)
     seconds["export"] = time.perf_counter() - t0
-    build.finish(seconds)
+    build.finish(seconds, timer.components)
 
     from acd.report import markdown_report
 
