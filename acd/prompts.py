@@ -30,6 +30,7 @@ import jinja2
 import yaml
 
 from acd import paths
+from acd.media.sniff import mime_of
 
 MEDIA_NOUN = {"image": "image", "video": "video", "audio": "audio clip"}
 DEFAULT_VIDEO_FRAMES = 8
@@ -167,11 +168,7 @@ def render(role: str, pair: dict, media: dict, strategy: str | None = None, *, f
 # --- media as content parts ---------------------------------------------------------------------------------
 
 def _mime(media: dict) -> str:
-    if media.get("mime"):
-        return media["mime"]
-    from acd.sources.base import EXT_MIME
-
-    return EXT_MIME.get((media.get("ext") or Path(media["path"]).suffix.lstrip(".")).lower(), "application/octet-stream")
+    return media.get("mime") or mime_of(media.get("ext") or Path(media["path"]).suffix)
 
 
 def media_parts(media: dict, frames: int = DEFAULT_VIDEO_FRAMES, inline: bool = True) -> list[dict]:
@@ -215,18 +212,15 @@ def _audio_b64(path: str) -> str:
 
 @lru_cache(maxsize=32)
 def _video_frames(path: str, n: int, max_side: int = 768) -> tuple[str, ...]:
-    """n evenly spaced frames as JPEG data URLs (PyAV decode; small videos, so decoding all is cheap)."""
-    import av
+    """n evenly spaced frames as JPEG data URLs. Real videos are long and may be damaged past the frames ingest
+    checked (video.max_decode_frames): acd.media.sample_frames holds n frames, never decodes past the cap and
+    stops at the first undecodable packet, where decoding them all would hold every frame (gigabytes)."""
+    from acd.media import load_limits, sample_frames
 
-    with av.open(path) as container:
-        images = [f.to_image() for f in container.decode(video=0)]
-    if not images:
-        raise ValueError(f"{path}: no decodable video frames")
-    total = len(images)
-    idx = [min(total - 1, int((i + 0.5) * total / n)) for i in range(n)]
+    images = sample_frames(Path(path).read_bytes(), n, load_limits())
     out = []
-    for i in idx:
-        img = images[i].convert("RGB")
+    for img in images:
+        img = img.convert("RGB")
         if max(img.size) > max_side:
             img.thumbnail((max_side, max_side))
         buf = io.BytesIO()
@@ -246,9 +240,7 @@ def _fill_part(part: dict) -> dict:
     if "#f" in marker:
         i, n = marker.rsplit("#f", 1)[1].split("/")
         return {**part, "image_url": {"url": _video_frames(path, int(n))[int(i)]}}
-    from acd.sources.base import EXT_MIME
-
-    return {**part, "image_url": {"url": _image_url(path, EXT_MIME.get(Path(path).suffix.lstrip(".").lower(), "image/jpeg"))}}
+    return {**part, "image_url": {"url": _image_url(path, mime_of(Path(path).suffix))}}
 
 
 def canonical_messages(messages: list[dict]) -> list[dict]:

@@ -31,6 +31,11 @@ MEDIA_SCHEMA = pa.schema(
         pa.field("licence", pa.string()),
         pa.field("grounding", pa.string()),  # JSON (acd.grounding), null when the source knows no truth
         pa.field("existing_captions", pa.string()),  # JSON list of captions a manifest/hf row brought, or null
+        # Video longer than video.max_decode_frames (null otherwise; parts written before these existed read
+        # as null): the input's duration when the stored file was cut to the cap on re-encode, and the
+        # number of frames decoded to validate a file stored as-is whose frames after the cap went unchecked.
+        pa.field("source_duration_s", pa.float64()),
+        pa.field("checked_frames", pa.int32()),
     ]
 )
 

@@ -161,7 +161,7 @@ def _length_plots(lengths: list[dict]) -> dict[str, bytes]:
     pyplot state) and acd.export.plots' PNG settings: identical data gives identical bytes."""
     from matplotlib.figure import Figure
 
-    from acd.export.plots import MODALITY_COLORS, _png
+    from acd.export.plots import MODALITY_COLORS, png_bytes
 
     by_mod: dict[str, dict[str, list[int]]] = {}
     for r in lengths:
@@ -179,7 +179,7 @@ def _length_plots(lengths: list[dict]) -> dict[str, bytes]:
         ax.set_ylabel("chosen caption words")
         ax.set_title(f"{modality}: caption length per instruction type")
         fig.tight_layout()
-        out[modality] = _png(fig)
+        out[modality] = png_bytes(fig)
     return out
 
 

@@ -6,6 +6,7 @@ Media are tiny (tens of KB) so the whole corpus builds in about a second.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -19,11 +20,14 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-# Limits the tests run with: small caps so too_large / too_long need only small files.
+# Limits the tests run with: small caps so too_large / too_long / the frame cap need only small files. The
+# audio duration cap stays long enough for the audio bomb (110 s) to reach the decoded-size check.
 TEST_LIMITS = {
     "max_bytes": {"audio": 400_000},
-    "audio": {"max_duration_s": 5, "min_duration_s": 0.1},
+    "audio": {"max_duration_s": 120, "min_duration_s": 0.1},
+    "video": {"max_decode_frames": 48},
 }
+CORPUS_SEED = 1234  # the noise in the corpus (corrupted frames) comes from this seed
 
 
 def gradient(w: int, h: int, seed: int = 0) -> np.ndarray:
@@ -100,6 +104,42 @@ def wav_bytes(seconds=1.0, rate=44100, channels=2, freq=440.0, subtype="PCM_16")
     return buf.getvalue()
 
 
+def flac_bytes(seconds: float, rate: int, channels: int, value: int = 0) -> bytes:
+    """A FLAC of a constant (silence by default), written in one-second blocks: large decoded, tiny encoded."""
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16") as f:
+        block = np.full((rate, channels), value, dtype=np.int16)
+        whole, rest = divmod(int(seconds * rate), rate)
+        for _ in range(whole):
+            f.write(block)
+        f.write(block[:rest])
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def audio_bomb() -> bytes:
+    """110 s of 8-channel 192 kHz FLAC: ~170 KB on disk, 169M samples decoded (2+ GB in the float64 downmix
+    the probe used to do). Within max_bytes and max_duration_s; only the decoded-size cap refuses it."""
+    return flac_bytes(110, 192000, 8)
+
+
+def image_bytes(fmt: str, w=72, h=48, seed=7, mode="RGB", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gradient(w, h, seed)).convert(mode).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def noise_after_frame(data: bytes, frame: int, seed: int) -> bytes:
+    """`data` (MP4) with the payload of every video packet from `frame` on overwritten by seeded noise."""
+    rng = np.random.default_rng(seed)
+    out = bytearray(data)
+    with av.open(io.BytesIO(data)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None and p.pos >= 0]
+    for pos, size in packets[frame:]:
+        out[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    return bytes(out)
+
+
 @dataclass
 class Corpus:
     root: Path
@@ -107,6 +147,8 @@ class Corpus:
     expected: dict[str, str] = field(default_factory=dict)  # path relative to root -> "ok" | reason
     ignored: list[str] = field(default_factory=list)  # non-media files a folder source skips
     secret: bytes = b""  # content of outside/secret.jpg, which must never be stored
+    bytes_names: dict[str, bytes] = field(default_factory=dict)  # expected source_id -> the non-UTF-8 name on disk
+    facts: dict[str, dict] = field(default_factory=dict)  # source_id -> media row values the row must have
 
     @property
     def good(self) -> list[str]:
@@ -155,7 +197,7 @@ def build_corpus(tmp: Path) -> Corpus:
     put("not_audio.wav", b"this is a text file pretending to be a wave file\n" * 20, "not_audio")
     put("riff_garbage.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 2, "not_audio")
     put("too_large.wav", wav_bytes(4.0, 44100, 2), "too_large")  # 700 KB > test cap 400 KB
-    put("too_long.wav", wav_bytes(6.0, 8000, 1), "too_long")  # 96 KB, 6 s > 5 s
+    put("too_long.flac", flac_bytes(130, 8000, 1), "too_long")  # a few KB, 130 s > 120 s
     put("too_short.wav", wav_bytes(0.02, 16000, 1), "too_short")
     put("sub/dup_of_good.jpg", good_jpg, "duplicate")  # same bytes as good.jpg: stored once
     # unreadable: root cannot be locked out by chmod, so use a dangling link and a FIFO (never opened blocking)
@@ -171,6 +213,31 @@ def build_corpus(tmp: Path) -> Corpus:
     os.symlink(outside, root / "outdir")  # a directory link out of the tree
     c.expected["outdir"] = "escapes_root"
     os.symlink(root / "sub", root / "sub_again")  # a directory link inside the tree: skipped (no cycles, no dups)
+    # issue 13: names, formats, truncations and bombs that used to crash a build or pass silently
+    raw = b"caf\xe9.jpg"  # a Latin-1 name: not UTF-8
+    (root / os.fsdecode(raw)).write_bytes(jpeg_bytes(64, 40, seed=21))
+    c.expected["caf\\xe9.jpg"] = "ok"  # stored with the byte shown escaped, as Python shows it
+    c.bytes_names["caf\\xe9.jpg"] = raw
+    put("scan.bmp", image_bytes("BMP", seed=22), "ok")
+    put("sub/scan.tiff", image_bytes("TIFF", seed=23, compression="tiff_lzw"), "ok")
+    put("sub/scan16.tif", image_bytes("TIFF", seed=24, mode="I;16"), "ok")
+    tif = image_bytes("TIFF", 120, 90, seed=25)
+    put("cut.tif", tif[: len(tif) // 2], "truncated_image")
+    webm = video_bytes(fmt="webm", codec="libvpx-vp9", frames=40)
+    put("vp9_cut.webm", webm[: len(webm) // 2], "corrupt_video")  # no frame count in WebM: duration coverage
+    put("vp9.webm", webm, "ok")
+    put("long_noisy.mp4", noise_after_frame(video_bytes(frames=80), 56, CORPUS_SEED), "ok")  # noise past the cap
+    c.facts["long_noisy.mp4"] = {"checked_frames": 48, "num_frames": 80, "source_duration_s": None}
+    put("sub/long.avi", video_bytes(fmt="avi", codec="mpeg4", frames=80), "ok")  # re-encoded, cut to the cap
+    c.facts["sub/long.avi"] = {"checked_frames": 48, "num_frames": 48, "source_duration_s": 80 / 12}
+    put("bomb.flac", audio_bomb(), "decompression_bomb")
+    put("phone.HEIC", b"\x00\x00\x00\x18ftypheic" + bytes(64), "unsupported_type")  # known media, not ingested
+    put("sub/clip.flv", b"FLV\x01\x05" + bytes(64), "unsupported_type")
+    os.symlink("self_loop.jpg", root / "self_loop.jpg")
+    c.expected["self_loop.jpg"] = "symlink_loop"
+    os.symlink("loop_b.png", root / "sub" / "loop_a.png")
+    os.symlink("loop_a.png", root / "sub" / "loop_b.png")
+    c.expected["sub/loop_a.png"] = c.expected["sub/loop_b.png"] = "symlink_loop"
     # non-media files a folder source ignores
     (root / "README.txt").write_text("captions are elsewhere\n")
     (root / ".hidden.jpg").write_bytes(good_jpg)
@@ -193,6 +260,9 @@ def write_manifest_jsonl(c: Corpus, name: str = "manifest.jsonl") -> tuple[Path,
     for rel, exp in sorted(c.expected.items()):
         if rel == "outdir":
             continue  # a directory: not a manifest row
+        if rel in c.bytes_names:  # the name's raw bytes in the line: that line is not UTF-8
+            row(b'{"path": "' + c.bytes_names[rel] + b'"}', "not_utf8")
+            continue
         row({"path": rel, "caption": f"a caption for {rel}", "licence": "cc-by-4.0"}, exp)
     row({"url": (c.root / "good.wav").as_uri(), "caption": "a tone"}, "duplicate")  # file:// URL, same bytes
     row({"caption": "no path at all"}, "missing_field")
@@ -205,6 +275,11 @@ def write_manifest_jsonl(c: Corpus, name: str = "manifest.jsonl") -> tuple[Path,
     row(b'{"path": "good.jpg", ', "malformed_row")
     row(b"[1, 2, 3]", "malformed_row")
     row({"path": "good.mp4", "modality": "audio"}, "modality_mismatch")
+    row(b'{"path": "caf\\udce9.jpg"}', "not_utf8")  # valid JSON, but a lone surrogate is not Unicode
+    row(b'{"path": "good.jpg", "caption": "bad \\ud800 caption"}', "not_utf8")
+    row({"path": "good.jpg\u0000.png"}, "invalid_path")  # NUL: no file can have this name
+    row({"path": "scan.bmp", "caption": "long " * 40_000}, "duplicate")  # a 200 KB caption is just a caption
     path = c.root / name
-    path.write_bytes(b"\n".join(lines) + b"\n\n")  # trailing blank line: not a row
+    # A UTF-8 BOM first (editors write one): an encoding mark, not part of row 1. Trailing blank line: not a row.
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n\n")
     return path, expected

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from acd.media.errors import REASONS
 from acd.records import MEDIA_SCHEMA, QUARANTINE_SCHEMA, rows_to_table
-from acd.sources.base import iter_all, make_source
+from acd.sources.factory import iter_all, make_source
 from corpus import TEST_LIMITS, build_corpus, write_manifest_jsonl
 
 
@@ -44,7 +44,7 @@ def folder_run(corpus, tmp_path_factory):
 def test_every_reason_in_the_corpus_is_a_known_code(corpus):
     assert set(corpus.bad.values()) <= set(REASONS)
     needed = {"zero_byte", "truncated_image", "wrong_extension", "decompression_bomb", "corrupt_video",
-              "no_video_stream", "not_audio", "too_large", "unreadable", "escapes_root"}
+              "no_video_stream", "not_audio", "too_large", "unreadable", "escapes_root", "symlink_loop"}
     assert needed <= set(corpus.bad.values())
 
 
@@ -176,3 +176,118 @@ def test_wrong_extension_can_be_accepted_by_sniffed_type(corpus, tmp_path):
     assert by["jpeg_named.png"]["ext"] == "jpg" and by["photo.txt"]["mime"] == "image/jpeg"
     assert "wrong_extension" not in {q["reason"] for q in quarantine}
     assert len(media) + len(quarantine) == len(corpus.expected)
+
+
+def test_manifest_csv_huge_field_bom_and_surrogate_free_rows(corpus, tmp_path):
+    """Issue 13: a field over csv's 128 KiB default limit is a caption like any other; a BOM is not a column
+    name; the process-wide csv limit is restored afterwards."""
+    before = csv.field_size_limit()
+    caption = "x" * 300_000
+    raw = "\ufeffpath,caption\r\ngood.jpg," + caption + "\r\nscan.bmp,short\r\n"
+    path = corpus.root / "huge.csv"
+    path.write_bytes(raw.encode())
+    media, quarantine = ingest({"kind": "manifest", "path": str(path), "limits": TEST_LIMITS}, tmp_path)
+    assert quarantine == [] and [m["source_id"] for m in media] == ["huge.csv:2:good.jpg", "huge.csv:3:scan.bmp"]
+    assert json.loads(media[0]["existing_captions"]) == [caption]
+    assert csv.field_size_limit() == before
+
+
+def test_manifest_parquet_corrupt_file_and_row_group(corpus, tmp_path):
+    """A Parquet manifest whose footer is gone is one corrupt_manifest row (its rows are unknown); a row group
+    that does not read is one row naming its row range, and the rows after it keep their numbers."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + b"\x00" * 100)
+    media, quarantine = ingest({"kind": "manifest", "path": str(bad), "root": str(corpus.root)}, tmp_path)
+    assert media == [] and [(q["source_id"], q["reason"]) for q in quarantine] == [("bad.parquet", "corrupt_manifest")]
+    assert "Parquet" in quarantine[0]["detail"]
+
+    table = pa.table({"path": ["good.jpg", "scan.bmp", "good.mp4", "vp9.webm", "good_alpha.png", "sub/tone.flac"]})
+    path = corpus.root / "groups.parquet"  # relative paths resolve against the manifest's folder
+    pq.write_table(table, path, row_group_size=2, compression="snappy")
+    meta = pq.ParquetFile(path).metadata
+    col = meta.row_group(1).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size  # group 1's pages
+    path.write_bytes(bytes(data))
+    media, quarantine = ingest({"kind": "manifest", "path": str(path), "root": str(corpus.root),
+                                "limits": TEST_LIMITS}, tmp_path)
+    assert [m["source_id"] for m in media] == ["groups.parquet:1:good.jpg", "groups.parquet:2:scan.bmp",
+                                               "groups.parquet:5:good_alpha.png", "groups.parquet:6:sub/tone.flac"]
+    assert [(q["source_id"], q["reason"]) for q in quarantine] == [("groups.parquet:3-4", "corrupt_manifest")]
+    assert quarantine[0]["detail"].startswith("rows 3-4: row group 1 does not read")
+
+
+def test_manifest_http_buffers_only_up_to_the_urls_modality_cap(tmp_path):
+    """allow_http: a .jpg URL is cut off at max_bytes.image, not at the largest cap (video, 1 GiB); a declared
+    Content-Length over the cap is refused before the body is read."""
+    import http.server
+    import threading
+
+    sent = {"bytes": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            head = b"\xff\xd8\xff\xe0" + b"\x00" * 60  # a JPEG's first bytes, then more than the cap
+            self.send_response(200)
+            if self.path.startswith("/declared"):
+                self.send_header("Content-Length", str(50_000_000))
+            self.end_headers()
+            try:
+                self.wfile.write(head)
+                sent["bytes"] += len(head)
+                for _ in range(200):  # up to ~13 MB, in 64 KB chunks, while the client keeps reading
+                    self.wfile.write(b"\x00" * 65536)
+                    sent["bytes"] += 65536
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        path = tmp_path / "h.jsonl"
+        path.write_text(json.dumps({"url": f"http://127.0.0.1:{port}/big.jpg"}) + "\n"
+                        + json.dumps({"url": f"http://127.0.0.1:{port}/declared.jpg"}) + "\n")
+        limits = {"max_bytes": {"image": 1_000_000, "video": 1 << 30}}
+        _, q = ingest({"kind": "manifest", "path": str(path), "allow_http": True, "limits": limits}, tmp_path)
+    finally:
+        httpd.shutdown()
+    assert [x["reason"] for x in q] == ["too_large", "too_large"]
+    assert "more than 1000000 bytes" in q[0]["detail"] and "Content-Length 50000000" in q[1]["detail"]
+    assert sent["bytes"] < 13_000_000  # the client stopped reading long before the body's end
+
+
+def test_grounded_backend_with_real_sources_is_a_recipe_error():
+    from acd.recipe import RecipeError, load_recipe
+
+    for source in ({"kind": "folder", "root": "/x"}, {"kind": "manifest", "path": "/x/m.jsonl"},
+                   {"kind": "hf", "path": "/x/ds"}):
+        with pytest.raises(RecipeError, match="'grounded' backend cannot caption"):
+            load_recipe("demo", {"source": source})
+    openai = {"name": "openai", "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "model": "m"}
+    assert load_recipe("demo", {"source": {"kind": "folder", "root": "/x"}, "backend": openai})["backend"] == openai
+
+
+def test_media_parts_written_before_the_frame_cap_columns_still_read(folder_run, tmp_path):
+    """Issue 13 added source_duration_s and checked_frames to MEDIA_SCHEMA: a run directory holding ingest
+    parts from before (without them) and after reads as one table, the old rows null there."""
+    from acd.records import conform
+    from acd.runstore import RunStore
+
+    run, media, _ = folder_run
+    new = rows_to_table(media, MEDIA_SCHEMA)
+    old = new.drop_columns(["source_duration_s", "checked_frames"]).slice(0, 3)
+    store = RunStore(tmp_path / "mixed")
+    store.write_part("ingest", "old", old)
+    store.write_part("ingest", "new", new)
+    table = conform(store.sql("select * from {ingest}"), MEDIA_SCHEMA)
+    assert table.num_rows == new.num_rows + 3
+    by = {}
+    for r in table.to_pylist():
+        by.setdefault(r["source_id"], []).append(r["checked_frames"])
+    assert by["long_noisy.mp4"] == [48] and all(v == [None] or v == [None, None] for k, v in by.items()
+                                                  if k not in ("long_noisy.mp4", "sub/long.avi"))

@@ -13,11 +13,12 @@ from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
 
-from acd.sources.base import iter_all, make_source  # noqa: E402
+from acd.sources.factory import iter_all, make_source  # noqa: E402
 
 # Bundled in the scikit-image wheel (checked offline). "cat" is the same picture as "chelsea", so it is not used.
 PHOTOS = {"astronaut": "png", "coffee": "jpg", "chelsea": "jpg", "rocket": "png", "hubble_deep_field": "jpg",
-          "immunohistochemistry": "png", "camera": "png"}
+          "immunohistochemistry": "png", "camera": "png", "colorwheel": "bmp", "coins": "tif", "moon": "tiff"}
+FORMAT = {"jpg": "JPEG", "png": "PNG", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def photos(tmp_path_factory):
     for name, ext in PHOTOS.items():
         im = Image.fromarray(getattr(skdata, name)())
         buf = io.BytesIO()
-        im.save(buf, "JPEG" if ext == "jpg" else "PNG", **({"quality": 90} if ext == "jpg" else {}))
+        im.save(buf, FORMAT[ext], **({"quality": 90} if ext == "jpg" else {"compression": "tiff_lzw"} if ext == "tif" else {}))
         rel = f"{'sky' if name == 'hubble_deep_field' else 'earth'}/{name}.{ext}"
         (root / rel).parent.mkdir(exist_ok=True)
         (root / rel).write_bytes(buf.getvalue())
@@ -78,10 +79,13 @@ def test_three_sources_agree_on_real_photos(photos, tmp_path):
     for rel, (size, mode, data) in files.items():
         m = by[rel]
         assert (m["width"], m["height"]) == size
-        if mode == "RGB":  # already RGB, under the size cap: stored byte-for-byte
+        if mode == "RGB" and rel.rsplit(".", 1)[1] in ("jpg", "png"):  # RGB, under the size cap: stored as is
             assert m["bytes"] == len(data) and m["media_key"] == hashlib.sha256(data).hexdigest()
-        else:  # greyscale "camera": converted to RGB, re-encoded
-            assert Image.open(media_dir.parent / m["uri"]).mode == "RGB"
+        else:  # greyscale, BMP, TIFF: converted to RGB, re-encoded losslessly (PNG), same pixels for RGB input
+            stored = Image.open(media_dir.parent / m["uri"])
+            assert stored.mode == "RGB" and m["ext"] == "png" and m["mime"] == "image/png"
+            if mode == "RGB":
+                assert stored.tobytes() == Image.open(io.BytesIO(data)).convert("RGB").tobytes()
     assert json.loads(manifest[0]["existing_captions"])[0].startswith("a photo of")
     assert {m["licence"] for m in manifest} == {"bsd-3-clause"}
     assert sorted(json.loads(m["existing_captions"])[0] for m in hf) == rels

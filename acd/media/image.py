@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from acd.media.errors import ProbeError
+from acd.media.sniff import mime_of
 
-_SAVE = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp")}
+# Pillow format -> (stored ext, mime) for the formats stored as they are; mimes come from sniff's one table.
+_SAVE = {fmt: (ext, mime_of(ext)) for fmt, ext in (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"))}
 
 
 @dataclass
@@ -36,7 +38,8 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ProbeError("decompression_bomb", str(exc)) from None
     except UnidentifiedImageError as exc:
-        raise ProbeError("corrupt_image", f"not a decodable image: {exc}") from None
+        # (Pillow's message names the BytesIO object by address: not in the detail, which must be deterministic)
+        raise ProbeError("corrupt_image", "not a decodable image: Pillow cannot identify the image file") from None
     except Exception as exc:  # hostile headers raise OSError, ValueError, SyntaxError, struct.error ...
         raise _classify_decode_error(exc) from None
 
@@ -117,8 +120,8 @@ def probe_image(data: bytes, limits: dict) -> Probed:
     buf = io.BytesIO()
     if fmt == "JPEG":  # lossy stays lossy (PNG of a photo is 5x bigger); everything else goes lossless
         out.save(buf, "JPEG", quality=int(lim.get("jpeg_quality", 92)), subsampling=0, optimize=False)
-        ext, mime = "jpg", "image/jpeg"
+        ext, mime = _SAVE["JPEG"]
     else:
         out.save(buf, "PNG", compress_level=6)
-        ext, mime = "png", "image/png"
+        ext, mime = _SAVE["PNG"]
     return Probed(buf.getvalue(), ext, mime, "image", {"width": out.width, "height": out.height}, normalised=True)

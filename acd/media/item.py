@@ -12,12 +12,13 @@ from typing import Any, Callable
 from acd.media.audio import probe_audio
 from acd.media.errors import ProbeError
 from acd.media.image import Probed, probe_image
-from acd.media.safety import read_regular
+from acd.media.safety import printable, read_regular
 from acd.media.sniff import classify, effective_ext
 from acd.media.video import probe_video
 from acd.sources.base import IngestResult, store_media
 
-FACT_FIELDS = ("width", "height", "duration_s", "fps", "num_frames", "sample_rate", "channels")
+FACT_FIELDS = ("width", "height", "duration_s", "fps", "num_frames", "sample_rate", "channels",
+               "source_duration_s", "checked_frames")
 
 
 def probe_bytes(data: bytes, name_ext: str, limits: dict, expected_modality: str | None = None,
@@ -43,19 +44,24 @@ def probe_bytes(data: bytes, name_ext: str, limits: dict, expected_modality: str
     return probe_audio(data, limits, ext=ext)
 
 
+def byte_cap(name_ext: str, head: bytes, limits: dict, trust_sniffed: bool = False) -> int:
+    """The byte cap of the modality an input's name and first bytes say (raises wrong_extension etc. early)."""
+    modality = classify(effective_ext(name_ext, head, trust_sniffed), head)[0]
+    return int(limits["max_bytes"][modality])
+
+
 def read_file(real: Path, name_ext: str, limits: dict, trust_sniffed: bool = False) -> bytes:
     """Read a (resolved, root-checked) file, capped by the cap of the modality its head and name say."""
-
-    def cap_for(head: bytes, size: int) -> int:
-        modality = classify(effective_ext(name_ext, head, trust_sniffed), head)[0]
-        return int(limits["max_bytes"][modality])
-
-    return read_regular(real, cap_for)[1]
+    return read_regular(real, lambda head, size: byte_cap(name_ext, head, limits, trust_sniffed))[1]
 
 
 class Collector:
     """Accumulates one batch's IngestResult; the first item with a given media_key wins, later ones are
-    quarantined as `duplicate` (so inputs == media rows + quarantine rows always holds)."""
+    quarantined as `duplicate` (so inputs == media rows + quarantine rows always holds).
+
+    Every text it writes goes through `printable`: a name that is not UTF-8 (bytes on disk) is still a row,
+    with its bytes shown escaped, instead of an Arrow encode error that would lose the whole batch.
+    """
 
     def __init__(self, source: str, media_dir: Path):
         self.source, self.media_dir = source, Path(media_dir)
@@ -63,9 +69,8 @@ class Collector:
         self._seen: dict[str, str] = {}
 
     def bad(self, source_id: str, reason: str, detail: str = "") -> None:
-        self.result.quarantine.append(
-            {"source": self.source, "source_id": source_id, "stage": "ingest", "reason": reason, "detail": detail}
-        )
+        self.result.quarantine.append({"source": self.source, "source_id": printable(source_id), "stage": "ingest",
+                                       "reason": reason, "detail": printable(detail)})
 
     def add(self, source_id: str, produce: Callable[[], Probed], licence: str | None = None,
             existing_captions: list[str] | None = None) -> None:
@@ -75,6 +80,9 @@ class Collector:
             return self.bad(source_id, exc.reason, exc.detail)
         except Exception as exc:  # a probe bug must not stop the run; the fuzz tests keep this path empty
             return self.bad(source_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        source_id, licence = printable(source_id), printable(licence) if licence else licence
+        if existing_captions:
+            existing_captions = [printable(c) for c in existing_captions]
         key, uri = store_media(probed.data, probed.ext, self.media_dir)
         if key in self._seen:
             return self.bad(source_id, "duplicate", f"same bytes as {self._seen[key]} (media_key {key})")

@@ -16,15 +16,37 @@ from acd.media.errors import ProbeError
 from acd.media.sniff import SNIFF_BYTES
 
 
+def printable(text: str) -> str:
+    """`text` safe to store as UTF-8 (Arrow strings, JSON, logs), deterministically.
+
+    A file name that is not UTF-8 reaches Python as lone surrogates (surrogateescape): those bytes are shown
+    backslash-escaped, as Python shows them (b"caf\\xe9.jpg" -> "caf\\xe9.jpg"); any other lone surrogate
+    (from JSON's \\udXXX escapes) is shown as its \\uXXXX escape. Valid text is returned unchanged.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def resolve_inside(root: Path, path: str | os.PathLike, base: Path | None = None) -> Path:
     """Resolve `path` (relative to `base`, default `root`) and require it to stay inside `root`."""
+    if "\0" in os.fspath(path):
+        raise ProbeError("invalid_path", f"{printable(os.fspath(path))!r} contains a NUL byte")
     root_real = Path(os.path.realpath(root))
     p = Path(path)
     if not p.is_absolute():
         p = Path(base or root) / p
     real = Path(os.path.realpath(p))
     if real != root_real and not real.is_relative_to(root_real):
-        raise ProbeError("escapes_root", f"{os.fspath(path)!s} resolves outside the source root")
+        raise ProbeError("escapes_root", f"{printable(os.fspath(path))} resolves outside the source root")
+    if os.path.islink(real):  # realpath resolves every link it can; one still standing is part of a loop
+        raise ProbeError("symlink_loop", f"{printable(os.fspath(path))} is a symlink loop")
     return real
 
 

@@ -12,6 +12,9 @@ EXTENSIONS: dict[str, tuple[str, str, str, str]] = {
     "png": ("image", "png", "png", "image/png"),
     "webp": ("image", "webp", "webp", "image/webp"),
     "gif": ("image", "gif", "gif", "image/gif"),
+    "bmp": ("image", "bmp", "bmp", "image/bmp"),
+    "tif": ("image", "tiff", "tiff", "image/tiff"),
+    "tiff": ("image", "tiff", "tiff", "image/tiff"),
     "mp4": ("video", "isobmff", "mp4", "video/mp4"),
     "m4v": ("video", "isobmff", "mp4", "video/mp4"),
     "mov": ("video", "isobmff", "mov", "video/quicktime"),
@@ -28,9 +31,18 @@ EXTENSIONS: dict[str, tuple[str, str, str, str]] = {
     "m4a": ("audio", "isobmff", "m4a", "audio/mp4"),
 }
 
+# Media formats a collection may well hold that this builder does not ingest. Files named so are inputs all
+# the same: each ends as an unsupported_type row (never silently skipped), whatever its bytes look like.
+UNSUPPORTED_EXT = frozenset({
+    "heic", "heif", "avif", "jxl", "jp2", "j2k", "ico", "psd", "svg", "tga", "exr", "pcx", "ppm", "pgm", "pbm",
+    "dng", "cr2", "nef", "arw", "wmv", "asf", "flv", "f4v", "mpg", "mpeg", "vob", "3gp", "rm", "rmvb",
+    "aif", "aiff", "aifc", "wma", "aac", "amr", "ac3", "mid", "midi", "caf", "au", "ape", "wv",
+})
+
 # What a family's bytes are by default when the file name says nothing useful.
 FAMILY_DEFAULT = {
-    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "isobmff": "mp4", "matroska": "webm",
+    "jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tiff", "isobmff": "mp4",
+    "matroska": "webm",
     "riff-avi": "avi", "riff-wave": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg",
 }
 
@@ -47,6 +59,11 @@ def sniff(head: bytes) -> str | None:
         return "webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    # "BM" alone is too weak a signature (any text can start with it): also require a known DIB header size.
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
+        return "bmp"
     if head[4:8] == b"ftyp":
         return "isobmff"
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # old QuickTime files without ftyp
@@ -66,6 +83,12 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def mime_of(ext: str, default: str = "application/octet-stream") -> str:
+    """The MIME type of a file extension (the project's one table: EXTENSIONS)."""
+    known = EXTENSIONS.get(ext.lower().lstrip("."))
+    return known[3] if known else default
+
+
 def ext_of(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
 
@@ -78,6 +101,9 @@ def classify(name_ext: str, head: bytes) -> tuple[str, str, str, str]:
     """
     from acd.media.errors import ProbeError
 
+    if name_ext in UNSUPPORTED_EXT:
+        raise ProbeError("unsupported_type", f".{name_ext} files are not ingested (images: jpg png webp gif bmp tiff; "
+                                             "video: mp4 mov webm mkv avi ogv; audio: wav flac mp3 ogg opus m4a)")
     fam = sniff(head)
     known = EXTENSIONS.get(name_ext)
     if known is None:
@@ -104,6 +130,8 @@ def default_ext(family: str | None, modality: str | None = None) -> str:
 
 def effective_ext(name_ext: str, head: bytes, trust_sniffed: bool = False, modality: str | None = None) -> str:
     """The extension to classify by: the name's, or (unknown name, or `trust_sniffed`) the bytes' own."""
+    if name_ext in UNSUPPORTED_EXT:
+        return name_ext  # refused by its name (classify), even when the bytes are trusted
     fam = sniff(head)
     known = EXTENSIONS.get(name_ext)
     if fam is not None and (known is None and not name_ext or (trust_sniffed and (known is None or known[1] != fam))):

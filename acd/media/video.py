@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import time
 from fractions import Fraction
 
 import av
@@ -17,17 +16,12 @@ from PIL import Image
 
 from acd.media.errors import ProbeError
 from acd.media.image import Probed
+from acd.media.limits import Clock as _Clock
+from acd.media.sniff import mime_of
 
 _AUDIO_PLAYABLE = {"mp4": {"aac", "mp3"}, "webm": {"opus", "vorbis"}}
 
 
-class _Clock:
-    def __init__(self, limits: dict):
-        self.deadline = time.monotonic() + float(limits.get("time", {}).get("max_seconds_per_file", 20))
-
-    def check(self, what: str) -> None:
-        if time.monotonic() > self.deadline:
-            raise ProbeError("timeout", f"{what} ran past time.max_seconds_per_file")
 
 
 def _open(data: bytes):
@@ -41,6 +35,23 @@ def _duration(container, vs) -> float | None:
     if vs.duration is not None and vs.time_base:
         return float(vs.duration * vs.time_base)
     if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _stream_span(container, vs) -> float | None:
+    """The video stream's own declared length (not the container's, which an audio track can make longer):
+    the stream duration, else Matroska's per-track DURATION tag, else the container's when video is alone."""
+    if vs.duration is not None and vs.time_base:
+        return float(vs.duration * vs.time_base)
+    tag = (vs.metadata or {}).get("DURATION") or (vs.metadata or {}).get("duration")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if container.duration is not None and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
 
@@ -73,11 +84,16 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
 
         # Validation decode: every frame up to the cap must decode; a short count vs. the header is truncation.
         cap = int(lim["max_decode_frames"])
-        decoded, pix_fmt = 0, None
+        decoded, pix_fmt, last_end = 0, None, None
         try:
             for frame in container.decode(vs):
                 if decoded == 0:
                     pix_fmt = frame.format.name
+                if frame.time is not None:  # where this frame stops showing: its own duration, else 1/fps
+                    shown = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else (
+                        1.0 / fps if fps else 0.0)
+                    end = frame.time + shown
+                    last_end = end if last_end is None else max(last_end, end)
                 decoded += 1
                 if decoded >= cap:
                     break
@@ -91,8 +107,22 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
             raise ProbeError("corrupt_video", "no decodable video frame")
         if decoded < cap and declared and decoded < 0.9 * declared:
             raise ProbeError("corrupt_video", f"decoded {decoded} of {declared} declared frames (truncated?)")
+        # Containers without a frame count (WebM/Matroska): the decoded frames must cover the declared length.
+        span = _stream_span(container, vs)
+        if decoded < cap and not declared and span and last_end is not None:
+            start = float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
+            covered = last_end - start
+            if covered < 0.9 * span:
+                raise ProbeError("corrupt_video", f"decoded frames cover {covered:.2f}s of the {span:.2f}s the "
+                                                  "container declares (truncated?)")
     finally:
         container.close()
+
+    # Stopped at the cap with frames still to come: the row records it (checked_frames), so nothing past the
+    # cap passes as validated; a re-encode keeps only those frames and records the input's length too.
+    more = declared > decoded or (duration is not None and fps and duration * fps > decoded + 0.5) \
+        or not (declared or duration)
+    hit_cap = decoded >= cap and bool(more)
 
     num_frames = declared or decoded
     if duration is None or duration <= 0:
@@ -110,11 +140,14 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
         and max(w, h) <= int(lim["max_side"])
     )
     facts = {"width": w, "height": h, "duration_s": duration, "fps": fps, "num_frames": num_frames}
+    if hit_cap:
+        facts["checked_frames"] = decoded
     if playable:
-        mime = "video/mp4" if ext == "mp4" else "video/webm"
-        return Probed(data, ext, mime, "video", facts)
-    out, facts = reencode_h264(data, limits, clock)
-    return Probed(out, "mp4", "video/mp4", "video", facts, normalised=True)
+        return Probed(data, ext, mime_of(ext), "video", facts)
+    out, new_facts = reencode_h264(data, limits, clock)
+    if hit_cap:
+        new_facts.update(checked_frames=decoded, source_duration_s=duration)
+    return Probed(out, "mp4", mime_of("mp4"), "video", new_facts, normalised=True)
 
 
 def _even(x: int) -> int:

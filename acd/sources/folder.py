@@ -11,7 +11,8 @@ Config (recipe `source:`):
     on_wrong_extension: quarantine # or `accept`: ingest by the sniffed type instead
     limits: {...}                  # overrides of schemas/ingest.yaml
 
-Which files are inputs: media extensions (acd.media.sniff.EXTENSIONS), plus files with any other name whose
+Which files are inputs: media extensions (acd.media.sniff.EXTENSIONS; UNSUPPORTED_EXT ones end as
+unsupported_type rows), plus files with any other name whose
 first bytes are media (those are quarantined as wrong_extension, or accepted by their bytes). Hidden files
 and other non-media files are not inputs. Symlinks are resolved before anything is opened: out of the root
 -> escapes_root; directory links inside the root are skipped (their files are reached by their real path).
@@ -27,7 +28,7 @@ from acd.media.errors import ProbeError
 from acd.media.item import Collector, probe_bytes, read_file
 from acd.media.limits import load_limits
 from acd.media.safety import read_head, resolve_inside
-from acd.media.sniff import EXTENSIONS, ext_of, sniff
+from acd.media.sniff import EXTENSIONS, UNSUPPORTED_EXT, ext_of, sniff
 from acd.sources.base import IngestResult
 
 ESCAPE = "escape"  # candidate kind for a directory link out of the root (reported, never walked)
@@ -92,7 +93,8 @@ class FolderSource:
                 rel = full.relative_to(self.root).as_posix()
                 if not self._selected(rel):
                     continue
-                if ext_of(f) in EXTENSIONS or self._is_media_without_media_name(full):
+                ext = ext_of(f)
+                if ext in EXTENSIONS or ext in UNSUPPORTED_EXT or self._is_media_without_media_name(full):
                     out.append((rel, "file"))
         self._candidates = sorted(out)
         return self._candidates

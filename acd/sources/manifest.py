@@ -15,10 +15,14 @@ Config (recipe `source:`):
     limits: {...}                   # overrides of schemas/ingest.yaml
 
 Relative paths are relative to the manifest's folder; file:// URLs are local paths. Row numbers in
-source_id/detail are 1-based: the line for JSONL/CSV (where the row ends), the row index for Parquet.
+source_id/detail are 1-based: the line for JSONL/CSV (where the row ends), the row index for Parquet (a
+row group that does not read is one corrupt_manifest row named by its row range; a Parquet file that does
+not open at all is one row named by the file). A UTF-8 BOM is skipped in JSONL as in CSV; text that is not
+valid Unicode (bad bytes, or a lone surrogate escape such as "\\udce9" in JSON) makes its row not_utf8.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,10 +33,10 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from acd.media.errors import ProbeError
-from acd.media.item import Collector, probe_bytes, read_file
+from acd.media.item import Collector, byte_cap, probe_bytes, read_file
 from acd.media.limits import load_limits
 from acd.media.safety import resolve_inside
-from acd.media.sniff import ext_of
+from acd.media.sniff import EXTENSIONS, SNIFF_BYTES, ext_of
 from acd.sources.base import IngestResult
 
 MODALITIES = ("image", "video", "audio")
@@ -79,9 +83,10 @@ class ManifestSource:
         i = int(batch.rsplit("-", 1)[1])
         col = Collector(self.name, media_dir)
         for num, row, error in self.rows()[i * self.batch_size:(i + 1) * self.batch_size]:
-            sid = f"{self.path.name}:{num}"
+            sid = self.path.name if num is None else f"{self.path.name}:{num}"
             if error is not None:
-                col.bad(sid, error[0], f"row {num}: {error[1]}")
+                where = "" if num is None else f"{'rows' if isinstance(num, str) else 'row'} {num}: "
+                col.bad(sid, error[0], where + error[1])
                 continue
             ref = self._ref(row)
             if ref is None:
@@ -150,14 +155,24 @@ class ManifestSource:
             raise ProbeError("fetch_disabled", f"{url}: set allow_http: true to fetch http(s) rows")
         import httpx
 
-        cap = max(int(v) for v in self.limits["max_bytes"].values())
+        # Buffered only up to the cap of the modality the URL's extension (then its first bytes) say, not the
+        # largest cap: a .jpg URL stops at max_bytes.image.
+        name_ext = ext_of(urlparse(url).path)
+        known = EXTENSIONS.get(name_ext)
+        caps = {m: int(v) for m, v in self.limits["max_bytes"].items()}
+        cap = caps[known[0]] if known else max(caps.values())
         try:
             with httpx.Client(timeout=self.http_timeout_s, follow_redirects=True) as client:
                 with client.stream("GET", url) as resp:
                     resp.raise_for_status()
-                    buf = bytearray()
+                    declared = resp.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > cap:
+                        raise ProbeError("too_large", f"{url}: Content-Length {declared} > cap {cap}")
+                    buf, capped = bytearray(), False
                     for chunk in resp.iter_bytes():
                         buf += chunk
+                        if not capped and len(buf) >= SNIFF_BYTES:
+                            cap, capped = byte_cap(name_ext, bytes(buf[:SNIFF_BYTES]), self.limits), True
                         if len(buf) > cap:
                             raise ProbeError("too_large", f"{url}: more than {cap} bytes")
                     return bytes(buf)
@@ -168,6 +183,7 @@ class ManifestSource:
 
 
 def _jsonl_rows(raw: bytes):
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is an encoding mark, not part of row 1 (as in CSV)
     for num, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue  # blank lines are not rows
@@ -181,10 +197,46 @@ def _jsonl_rows(raw: bytes):
         except json.JSONDecodeError as exc:
             yield num, None, ("malformed_row", f"bad JSON: {exc.msg} at column {exc.colno}")
             continue
+        except RecursionError:
+            yield num, None, ("malformed_row", "bad JSON: nested too deeply")
+            continue
         if not isinstance(obj, dict):
             yield num, None, ("malformed_row", f"a JSON {type(obj).__name__}, not an object")
             continue
+        bad = _surrogate_field(obj)
+        if bad is not None:  # JSON's \\udXXX escapes can spell lone surrogates: valid JSON, not valid Unicode
+            yield num, None, ("not_utf8", f"field {bad!r} holds a lone surrogate escape (not valid Unicode)")
+            continue
         yield num, obj, None
+
+
+def _surrogate_field(obj: dict) -> str | None:
+    """The first key (escaped for display) whose name or value holds a lone surrogate, else None."""
+    def bad(v, depth=0) -> bool:
+        if isinstance(v, str):
+            return _has_surrogate(v, any_surrogate=True)
+        if depth < 32 and isinstance(v, list):
+            return any(bad(x, depth + 1) for x in v)
+        if depth < 32 and isinstance(v, dict):
+            return any(bad(k, depth + 1) or bad(x, depth + 1) for k, x in v.items())
+        return False
+
+    for k, v in obj.items():
+        if bad(k) or bad(v):
+            return k.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
+
+
+@contextlib.contextmanager
+def _csv_field_limit(n: int):
+    """csv's field limit (131,072 by default) is process-wide; no field can be longer than the file, so lift
+    it to that for this parse only."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, n))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 def _csv_rows(raw: bytes):
@@ -192,29 +244,45 @@ def _csv_rows(raw: bytes):
     # which is how that row (and only it) is found to be not UTF-8. Quoted newlines stay CSV's business.
     text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
-        num = reader.line_num
-        values = [v for v in row.values() if isinstance(v, str)] + [k for k in row if isinstance(k, str)]
-        if any(_has_surrogate(v) for v in values):
-            yield num, None, ("not_utf8", "a field is not valid UTF-8")
-            continue
-        if None in row:
-            yield num, None, ("malformed_row", "more fields than the header")
-            continue
-        yield num, {k: (v if v != "" else None) for k, v in row.items()}, None
+    with _csv_field_limit(len(text) + 1):
+        for row in reader:
+            num = reader.line_num
+            values = [v for v in row.values() if isinstance(v, str)] + [k for k in row if isinstance(k, str)]
+            if any(_has_surrogate(v) for v in values):
+                yield num, None, ("not_utf8", "a field is not valid UTF-8")
+                continue
+            if None in row:
+                yield num, None, ("malformed_row", "more fields than the header")
+                continue
+            yield num, {k: (v if v != "" else None) for k, v in row.items()}, None
 
 
-def _has_surrogate(s: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+def _has_surrogate(s: str, any_surrogate: bool = False) -> bool:
+    lo = "\ud800" if any_surrogate else "\udc80"  # surrogateescape only makes \udc80-\udcff
+    return any(lo <= ch <= "\udfff" for ch in s)
 
 
 def _parquet_rows(path: Path):
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+        groups = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    except Exception as exc:  # ArrowInvalid, OSError ...: no footer, so no rows to name
+        yield None, None, ("corrupt_manifest", f"not a readable Parquet file: {type(exc).__name__}: {exc}")
+        return
     num = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
+    for g, n in enumerate(groups):
+        try:
+            table = pf.read_row_group(g)
+            rows = table.to_pylist()
+        except Exception as exc:
+            if n:
+                yield f"{num + 1}-{num + n}", None, (
+                    "corrupt_manifest", f"row group {g} does not read: {type(exc).__name__}: {exc}")
+            num += n
+            continue
+        for row in rows:
             num += 1
             bad = None
             for k, v in list(row.items()):
