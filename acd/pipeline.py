@@ -516,8 +516,10 @@ class Build:
                 data[k] = {"seconds": round(v, 3), **{c: round(x, 3) for c, x in sorted(components.get(k, {}).items())}}
         else:
             data = {k: round(v, 3) for k, v in seconds.items()}
-        (self.run_dir / "timings.json").write_text(json.dumps(data, indent=2))  # the latest run
+        from acd.atomicio import write_text
         from acd.report import append_timing_history
+
+        write_text(self.run_dir / "timings.json", json.dumps(data, indent=2))  # the latest run
 
         append_timing_history(self.run_dir, data)  # every run: a resumed build's report adds them up
         write_html_report(self, self.out_dir / "report.html")

@@ -146,8 +146,8 @@ def build_acd(
         build.slot_share = 1.0 / workers  # every worker process sends; together they keep the endpoint's limits
     progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
-    sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
     try:
+        sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
         return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
     except AcdError as exc:
         logger.error("%s", exc)  # the one line to act on (the task's traceback is Prefect's)
