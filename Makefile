@@ -19,6 +19,7 @@ demo: venv
 	$(PY) -m acd.cli build --recipe demo --out out/demo
 
 test: venv
+	bash scripts/test-deps.sh
 	$(PY) -m pytest -q -rs
 
 clean:

@@ -49,10 +49,14 @@ class TqdmProgress:
 
 def cmd_build(args) -> int:
     from acd.pipeline import run_build
+    from acd.runlock import RunLocked
 
     progress = TqdmProgress()
     try:
         result = run_build(args.recipe, args.out, run_dir=args.run_dir, overrides=_overrides(args.set), progress=progress)
+    except RunLocked as exc:  # another driver is building this run directory: say who, do nothing
+        print(f"acd build: {exc}", file=sys.stderr)
+        return 3
     finally:
         progress.close()
     counts = result["manifest"].get("counts", {})

@@ -63,6 +63,26 @@ class StageTimer:
         for k, v in (parts or {}).items():
             d[k] = d.get(k, 0.0) + v
 
+    def add_unit_results(self, stage: str, results: list) -> None:
+        """Unit results gathered by an executor that is not ours (the Prefect flow's task runner): their
+        "timings" summed, and "workers" = how many distinct processes/threads ran them (unit_worker)."""
+        workers = set()
+        for r in results:
+            if isinstance(r, dict):
+                self.add_components(stage, r.get("timings"))
+                workers.add(r.get("worker"))
+        workers.discard(None)
+        if workers:
+            self.add_components(stage, {"workers": float(len(workers))})
+
+
+def unit_worker() -> str:
+    """Who ran a unit: host, process and thread (a Dask worker process, a task-runner thread)."""
+    import socket
+    import threading
+
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
 
 def _since(timings: dict[str, float], key: str, t0: float) -> float:
     now = time.perf_counter()
@@ -143,10 +163,9 @@ class Build:
                 "(the default run directory already includes the recipe's hash)"
             )
         if not path.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            from acd.atomicio import write_text
+
+            write_text(path, text)
 
     @property
     def source(self):
@@ -262,9 +281,9 @@ class Build:
         else:
             for lot, a, b in zip(lots, starts, starts[1:]):
                 self.store.write_part("plan", lot, plan.slice(a, b - a))
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text("\n".join(lots))
-        tmp.replace(done)
+        from acd.atomicio import write_text
+
+        write_text(done, "\n".join(lots))
         return lots
 
     # --- generate + check -----------------------------------------------------------------------------
@@ -504,7 +523,12 @@ class Build:
                 data[k] = {"seconds": round(v, 3), **{c: round(x, 3) for c, x in sorted(components.get(k, {}).items())}}
         else:
             data = {k: round(v, 3) for k, v in seconds.items()}
-        (self.run_dir / "timings.json").write_text(json.dumps(data, indent=2))
+        from acd.atomicio import write_text
+        from acd.report import append_timing_history
+
+        write_text(self.run_dir / "timings.json", json.dumps(data, indent=2))  # the latest run
+
+        append_timing_history(self.run_dir, data)  # every run: a resumed build's report adds them up
         write_html_report(self, self.out_dir / "report.html")
 
 
@@ -526,6 +550,9 @@ def run_build(
     build = Build(recipe, run_dir or default_run_dir(recipe), out_dir)
     runlock.acquire(build.run_dir, driver="cli")
     try:
+        from acd.atomicio import sweep_dead_temps
+
+        sweep_dead_temps(build.run_dir, build.out_dir)  # a killed writer's half files (only the lock holder sweeps)
         return _run_stages(build, progress or (lambda stage, done, total: None))
     finally:
         runlock.release(build.run_dir)

@@ -1,10 +1,19 @@
-"""The run report: markdown (Prefect artifact) and HTML (in the output), from DuckDB over the run's parts."""
+"""The run report: markdown (Prefect artifact) and HTML (in the output), from DuckDB over the run's parts.
+
+Timings: every driver run appends its stage and component seconds to <run>/timings_history.jsonl
+(<run>/timings.json keeps the latest run's). A resumed build did its work over several runs, so the report's
+stage table shows wall seconds summed over all runs (and throughput from those), the latest run's seconds
+beside them, and a table of the runs themselves: a no-op rerun reads as 0.5 s of nothing, not as
+"4,321 pairs/s".
+"""
 from __future__ import annotations
 
 import base64
 import html
 import json
 from pathlib import Path
+
+from acd.atomicio import write_text
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -36,7 +45,7 @@ def report_data(build) -> dict:
         "quarantine": s("select reason, count(*) as n from {quarantine} group by 1 order by 2 desc").to_pylist()
         if has("quarantine") else [],
         "lengths": s(
-            "select instruction_type, len(regexp_split_to_array(trim(chosen), '\\s+')) as words "
+            "select modality, instruction_type, len(regexp_split_to_array(trim(chosen), '\\s+')) as words "
             "from {generate} where chosen is not null"
         ).to_pylist() if has("generate") else [],
         "lots": s("select * from {review_decisions} order by lot_id").to_pylist() if has("review_decisions") else [],
@@ -46,6 +55,7 @@ def report_data(build) -> dict:
     }
     timing = build.run_dir / "timings.json"
     data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}
+    data["history"] = timing_history(build.run_dir)
     # What each stage processed, for throughput: media items in, pairs planned/generated/reviewed, pairs out.
     data["units"] = {stage: (s(f"select count(*) as n from {{{stage}}}").column("n")[0].as_py(), unit)
                      for stage, unit in (("ingest", "media"), ("plan", "pairs"), ("generate", "pairs"), ("review", "pairs"))
@@ -59,18 +69,66 @@ def _fmt(v, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _stage_rows(timings: dict, units: dict) -> list[dict]:
-    """One row per stage: wall seconds, what it processed and how fast, and its component seconds."""
+HISTORY = "timings_history.jsonl"
+
+
+def append_timing_history(run_dir: Path, stages: dict) -> None:
+    """One line per driver run: {run, finished (UTC), stages: timings.json's mapping}."""
+    import time
+
+    path = Path(run_dir) / HISTORY
+    n = len(timing_history(run_dir)) + 1
+    line = json.dumps({"run": n, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": stages},
+                      sort_keys=True)
+    with open(path, "a", encoding="utf-8") as f:  # one driver per run dir (the run lock): no interleaving
+        f.write(line + "\n")
+
+
+def timing_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut by a crash mid-append
+            continue
+    return out
+
+
+def _wall(v) -> float | None:
+    return v.get("seconds") if isinstance(v, dict) else v
+
+
+def _stage_rows(timings: dict, units: dict, history: list[dict] | None = None) -> list[dict]:
+    """One row per stage: wall seconds over all runs (what a resumed build really took) and in the latest
+    run, what the stage processed and how fast (over all runs), and the latest run's component seconds."""
     rows = []
-    for stage, v in timings.items():
-        wall = v.get("seconds") if isinstance(v, dict) else v
+    history = history or [{"stages": timings}]
+    stages = list(dict.fromkeys([s for h in history for s in h.get("stages", {})] + list(timings)))
+    for stage in stages:
+        v = timings.get(stage, {})
+        total = sum(_wall(h["stages"][stage]) or 0.0 for h in history if stage in h.get("stages", {}))
         comps = {k: x for k, x in v.items() if k not in ("seconds", "workers")} if isinstance(v, dict) else {}
         n, unit = units.get(stage, (None, ""))
         workers = v.get("workers") if isinstance(v, dict) else None
-        rows.append({"stage": stage, "wall s": _fmt(wall, ".1f"), "workers": _fmt(workers, ".0f"),
+        rows.append({"stage": stage, "wall s (all runs)": _fmt(total, ".1f"), "workers": _fmt(workers, ".0f"),
                      "processed": f"{n} {unit}" if n is not None else "–",
-                     "per second": _fmt(n / wall if n is not None and wall else None, ",.0f"),
-                     "components (s, summed over workers)": ", ".join(f"{k} {x:.1f}" for k, x in comps.items()) or "–"})
+                     "per second": _fmt(n / total if n is not None and total else None, ",.0f"),
+                     "latest run s": _fmt(_wall(v) if stage in timings else None, ".1f"),
+                     "components, latest run (s, summed over workers)":
+                         ", ".join(f"{k} {x:.1f}" for k, x in comps.items()) or "–"})
+    return rows
+
+
+def _run_rows(history: list[dict]) -> list[dict]:
+    rows = []
+    for h in history:
+        st = h.get("stages", {})
+        rows.append({"run": h.get("run"), "finished (UTC)": h.get("finished", "–"),
+                     "wall s": _fmt(sum(_wall(v) or 0.0 for v in st.values()), ".1f"),
+                     "per stage (s)": ", ".join(f"{k} {_wall(v):.1f}" for k, v in st.items()) or "–"})
     return rows
 
 
@@ -92,30 +150,41 @@ def markdown_report(build, data: dict | None = None) -> str:
         _table(d["issues"], ["lot_id", "kind", "task_id", "annotator", "reason"]),
     ]
     if d["timings"]:
+        history = d.get("history") or []
         parts += ["## Time and throughput per stage\n",
-                  _table(_stage_rows(d["timings"], d["units"]),
-                         ["stage", "wall s", "workers", "processed", "per second", "components (s, summed over workers)"])]
+                  _table(_stage_rows(d["timings"], d["units"], history),
+                         ["stage", "wall s (all runs)", "workers", "processed", "per second", "latest run s",
+                          "components, latest run (s, summed over workers)"])]
+        if history:
+            parts += ["## Runs of this build\n", _table(_run_rows(history), ["run", "finished (UTC)", "wall s", "per stage (s)"])]
     return "\n".join(parts)
 
 
-def _length_plot_png(lengths: list[dict]) -> bytes:
+def _length_plots(lengths: list[dict]) -> dict[str, bytes]:
+    """One PNG per modality: chosen-caption words per instruction type (box plots). The Agg Figure (no
+    pyplot state) and acd.export.plots' PNG settings: identical data gives identical bytes."""
     from matplotlib.figure import Figure
 
-    from acd.export.plots import png_bytes  # the deterministic Agg canvas and PNG settings the card's plots use
+    from acd.export.plots import MODALITY_COLORS, png_bytes
 
-    by_type: dict[str, list[int]] = {}
+    by_mod: dict[str, dict[str, list[int]]] = {}
     for r in lengths:
-        by_type.setdefault(r["instruction_type"], []).append(r["words"])
-    names = sorted(by_type)
-    fig = Figure(figsize=(10, 4), dpi=80)
-    ax = fig.subplots()
-    if names:
-        ax.boxplot([by_type[n] for n in names], showfliers=False)
+        by_mod.setdefault(r["modality"], {}).setdefault(r["instruction_type"], []).append(r["words"])
+    out = {}
+    for modality in sorted(by_mod):
+        by_type = by_mod[modality]
+        names = sorted(by_type)
+        fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4))
+        ax = fig.add_subplot(1, 1, 1)
+        box = ax.boxplot([by_type[n] for n in names], showfliers=False, patch_artist=True)
+        for patch in box["boxes"]:
+            patch.set_facecolor(MODALITY_COLORS.get(modality, "#999999"))
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right")
-    ax.set_ylabel("chosen caption words")
-    ax.set_title("Caption length per instruction type")
-    fig.tight_layout()
-    return png_bytes(fig)
+        ax.set_ylabel("chosen caption words")
+        ax.set_title(f"{modality}: caption length per instruction type")
+        fig.tight_layout()
+        out[modality] = png_bytes(fig)
+    return out
 
 
 def write_html_report(build, path: Path) -> Path:
@@ -123,16 +192,16 @@ def write_html_report(build, path: Path) -> Path:
 
     d = report_data(build)
     body = md.markdown(markdown_report(build, d), extensions=["tables"])  # one set of queries for both
-    png = base64.b64encode(_length_plot_png(d["lengths"])).decode()
+    plots = "".join(
+        f"<h3>{html.escape(m)}</h3><img alt='{html.escape(m)} caption lengths per type' "
+        f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        for m, png in _length_plots(d["lengths"]).items())
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>ACD build report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>"
-        f"{body}<h2>Caption length distributions</h2><img alt='caption lengths per type' src='data:image/png;base64,{png}'>"
+        f"{body}<h2>Caption length distributions</h2>{plots}"
         f"<p>{html.escape(str(build.run_dir))}</p></body></html>"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text(path, page)
     return path

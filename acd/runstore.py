@@ -7,24 +7,20 @@ never leaves a half part behind. Every cross-part question goes to DuckDB, which
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from acd.atomicio import write_via
+
 # Fixed writer settings: identical input gives byte-identical files (no timestamps in Parquet metadata).
 PARQUET_OPTS = dict(compression="zstd", use_dictionary=True, write_statistics=True, version="2.6")
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, **opts) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, **{**PARQUET_OPTS, **opts})
-    os.replace(tmp, path)
-    return path
+    return write_via(path, lambda tmp: pq.write_table(table, tmp, **{**PARQUET_OPTS, **opts}))
 
 
 class RunStore:

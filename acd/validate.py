@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -20,6 +21,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def unlisted_files(out: Path, listed: set[str]) -> list[str]:
+    """Files in the dataset directory the manifest does not list, hidden ones included (a half-written
+    `.audio-000000.tar.<pid>.tmp` is debris a consumer downloads too). Not counted: the manifest itself,
+    the builder's state file, the run report and media unpacked for ACM training (manifest.is_published)."""
+    from acd.export.manifest import EXCLUDED_PREFIXES, MANIFEST, STATE_FILE
+
+    extra = []
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        for name in sorted(files):
+            rel = (Path(root) / name).relative_to(out).as_posix()
+            if rel in (MANIFEST, STATE_FILE) or rel.startswith(EXCLUDED_PREFIXES) or rel in listed:
+                continue
+            extra.append(rel)
+    return extra
+
+
 def validate_dataset(path: str | Path) -> list[str]:
     out = Path(path)
     problems: list[str] = []
@@ -33,6 +51,8 @@ def validate_dataset(path: str | Path) -> list[str]:
             problems.append(f"{entry['path']}: listed in manifest but missing")
         elif _sha256(f) != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 differs from manifest")
+    for rel in unlisted_files(out, {e["path"] for e in manifest.get("files", [])}):
+        problems.append(f"{rel}: not listed in the manifest (debris, e.g. a killed writer's temp file?)")
     if not (out / "README.md").exists():
         problems.append("README.md (dataset card) is missing")
 

@@ -18,6 +18,7 @@ def anycapeval(bench_dir: str | None = None, dataset_dir: str | None = None, cap
     from acd.paths import REFERENCE_DIR
 
     logger = get_run_logger()
+    out_dir = str(Path(out_dir).resolve())
     if dataset_dir:
         from acd.evaluation.synthetic_split import from_dataset
 

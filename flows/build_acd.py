@@ -25,8 +25,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
+from acd.atomicio import sweep_dead_temps
 from acd.errors import AcdError
-from acd.pipeline import Build, default_run_dir
+from acd.pipeline import Build, StageTimer, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
 
@@ -80,9 +81,18 @@ def _pickle_tasks_by_value() -> None:
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def _by(result):
+    """Tag a unit's result with who ran it (the report's "workers" column under Prefect)."""
+    from acd.pipeline import unit_worker
+
+    if isinstance(result, dict):
+        result["worker"] = unit_worker()
+    return result
+
+
 @task(name="ingest-batch", retries=1, **_TASK)
 def ingest_batch(build: Build, batch: str) -> dict:
-    return build.ingest(batch)
+    return _by(build.ingest(batch))
 
 
 @task(name="plan", **_TASK)
@@ -92,7 +102,7 @@ def plan(build: Build) -> list[str]:
 
 @task(name="generate-lot", retries=1, **_TASK)
 def generate_lot(build: Build, lot: str) -> dict:
-    return build.generate(lot)
+    return _by(build.generate(lot))
 
 
 @task(name="review-lot", **_TASK)
@@ -137,6 +147,7 @@ def build_acd(
     progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
     try:
+        sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
         return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
     except AcdError as exc:
         logger.error("%s", exc)  # the one line to act on (the task's traceback is Prefect's)
@@ -183,23 +194,18 @@ def _take_over_run_dir(build: Build, logger) -> dict | None:
     if not old_id:
         logger.warning("took over %s from a dead %s driver (pid %s)", build.run_dir, stale.get("driver"), stale.get("pid"))
         return stale
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
+    from flows.runstate import settle_orphan
 
     try:
-        with get_client(sync_client=True) as client:
-            old = client.read_flow_run(old_id)
-            if old.state and not old.state.is_final():
-                client.set_flow_run_state(
-                    old_id,
-                    Crashed(message=f"driver pid {stale.get('pid')} died holding {build.run_dir}; "
-                                    f"the run was resumed by flow run {flow_run.id}"),
-                    force=True,
-                )
-                logger.warning("marked orphaned flow run %s (%s) as Crashed", old_id, old.name)
-            else:
-                logger.info("previous flow run %s of %s ended %s", old_id, build.run_dir,
-                            old.state.type.value if old.state else "without a state")
+        # The flow run (unless its process worker already reported it) and its in-flight task runs: Crashed.
+        done = settle_orphan(old_id, f"driver pid {stale.get('pid')} died holding {build.run_dir}; "
+                                     f"the run was resumed by flow run {flow_run.id}")
+        if done["flow_run_marked"]:
+            logger.warning("marked orphaned flow run %s (%s) as Crashed", old_id, done["name"])
+        else:
+            logger.info("previous flow run %s of %s ended %s", old_id, build.run_dir, done["previous_state"])
+        if done["task_runs_marked"]:
+            logger.warning("marked %d in-flight task runs of %s as Crashed", done["task_runs_marked"], old_id)
     except Exception as exc:  # noqa: BLE001 - the old run may live on another server; the build goes on
         logger.warning("could not mark flow run %s Crashed: %s", old_id, exc)
     return stale
@@ -228,10 +234,11 @@ def _run_units(task_fn, build: Build, units: list[str], window: int, progress, s
 def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool,
            downstream_params: dict | None = None) -> dict:
     seconds: dict[str, float] = {}
+    timer = StageTimer(seconds)  # components and workers per stage, for timings.json and the report
 
     t0 = time.perf_counter()
     batches = build.ingest_batches()
-    _run_units(ingest_batch, build, batches, cpu_threads(), progress, "ingest")
+    timer.add_unit_results("ingest", _run_units(ingest_batch, build, batches, cpu_threads(), progress, "ingest"))
     seconds["ingest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -245,7 +252,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     # Model backends: many lots in flight, their requests sharing the endpoints' slots (one backend loop per
     # process); CPU-bound lots (grounded): one per thread.
     window = build.lot_threads() if build.concurrent_lots else cpu_threads()
-    _run_units(generate_lot, build, lots, window, progress, "generate")
+    timer.add_unit_results("generate", _run_units(generate_lot, build, lots, window, progress, "generate"))
     seconds["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -260,7 +267,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     manifest = export.submit(build).result()
     progress("export", 1, 1)
     seconds["export"] = time.perf_counter() - t0
-    build.finish(seconds)
+    build.finish(seconds, timer.components)
 
     from acd.report import markdown_report
 

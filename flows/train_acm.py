@@ -13,7 +13,9 @@ def train_acm(dataset_dir: str, config: str = "tiny", out_dir: str | None = None
     from acd.acm.train import train
 
     logger = get_run_logger()
+    dataset_dir = str(Path(dataset_dir).resolve())  # absolute: the paths handed on must not depend on a cwd
     summary = train(dataset_dir, config, out_dir, steps=steps, log=logger.info)
+    logger.info("checkpoint: %s", summary["checkpoint"])
     try:
         from prefect.artifacts import create_markdown_artifact
 

@@ -1,6 +1,7 @@
 # make up: a local Prefect server (SQLite under .prefect-home) + a process worker, deployments applied.
-# make down: stops both, by PID (.prefect-home/server.pid, worker.pid).
-#   make up                      # port 4200 if free, else a free port (printed; saved in .prefect-home/port)
+# make down: marks the flow runs the worker was running Cancelled, then stops both by PID
+#   (.prefect-home/server.pid, worker.pid).
+#   make up                      # port 4200 (refused with a clear message if something else holds it)
 #   make up PREFECT_PORT=4311
 #   export PREFECT_API_URL=http://127.0.0.1:<port>/api   # as printed by `make up`
 #   prefect deployment run build-acd/demo
@@ -10,10 +11,10 @@ PREFECT_ENV := PREFECT_HOME=$(PREFECT_HOME_DIR) PREFECT_SERVER_ANALYTICS_ENABLED
 
 .PHONY: up down prefect-status
 up: venv
-	@$(PREFECT_ENV) $(PY) -m acd.services up --port $(PREFECT_PORT)
+	@$(PREFECT_ENV) $(PY) -m flows.services up --port $(PREFECT_PORT)
 
 down:
-	@$(PREFECT_ENV) $(PY) -m acd.services down
+	@$(PREFECT_ENV) $(PY) -m flows.services down
 
 prefect-status:
-	@$(PREFECT_ENV) $(PY) -m acd.services status
+	@$(PREFECT_ENV) $(PY) -m flows.services status

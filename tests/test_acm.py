@@ -234,3 +234,31 @@ def test_bf16_autocast_training_steps(toy, tmp_path):
     cfg["train"]["log_every"] = 1
     s = train(toy, cfg, tmp_path / "run", steps=4)
     assert s["step"] == 4 and torch.isfinite(torch.tensor(s["final_loss"]))
+
+
+def test_train_cli_names_the_run_after_the_dataset_and_prints_the_checkpoint(toy, tmp_path):
+    """`make train` on a dataset in a folder called `out`: the run is named after the dataset's own name
+    (its manifest's), every path printed is absolute, and the last lines say where the checkpoint is."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    ds = tmp_path / "x" / "out"
+    shutil.copytree(toy, ds)
+    manifest = ds / "manifest.json"
+    m = json.loads(manifest.read_text()) if manifest.exists() else {}
+    manifest.write_text(json.dumps({**m, "name": "toyset"}))
+    cfg = tmp_path / "small.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({**SMALL, "base": "tiny"}))
+    res = subprocess.run([sys.executable, "-m", "acd.acm.train", "--dataset", "x/out", "--config", str(cfg),
+                          "--steps", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    run_dir = tmp_path / "runs" / "acm" / f"toyset-{_cfg().get('name', 'acm')}"
+    assert lines[-2] == f"checkpoint: {run_dir / 'checkpoints' / 'step-000002'}", lines[-3:]
+    assert lines[-1] == f"run directory: {run_dir}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["dataset"] == str(ds) and Path(summary["checkpoint"]).is_absolute()

@@ -131,8 +131,13 @@ def test_base_vs_base_plus_acm_report(tmp_path):
     from acd.acm.model import load_config
 
     s = train(ds, load_config(cfg), tmp_path / "acm", steps=6)
+    assert Path(s["run_dir"]).is_absolute() and Path(s["checkpoint"]).is_absolute()
     bench = from_dataset(ds, tmp_path / "bench", split="train")
-    evaluate(bench, tmp_path / "eval", captioner="reference", acm=s["run_dir"])
+    res = evaluate(bench, tmp_path / "eval", captioner="reference", acm=s["run_dir"])
+    # The report says whether the ACM changed anything, in words (not only as a table of zero deltas).
+    effect = res["acm_effect"]
+    assert effect["items"] == res["meta"]["items"] and 0 <= effect["captions_changed"] <= effect["items"]
+    assert effect["verdict"] in (tmp_path / "eval" / "report.md").read_text()
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert {r["system"] for r in report["summary"]} == {"reference", "reference+acm"}
     comp = {(c["modality"], c["instruction_type"]): c for c in report["comparison"]}
@@ -168,3 +173,16 @@ def test_backend_captioner_roles_on_the_synthetic_split(tmp_path):
         evaluate(tmp_path / "bench", tmp_path / "eval", captioner="grounded:rejected:nosuchstrategy")
     with pytest.raises(RuntimeError, match="failed on all"):
         evaluate(tmp_path / "bench", tmp_path / "eval", captioner="grounded:nosuchrole")
+
+
+def test_acm_effect_says_when_acm_changed_nothing():
+    from acd.evaluation.report import acm_effect
+
+    base = [{"caption": "a red cube."}, {"caption": "a dog barks."}]
+    rows = [{"coverage": 0.5, "kpd": 10.0, "style": None, "length_ok": True}] * 2
+    same = acm_effect(base, [dict(b) for b in base], rows, [dict(r) for r in rows])
+    assert same["captions_changed"] == 0 and same["verdict"].startswith("ACM changed nothing") and "2/2" in same["verdict"]
+    other = acm_effect(base, [{"caption": "a red cube on the left."}, base[1]], rows,
+                       [{**rows[0], "coverage": 1.0}, rows[1]])
+    assert (other["captions_changed"], other["scores_moved"]) == (1, 1)
+    assert other["verdict"] == "ACM rewrote 1/2 captions; scores moved on 1/2 items"

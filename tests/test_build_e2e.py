@@ -107,6 +107,16 @@ def test_rerun_does_no_new_work_and_clean_builds_are_byte_identical(built):
 def test_validate_and_stats_commands(built):
     v = subprocess.run([sys.executable, "-m", "acd.cli", "validate", str(built["out"])], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.strip().endswith("valid"), v.stdout[-2000:]
+    # A killed tar writer's temp file is not part of the dataset: validate names it.
+    debris = built["out"] / "shards" / "train" / ".audio-000000.tar.999999.tmp"
+    debris.write_bytes(b"half a tar")
+    try:
+        v = subprocess.run([sys.executable, "-m", "acd.cli", "validate", str(built["out"])], capture_output=True,
+                           text=True)
+    finally:
+        debris.unlink()
+    assert v.returncode != 0 and "shards/train/.audio-000000.tar.999999.tmp: not listed in the manifest" in v.stdout, \
+        v.stdout[-2000:]
     s = subprocess.run([sys.executable, "-m", "acd.cli", "stats", str(built["out"]), "--json"], capture_output=True, text=True)
     stats = json.loads(s.stdout)
     assert stats["pairs"] > 0 and len(stats["by_type"]) == 27
@@ -127,8 +137,9 @@ def test_run_report_has_every_section_with_numbers(built):
     from acd.report import markdown_report
 
     page = (built["out"] / "report.html").read_text()
-    png = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert png and Image.open(io.BytesIO(base64.b64decode(png.group(1)))).size[0] >= 600  # the length plot
+    pngs = re.findall(r"alt='(\w+) caption lengths per type' src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert [m for m, _ in pngs] == ["audio", "image", "video"]  # one length plot per modality
+    assert all(Image.open(io.BytesIO(base64.b64decode(p))).size[0] >= 600 for _, p in pngs)
     build = Build.from_run_dir(built["run"], built["out"])
     md = markdown_report(build)
     for title in ("Pairs per modality × instruction type", "Check failures", "Quarantine", "Review: lot compliance",
@@ -142,4 +153,13 @@ def test_run_report_has_every_section_with_numbers(built):
     stages = {r[0]: r for r in _section(md, "Time and throughput per stage")}
     assert {"ingest", "plan", "generate", "review", "export"} <= set(stages)
     assert stages["generate"][3] == "324 pairs" and float(stages["generate"][4].replace(",", "")) > 0
+    # The fixture built, then reran (a no-op): both runs are listed, the stage table adds them up, and the
+    # throughput is over all runs (the rerun's near-zero generate seconds do not make it look fast).
+    runs = _section(md, "Runs of this build")
+    assert [r[0] for r in runs] == ["1", "2"], runs
+    first_generate = float(re.search(r"generate (\d+\.\d)", runs[0][3]).group(1))
+    rerun_generate = float(re.search(r"generate (\d+\.\d)", runs[1][3]).group(1))
+    assert float(stages["generate"][1]) == pytest.approx(first_generate + rerun_generate, abs=0.15)
+    assert float(stages["generate"][5]) == pytest.approx(rerun_generate, abs=0.05)
+    assert float(stages["generate"][4].replace(",", "")) <= 324 / first_generate * 1.01
     assert stages["ingest"][3] == "32 media"

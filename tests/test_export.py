@@ -395,15 +395,17 @@ def test_rejects_broken_inputs(built, tmp_path):
 
 
 def test_report_plot_is_deterministic_without_pyplot():
-    """The run report's length plot uses the card's Agg Figure path: no pyplot figure left open, no
-    matplotlib version stamped into the PNG, the same bytes for the same data."""
+    """The run report's length plots (one per modality) use the card's Agg Figure path: no pyplot figure
+    left open, no matplotlib version stamped into the PNG, the same bytes for the same data."""
     import sys
 
-    from acd.report import _length_plot_png
+    from acd.report import _length_plots
 
-    lengths = [{"instruction_type": t, "words": w} for t in ("brief", "detail", "poem") for w in range(5, 40, 3)]
-    a, b = _length_plot_png(lengths), _length_plot_png(list(lengths))
-    assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in a
-    assert _length_plot_png(lengths[:-1]) != a
+    lengths = [{"modality": m, "instruction_type": t, "words": w} for m in ("image", "audio")
+               for t in ("brief", "detail", "poem") for w in range(5, 40, 3)]
+    a, b = _length_plots(lengths), _length_plots(list(lengths))
+    assert list(a) == ["audio", "image"] and a == b
+    assert all(p[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in p for p in a.values())
+    assert _length_plots(lengths[:-1])["audio"] != a["audio"]
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or not pyplot.get_fignums()

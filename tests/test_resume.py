@@ -160,9 +160,24 @@ def test_kill_and_resume_matches_uninterrupted_build(tmp_path):
     lots = (run_dir / "plan" / "_DONE").read_text().split()
     assert len(lots) >= 40 and len(_parts(run_dir, "review")) == len(lots)
 
+    # What a writer killed mid-file leaves (the export kill may or may not have landed mid-tar): the resume
+    # removes dead writers' temp files, in the output and in the run directory.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out_dir / "shards" / "train").mkdir(parents=True, exist_ok=True)
+    (out_dir / "shards" / "train" / f".audio-000000.tar.{dead.pid}.tmp").write_bytes(b"x" * 10000)
+    from acd import atomicio
+
+    mine = atomicio.tmp_path(run_dir / "generate" / lots[0] / "part-0.parquet").name
+    (run_dir / "generate" / lots[0] / mine.replace(f".{os.getpid()}@", f".{dead.pid}@")).write_bytes(b"y")
+
     before = _snapshot(run_dir)
     res = _run_until(run_dir, out_dir, lambda: False, log)
     assert not res["killed"] and res["rc"] == 0, f"final resumed build failed; see {log}"
+    left = [p for d in (run_dir, out_dir) for p in d.rglob("*.tmp")]
+    assert not left, f"temp files of dead writers survived the resume: {left}"
+    v = subprocess.run([sys.executable, "-m", "acd.cli", "validate", str(out_dir)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout[-2000:]
     after = _snapshot(run_dir)
     rewritten = sorted(k for k, ino in before.items() if after.get(k) != ino)
     assert not rewritten, f"the final run rewrote finished parts: {rewritten[:5]}"

@@ -27,6 +27,7 @@ import yaml
 from acd.acm.data import ShardStream, collate, dataset_qcc_ratio, dataset_texts, env_world, shard_urls
 from acd.acm.model import ACM, load_config
 from acd.acm.tokenizer import CaptionTokenizer
+from acd.atomicio import write_text
 from acd.merge import deep_merge
 
 
@@ -89,9 +90,16 @@ def save_checkpoint(run_dir: Path, model: ACM, tok: CaptionTokenizer, cfg: dict,
     tok.save(tmp / "tokenizer")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    (run_dir / "latest.tmp").write_text(name)
-    os.replace(run_dir / "latest.tmp", run_dir / "latest")
+    write_text(run_dir / "latest", name)
     return final
+
+
+def default_run_dir(dataset_dir: str | Path, config_name: str) -> Path:
+    """runs/acm/<the dataset's own name>-<config>: named after the dataset (its manifest's name), not after
+    whatever its folder is called (`.../x/out` would train into runs/acm/out-tiny)."""
+    from acd.export.manifest import dataset_name
+
+    return Path("runs") / "acm" / f"{dataset_name(dataset_dir)}-{config_name}"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -143,8 +151,8 @@ def train(dataset_dir: str | Path, config: str | dict = "tiny", out_dir: str | P
     tc, mc = cfg["train"], cfg["model"]
     if tc.get("qcc_ratio", "auto") == "auto":
         tc["qcc_ratio"] = dataset_qcc_ratio(dataset_dir) or 0.4
-    dataset_dir = Path(dataset_dir)
-    run_dir = Path(out_dir) if out_dir else Path("runs") / "acm" / f"{dataset_dir.name}-{cfg.get('name', 'acm')}"
+    dataset_dir = Path(dataset_dir).resolve()  # absolute: the summary's paths travel between flows
+    run_dir = (Path(out_dir) if out_dir else default_run_dir(dataset_dir, cfg.get("name", "acm"))).resolve()
     rank, world, device = _init_distributed()
     is_main = rank == 0
     if device.type == "cpu" and tc.get("cpu_threads"):
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="acd.acm.train", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", required=True, help="a built dataset directory (with shards/<split>/*.tar)")
     ap.add_argument("--config", default="tiny", help="schemas/acm/<name>.yaml or a path")
-    ap.add_argument("--out", default=None, help="run directory (default runs/acm/<dataset>-<config>)")
+    ap.add_argument("--out", default=None, help="run directory (default runs/acm/<dataset's name>-<config>)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None)
     ap.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
@@ -257,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"train": {"precision": a.precision}} if a.precision else None
     if a.no_resume and a.out and Path(a.out).exists():
         shutil.rmtree(a.out)
-    train(a.dataset, a.config, a.out, steps=a.steps, overrides=overrides, resume=not a.no_resume)
+    summary = train(a.dataset, a.config, a.out, steps=a.steps, overrides=overrides, resume=not a.no_resume)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if env_world()[0] == 0:
+        print(f"checkpoint: {summary['checkpoint']}")
+        print(f"run directory: {summary['run_dir']}")
     return 0
 
 

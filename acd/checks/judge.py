@@ -12,9 +12,17 @@ Scores:
 - compliance: 0..1, the length score and a semantic score (key-point soft coverage when key points are
   given, else relevance of the caption to the instruction with its length sentence removed).
 - prefers: chosen complies at least as well as rejected, within a small margin.
+
+Numerics: every encode runs with one torch intra-op thread (`_one_thread`). Parallel kernels split their
+reductions by thread count, and the thread count differs by machine and layout (a Dask nanny sets
+OMP_NUM_THREADS=1, a threaded flow gets one thread per core, MKL may pick fewer under load), so a score
+could differ in its last digits between two builds of one recipe. One thread fixes the arithmetic order:
+the same texts give the same bits on any core count and process layout. It costs nothing in a build,
+whose lots already fill the cores (one process or task thread per core).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -32,6 +40,31 @@ from acd.taxonomy import LengthConstraint
 _CLAUSE_SPLIT = re.compile(r"\s*(?:[;:—–]|,\s+(?:and|but|while|whereas|as|with|which)\b|,)\s*")
 _MODEL = None
 _MODEL_LOCK = threading.Lock()
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = 0
+_THREADS_SAVED = 0
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """torch's intra-op threads = 1 while any thread encodes; the caller's setting is restored after the
+    last one leaves (a process that also trains or refines with torch keeps its threads). Each entering
+    thread sets it itself: OpenMP's thread count is per calling thread."""
+    global _THREADS_USERS, _THREADS_SAVED
+    import torch
+
+    with _THREADS_LOCK:
+        if _THREADS_USERS == 0:
+            _THREADS_SAVED = torch.get_num_threads()
+        _THREADS_USERS += 1
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_USERS -= 1
+            if _THREADS_USERS == 0 and _THREADS_SAVED != 1:
+                torch.set_num_threads(_THREADS_SAVED)
 
 
 def model_path() -> str:
@@ -117,10 +150,12 @@ class OfflineJudge:
         """(len(texts), 384) float32, L2-normalised; cached per text, misses embedded in batches."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vecs = load_model().encode(
-                missing, batch_size=int(self.spec["batch_size"]), normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
+            model = load_model()
+            with _one_thread():
+                vecs = model.encode(
+                    missing, batch_size=int(self.spec["batch_size"]), normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
             self.texts_embedded += len(missing)
             for t, v in zip(missing, vecs):
                 self._cache[t] = v.astype(np.float32)

@@ -170,17 +170,25 @@ def evaluate(bench_dir: str | Path, out_dir: str | Path, captioner: str = "refer
     if all(b["error"] for b in base):  # a table of zeros would read as a result; it is a broken captioner
         raise RuntimeError(f"captioner {captioner!r} failed on all {len(base)} items; first error: {base[0]['error']}")
     results = score(items, base, captioner, judge, style_judge)
-    acm_system = None
+    acm_system, acm_effect = None, None
     if acm:
         acm_system = f"{captioner}+acm"
-        results += score(items, refine_with_acm(items, base, acm), acm_system, judge, style_judge)
-    meta = {"bench": str(bench_dir), "items": len(items), "captioner": captioner, "acm": acm,
+        refined = refine_with_acm(items, base, acm)
+        acm_rows = score(items, refined, acm_system, judge, style_judge)
+        acm_effect = report_mod.acm_effect(base, refined, results, acm_rows)
+        results += acm_rows
+    meta = {"bench": str(Path(bench_dir).resolve()), "items": len(items), "captioner": captioner,
+            "acm": str(Path(acm).resolve()) if acm else None,
             "judge": "llm" if style_judge else "offline (MiniLM)",
             "media_found": sum(1 for it in items if it.get("media_path"))}
+    if acm_effect:
+        meta["acm_effect"] = acm_effect["verdict"]
     paths = report_mod.write_report(out_dir, results, meta, base=captioner if acm else None, acm=acm_system)
     log(f"[anycapeval] {len(items)} items -> {paths['md']}")
-    return {"meta": meta, "paths": {k: str(v) for k, v in paths.items()},
-            "summary": report_mod.aggregate(results)["rows"]}
+    if acm_effect:
+        log(f"[anycapeval] {acm_effect['verdict']}")
+    return {"meta": meta, "paths": {k: str(Path(v).resolve()) for k, v in paths.items()},
+            "summary": report_mod.aggregate(results)["rows"], "acm_effect": acm_effect}
 
 
 def sanity(bench_dir: str | Path = REFERENCE_DIR / "anycapeval", log=print) -> dict[str, Any]:
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                    json.loads(a.backend_config) if a.backend_config else None,
                    json.loads(a.style_judge) if a.style_judge else None)
     print(Path(res["paths"]["md"]).read_text())
+    if res.get("acm_effect"):  # the last line a `make eval` user sees: did the ACM do anything at all?
+        print(res["acm_effect"]["verdict"])
+    print(f"report: {res['paths']['md']}")
     return 0
 
 

@@ -43,12 +43,28 @@ def compare(agg: dict, base: str, other: str) -> list[dict]:
     return out
 
 
+def acm_effect(base: list[dict], refined: list[dict], base_rows: list[dict], acm_rows: list[dict]) -> dict[str, Any]:
+    """How many captions the ACM changed and on how many items any score moved, with a one-line verdict
+    (a table where base+ACM equals base everywhere must say so, not leave the reader to notice)."""
+    n = len(base)
+    changed = sum(1 for b, r in zip(base, refined) if (b.get("caption") or "") != (r.get("caption") or ""))
+    moved = sum(1 for a, b in zip(base_rows, acm_rows) if any(a.get(m) != b.get(m) for m in METRICS))
+    if changed == 0:
+        verdict = (f"ACM changed nothing: its captions equal the base captions on {n}/{n} items, so every "
+                   "base+ACM score equals the base score")
+    else:
+        verdict = f"ACM rewrote {changed}/{n} captions; scores moved on {moved}/{n} items"
+    return {"items": n, "captions_changed": changed, "scores_moved": moved, "verdict": verdict}
+
+
 def _fmt(v):
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
 def to_markdown(agg: dict, comparison: list[dict] | None, meta: dict) -> str:
     lines = ["# AnyCapEval report", ""]
+    if meta.get("acm_effect"):
+        lines += [f"**{meta['acm_effect']}.**", ""]
     for k, v in meta.items():
         lines.append(f"- **{k}**: {v}")
     lines += ["", "Content = key-point coverage and KPD (matched key points per 100 words, offline MiniLM judge); "

@@ -200,7 +200,8 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
         entries.update(mf.file_entries(out_dir, [rel], cache))
         if progress:
             progress("manifest", i + 1, len(rels))
-    manifest = mf.build_manifest(entries, _counts(pairs, media, shard_info, acm["counts"]), inputs_hash)
+    manifest = mf.build_manifest(entries, _counts(pairs, media, shard_info, acm["counts"]), inputs_hash,
+                                 name=recipe.get("name"))
     write_if_changed(out_dir / mf.MANIFEST, mf.manifest_bytes(manifest))
     check = dict(entries)
     st = (out_dir / mf.MANIFEST).stat()

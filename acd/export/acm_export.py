@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import yaml
 
 from acd.export.tables import runs
-from acd.export.fsutil import write_if_changed
+from acd.export.fsutil import write_if_changed, write_via
 from acd.paths import EXPORT_TEMPLATES_DIR
 from acd.taxonomy import load_taxonomy
 
@@ -138,11 +138,11 @@ def extract_media(out_dir: str | Path, dest: str | Path | None = None, splits: t
                     target = dest / modality / Path(m.name).name
                     if target.exists() and target.stat().st_size == m.size:
                         continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = target.with_name(f".{target.name}.tmp")
-                    with tf.extractfile(m) as src, open(tmp, "wb") as f:
-                        while chunk := src.read(1 << 20):
-                            f.write(chunk)
-                    tmp.replace(target)
+                    def copy(tmp, m=m):
+                        with tf.extractfile(m) as src, open(tmp, "wb") as f:
+                            while chunk := src.read(1 << 20):
+                                f.write(chunk)
+
+                    write_via(target, copy)
                     written += 1
     return written

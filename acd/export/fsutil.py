@@ -12,12 +12,9 @@ import os
 from pathlib import Path
 from typing import Callable, BinaryIO
 
+from acd.atomicio import tmp_path  # noqa: F401  (hidden, unique per writer: the manifest walk skips dot files)
+
 CHUNK = 1 << 20  # 1 MiB: big enough to be fast, small enough to keep memory flat on GB-sized shards
-
-
-def tmp_path(path: Path) -> Path:
-    # Hidden and pid-tagged: two processes never collide, and the manifest walk skips dot files.
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def sha256_file(path: Path) -> str:
@@ -72,13 +69,11 @@ def write_via(path: Path, produce: Callable[[Path], None]) -> bool:
     try:
         produce(tmp)
         if same_bytes(tmp, path):
-            tmp.unlink()
             return False
         os.replace(tmp, path)
         return True
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:

@@ -81,15 +81,28 @@ def files_unchanged(out_dir: Path, entries: dict[str, dict]) -> bool:
     return (out_dir / MANIFEST).exists()
 
 
-def build_manifest(entries: dict[str, dict], counts: dict[str, Any], inputs_hash: str) -> dict[str, Any]:
+def build_manifest(entries: dict[str, dict], counts: dict[str, Any], inputs_hash: str,
+                   name: str | None = None) -> dict[str, Any]:
+    """`name`: the dataset's own name (its recipe's), which downstream runs are named after."""
     files = [{"path": rel, "bytes": e["bytes"], "sha256": e["sha256"]} for rel, e in sorted(entries.items())]
     return {
+        **({"name": name} if name else {}),
         "format": "acd-export/1",
         "inputs_sha256": inputs_hash,
         "files": files,
         "total_bytes": sum(f["bytes"] for f in files),
         "counts": counts,
     }
+
+
+def dataset_name(out_dir: str | Path) -> str:
+    """A built dataset's own name (manifest.json's, i.e. its recipe's); the folder's name for older builds."""
+    out_dir = Path(out_dir).resolve()
+    try:
+        name = json.loads((out_dir / MANIFEST).read_text()).get("name")
+    except (FileNotFoundError, ValueError):
+        name = None
+    return name or out_dir.name
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 
 SECRET_ENV = "ACD_WEBHOOK_SECRET"
@@ -68,9 +67,9 @@ def _update_entry(path: Path, run_id: str, run_dir: Path, review: dict, project_
         recipe = str(run_dir / "recipe.json")
     entry.update(run_id=run_id, run_dir=str(run_dir), review=review, projects=sorted(projects),
                  recipe=recipe or entry.get("recipe"), out_dir=str(out_dir) if out_dir else entry.get("out_dir"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from acd.atomicio import write_text
+
+    write_text(path, json.dumps(entry, indent=1, sort_keys=True, default=str))
     return path
 
 

@@ -44,8 +44,7 @@ def store_media(data: bytes, ext: str, media_dir: Path) -> tuple[str, str]:
     rel = Path("media") / key[:2] / f"{key}.{ext}"
     dest = media_dir.parent / rel
     if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        from acd.atomicio import write_bytes
+
+        write_bytes(dest, data)  # a unique temp name: two workers storing the same item never collide
     return key, rel.as_posix()

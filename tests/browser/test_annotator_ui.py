@@ -37,8 +37,8 @@ MEDIA_FACT = {
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    if not Path(CHROMIUM).exists():  # `make test` installs or asks for it first (scripts/test-deps.sh)
+        pytest.fail(f"{CHROMIUM} missing: run 'sudo apt-get install -y chromium' (or set ACD_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

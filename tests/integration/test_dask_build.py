@@ -2,12 +2,15 @@
 
 The task runner is chosen when flows/build_acd.py is imported, from ACD_DASK_WORKERS / ACD_DASK_ADDRESS, so
 the Dask build runs in a subprocess with that env, reporting to the session's real Prefect server.
+The offline judge is on (every lot judges a few pairs): a Dask worker's nanny runs it with OMP_NUM_THREADS=1,
+the single-process reference with the process's default threads, and the bytes must still agree.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,16 +59,27 @@ def reference_build(tmp_path_factory, tiny_recipe):
 
     tmp = tmp_path_factory.mktemp("reference")
     overrides = copy.deepcopy(tiny_recipe)
+    overrides["checks"] = {"judge": "offline", "judge_sample_rate": 0.0, "judge_min_per_lot": 2}
     t0 = time.monotonic()
     ref = run_build("demo", tmp / "out", run_dir=tmp / "run", overrides=overrides)
     print(f"single-process build {time.monotonic() - t0:.1f}s")
     return {"out": tmp / "out", "lots": ref["lots"], "overrides": overrides}
 
 
-def _dask_build(env: dict, tmp_path: Path, overrides: dict) -> tuple[dict, str, float]:
+def _dask_build(env: dict, tmp_path: Path, overrides: dict, during=None) -> tuple[dict, str, float]:
+    """The flow in a subprocess; `during(proc)` (optional) runs while it does, e.g. to kill a worker."""
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "dask-out"), str(tmp_path / "dask-run"),
-                          json.dumps(overrides)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "dask-out"), str(tmp_path / "dask-run"),
+                             json.dumps(overrides)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    if during is not None:
+        during(proc)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     seconds = time.monotonic() - t0
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-6000:]
@@ -95,8 +109,10 @@ def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path
 
 def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp_path, reference_build):
     """ACD_DASK_ADDRESS: a scheduler and two workers started apart from the flow (another cwd, as on other
-    machines, where the project's flows/ folder is not importable); the lot tasks run on those workers."""
-    from acd import services
+    machines, where the project's flows/ folder is not importable); the lot tasks run on those workers.
+    One worker is SIGKILLed halfway through generate (a lost machine): its lots run again on the other, and
+    the build completes with the single-process build's bytes."""
+    from flows import services
 
     cluster_dir = tmp_path / "cluster"
     cluster_dir.mkdir()
@@ -118,13 +134,37 @@ def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp
                 procs.append(subprocess.Popen(dask + ["worker", address, "--nthreads", "1", "--no-dashboard",
                                                       "--host", "127.0.0.1", "--name", f"w{i}"],
                                               cwd=cluster_dir, env=env, stdout=log, stderr=subprocess.STDOUT))
+        killed = {}
+
+        def kill_one_worker_halfway(flow_proc):
+            gen = tmp_path / "dask-run" / "generate"
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and flow_proc.poll() is None:
+                done = len(list(gen.glob("*/part-*.parquet")))
+                busy = [i for i in range(2) if "generate-lot" in
+                        (cluster_dir / f"worker-{i}.log").read_text(errors="replace")]
+                if done >= 3 and busy:
+                    import psutil
+
+                    victim = procs[1 + busy[0]]  # procs[0] is the scheduler
+                    # A lost machine: the nanny and its worker process go together.
+                    tree = [victim.pid] + [c.pid for c in psutil.Process(victim.pid).children(recursive=True)]
+                    for pid in tree:
+                        os.kill(pid, signal.SIGKILL)
+                    victim.wait()
+                    killed.update(worker=busy[0], parts_before=done)
+                    return
+                time.sleep(0.05)
+
         result, log, seconds = _dask_build({**env, "ACD_DASK_ADDRESS": address}, tmp_path,
-                                           reference_build["overrides"])
-        print(f"dask existing-scheduler (2 workers) build {seconds:.1f}s")
+                                           reference_build["overrides"], during=kill_one_worker_halfway)
+        print(f"dask existing-scheduler (2 workers, one SIGKILLed after {killed.get('parts_before')} of "
+              f"{reference_build['lots']} lots) build {seconds:.1f}s")
         assert "LocalCluster" not in log
+        assert killed and killed["parts_before"] < reference_build["lots"], (killed, "the kill must land mid-generate")
+        survivor = 1 - killed["worker"]
         worker_logs = [(cluster_dir / f"worker-{i}.log").read_text(errors="replace") for i in range(2)]
-        ran = [w.count("generate-lot") for w in worker_logs]
-        assert sum(ran) > 0, worker_logs  # the lot tasks ran (and logged) on the external workers
+        assert worker_logs[survivor].count("generate-lot") > 0, worker_logs[survivor][-3000:]
         assert result["lots"] == reference_build["lots"]
         _assert_same_bytes(tmp_path / "dask-out", reference_build["out"])
     finally:

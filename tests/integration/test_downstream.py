@@ -39,9 +39,12 @@ def test_build_starts_training_then_evaluation(prefect_stack, tiny_overrides, tm
     prefect_stack.wait(train["id"], timeout=300)
     summary = json.loads((acm_dir / "summary.json").read_text())
     assert summary["step"] == 6 and Path(summary["checkpoint"]).exists()
+    assert Path(summary["checkpoint"]).is_absolute() and Path(summary["dataset"]).is_absolute()
 
     evaluation = _wait_for_first(prefect_stack, "anycapeval")
     assert evaluation["parameters"]["acm_ckpt"] == summary["checkpoint"]
+    assert Path(evaluation["parameters"]["out_dir"]).is_absolute()
+    assert Path(evaluation["parameters"]["dataset_dir"]).is_absolute()
     prefect_stack.wait(evaluation["id"], timeout=300)
     reports = list((acm_dir / "anycapeval").rglob("*.md"))
     assert reports, "anycapeval wrote no report"

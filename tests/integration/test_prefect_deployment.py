@@ -1,6 +1,6 @@
 """build-acd through a real Prefect server + process worker: `prefect deployment run build-acd/demo`.
 
-The session fixture (conftest.prefect_stack) runs acd.services.up on a free port with PREFECT_HOME in tmp,
+The session fixture (conftest.prefect_stack) runs flows.services.up on a free port with PREFECT_HOME in tmp,
 exactly what `make up` does, and stops the server and the worker by PID at the end.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_deployments_applied(prefect_stack):
         flow, name = ref.split("/")
         assert flow in r.stdout and name in r.stdout
     # Every deployment in prefect.yaml is either deployed or reported (missing entrypoint / failing import).
-    from acd.services import deployment_entries
+    from flows.services import deployment_entries
 
     refs = {e["ref"] for e in deployment_entries()}
     reported = set(info["deployed"]) | {s.split(" ")[0] for s in info["skipped"] + info["failed"]}
@@ -85,7 +85,7 @@ def _kill(pid: int) -> None:
 def worker_guard(prefect_stack):
     """Whatever a test does to the worker, the next test finds one running."""
     yield
-    from acd import services
+    from flows import services
 
     if not services.pid_alive(prefect_stack.info["worker_pid"]):
         prefect_stack.restart_worker()
@@ -100,7 +100,7 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
     forever; the next run takes the run-dir lock over from the dead PID and marks the old run Crashed.
     Either way the rerun completes and redoes only the missing parts.
     """
-    from acd import services
+    from flows import services
 
     out, run = tmp_path / "out", tmp_path / "run"
     # More, smaller lots than TINY: a wider window to kill the run mid-generate.
@@ -140,6 +140,14 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
     assert old["state"]["type"] == "CRASHED", old["state"]
     if lose_worker:
         assert "resumed by flow run" in old["state"]["message"] and second in old["state"]["message"]
+    # The killed run's in-flight task runs do not stay RUNNING forever: the rerun marked them Crashed.
+    r = prefect_stack.http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [first]}}, "limit": 200})
+    r.raise_for_status()
+    states = {}
+    for tr in r.json():
+        states.setdefault(tr["state"]["type"], []).append(tr["name"])
+    assert not set(states) & {"RUNNING", "PENDING", "SCHEDULED"}, states
+    assert any(n.startswith("generate-lot") for n in states.get("CRASHED", [])), states
     # Resume by parts: the lots finished before the kill were not redone.
     for p, mtime in done_before.items():
         assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten"
@@ -151,7 +159,7 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
 
 def test_deploy_skips_missing_entrypoints(prefect_stack, tmp_path):
     """`make up` deploys what exists and reports the rest (a flow file not written yet must not block it)."""
-    from acd import services
+    from flows import services
 
     (tmp_path / "flows").symlink_to(services.PROJECT_DIR / "flows")
     (tmp_path / "prefect.yaml").write_text(

@@ -1,8 +1,8 @@
 """`make up` / `make down`: a local Prefect server and a process worker, tracked by PID files.
 
-    python -m acd.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
-    python -m acd.services down                    # stops what `up` started, by PID
-    python -m acd.services status
+    python -m flows.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
+    python -m flows.services down                    # marks unfinished flow runs Cancelled, stops both by PID
+    python -m flows.services status
 
 Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, server.pid,
 worker.pid, port, server.log, worker.log. Deployments come from prefect.yaml, one `prefect deploy --name
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import yaml
+
+from acd import runlock
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POOL = "acd-local"
@@ -59,7 +61,10 @@ def env_for(port: int, home: Path | None = None) -> dict[str, str]:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on the port. SO_REUSEADDR as the server itself binds (uvicorn): the TIME_WAIT sockets
+    a just-stopped server leaves for ~60 s do not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -75,22 +80,10 @@ def free_port() -> int:
 
 def pid_alive(pid: int) -> bool:
     """True for a running process; False for a missing one or a zombie (dead, not yet reaped)."""
-    if pid <= 0:
-        return False
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None and child.poll() is not None:  # our own child: reap it, so it is not a zombie
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] not in "ZX"
-    except (OSError, ValueError, IndexError):
-        return True
+    return runlock.pid_alive(pid)
 
 
 def _read_pid(name: str, home: Path | None = None) -> int | None:
@@ -192,11 +185,13 @@ def deploy(env: dict[str, str], refs: list[str] | None = None) -> dict[str, list
 
 
 def _pick_port(port: int | str | None, home: Path) -> int:
+    """The port asked for; 'auto' is the running server's port, else 4200 — never silently another one (the
+    README tells users to export PREFECT_API_URL with 4200; a server elsewhere would not be found)."""
     if port in (None, "", "auto", 0, "0"):
         saved = home / "port"
         if _read_pid("server", home) and saved.exists():
             return int(saved.read_text())
-        return DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
+        return DEFAULT_PORT
     return int(port)
 
 
@@ -216,8 +211,9 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
         say(f"a Prefect server already answers on port {port}; reusing it")
     except TimeoutError:
         if not port_free(port):
-            raise SystemExit(f"port {port} is taken by something that is not a Prefect server; "
-                             f"choose another: make up PREFECT_PORT=<port>")
+            raise SystemExit(f"port {port} is taken by something that is not a Prefect server; stop it or "
+                             f"choose another port: make up PREFECT_PORT=<port> (then export "
+                             f"PREFECT_API_URL=http://127.0.0.1:<port>/api)")
         server_pid = _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
         wait_healthy(port, pid=server_pid, log=home / "server.log")
     (home / "port").write_text(str(port))
@@ -278,8 +274,20 @@ def stop_pid(pid: int, timeout_s: float = 15) -> None:
 
 
 def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
+    """Stop the worker, then the server. Flow runs the worker was executing die with it: they (and their
+    unfinished task runs) are marked Cancelled while the server still answers, instead of staying RUNNING."""
+    from flows import runstate
+
     home = Path(home) if home else prefect_home()
+    say = (lambda *a: None) if quiet else print
     stopped = []
+    api, active = None, []
+    if _read_pid("server", home) and (home / "port").exists():
+        api = f"http://127.0.0.1:{int((home / 'port').read_text())}/api"
+        try:
+            active = [r["id"] for r in runstate.active_flow_runs(POOL, api)]
+        except (httpx.HTTPError, RuntimeError) as exc:
+            say(f"could not list running flow runs: {exc}")
     for name in ("worker", "server"):
         pid_file = home / f"{name}.pid"
         pid = _read_pid(name, home)
@@ -289,6 +297,12 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
             if not quiet:
                 print(f"stopped {name} (pid {pid})")
         pid_file.unlink(missing_ok=True)
+        if name == "worker" and active and api:
+            try:
+                n = runstate.cancel_runs(active, "stopped by `make down` (the worker was stopped mid-run)", api)
+                say(f"marked {n} unfinished flow run(s) Cancelled")
+            except httpx.HTTPError as exc:
+                say(f"could not mark flow runs Cancelled: {exc}")
     if not stopped and not quiet:
         print(f"nothing to stop (no live PIDs in {home})")
     return stopped
@@ -305,10 +319,10 @@ def status() -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m acd.services")
+    p = argparse.ArgumentParser(prog="python -m flows.services")
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
-    u.add_argument("--port", default="auto", help="port for the server, or 'auto' (4200 if free, else any free port)")
+    u.add_argument("--port", default="auto", help="port for the server, or 'auto' (the running server's, else 4200)")
     u.add_argument("--no-worker", action="store_true")
     u.add_argument("--no-deploy", action="store_true")
     sub.add_parser("down")

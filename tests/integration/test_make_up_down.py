@@ -1,0 +1,62 @@
+"""`make down` in the middle of a build, then `make up` at once on the same port (flows/services.py).
+
+A separate server and worker (their own PREFECT_HOME and port), since `down` stops them: the build's flow
+run and its unfinished task runs end Cancelled, not RUNNING forever, and the server comes back on the same
+port at once although the old server's connections linger in TIME_WAIT.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(400)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_down_mid_build_cancels_the_run_and_up_reuses_the_port(tmp_path, tiny_overrides, monkeypatch):
+    from flows import services
+
+    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
+    monkeypatch.setenv("ACD_PROJECT_DIR", str(ROOT))
+    home, port = tmp_path / "home", services.free_port()
+    info = services.up(port=port, home=home, quiet=True, do_deploy=False)
+    try:
+        assert services.deploy(info["env"], refs=["build-acd/demo"])["deployed"] == ["build-acd/demo"]
+        out, run = tmp_path / "out", tmp_path / "run"
+        overrides = {**tiny_overrides, "pairs": {"image": 60, "video": 60, "audio": 40}, "lot_size": 4}
+        cli = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "build-acd/demo",
+                              "--param", f"out_dir={out}", "--param", f"run_dir={run}",
+                              "--param", f"overrides={json.dumps(overrides)}"],
+                             env=info["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", cli.stdout).group(1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any((run / "generate").glob("*/part-*.parquet")):
+            time.sleep(0.1)
+        assert any((run / "generate").glob("*/part-*.parquet")), (home / "worker.log").read_text()[-3000:]
+    finally:
+        stopped = services.down(quiet=True, home=home)
+    assert len(stopped) == 2 and not (out / "manifest.json").exists(), "down must land mid-build"
+
+    t0 = time.monotonic()
+    again = services.up(port=port, home=home, worker=False, do_deploy=False, quiet=True)  # make up right after
+    try:
+        assert again["port"] == port
+        print(f"server back on port {port} in {time.monotonic() - t0:.1f}s after down")
+        with httpx.Client(base_url=again["api"], timeout=30) as http:
+            fr = http.get(f"/flow_runs/{run_id}").json()
+            assert fr["state"]["type"] == "CANCELLED", fr["state"]
+            assert "make down" in fr["state"]["message"]
+            trs = http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}).json()
+            states = {tr["state"]["type"] for tr in trs}
+            assert trs and not states & {"RUNNING", "PENDING", "SCHEDULED"}, states
+    finally:
+        services.down(quiet=True, home=home)
