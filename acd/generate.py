@@ -34,14 +34,13 @@ _LOT_TICKETS = itertools.count()  # lots started earlier get their requests serv
 #           it under a budget of a few times the endpoint's slots: a lot whose stragglers wait on a hung
 #           request or a backoff no longer holds a place, so its neighbours keep the slots busy. Bounded
 #           memory; slots go to the oldest lot first (request priority).
-#   checks: CPU work (the offline judge's embeddings), cores - 1 lots at a time on one torch thread each, so
-#           the request loop always has a core, and a lot waiting for its checks holds no generation place.
+#   checks: CPU work (the offline judge's embeddings, one torch thread each), one lot per core at a time; a
+#           lot waiting for its checks holds no generation place.
 # (Measured here: lots admitted by count, each holding its place through its checks, kept the endpoint 19%
 # busy.)
 _CHECK_SLOTS = threading.Semaphore(int(os.environ.get("ACD_CHECK_THREADS", 0)) or max(1, os.cpu_count() or 2))
 _ADMISSIONS: dict[int, "_Admission"] = {}
 _ADMISSIONS_LOCK = threading.Lock()
-_cpu_limited = False
 
 
 class _Admission:
@@ -69,15 +68,6 @@ def _admission(backend, budget: int) -> _Admission:
         if id(backend) not in _ADMISSIONS:
             _ADMISSIONS[id(backend)] = _Admission(budget)
         return _ADMISSIONS[id(backend)]
-
-
-def _checks_on_one_core() -> None:
-    global _cpu_limited
-    if not _cpu_limited:
-        _cpu_limited = True
-        import torch
-
-        torch.set_num_threads(1)
 
 
 def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority: int = 0,
@@ -295,8 +285,6 @@ def generate_lot(
     priority = next(_LOT_TICKETS)
 
     concurrent = supports_async(backend)
-    if concurrent:
-        _checks_on_one_core()
     for attempt in range(attempt_offset, attempt_offset + max_attempts):
         if not pending:
             break
