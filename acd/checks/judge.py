@@ -88,7 +88,8 @@ def strip_length_sentence(instruction: str) -> str:
     c = parse_constraint(instruction or "")
     if c is None:
         return instruction or ""
-    return " ".join(instruction.replace(c.sentence(), " ").split()) if c.sentence() in instruction else instruction
+    phrase = c.phrase or c.sentence()
+    return " ".join(instruction.replace(phrase, " ").split()) if phrase in instruction else instruction
 
 
 def length_score(caption: str, constraint: LengthConstraint | None, cap: float) -> float:

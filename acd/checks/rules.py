@@ -72,7 +72,7 @@ def resolve_constraint(length_constraint: str | None, length_key: str | None) ->
 def _constraint_from_parts(form: str, vals: list[str]) -> LengthConstraint:
     if form == "word_range":
         return LengthConstraint(form=form, lo=int(vals[0]), hi=int(vals[1]))
-    if form in ("word_exact", "word_max"):
+    if form in ("word_exact", "word_max", "word_min"):
         return LengthConstraint(form=form, n=int(vals[0]))
     if form in ("sentence_exact", "sentence_max"):
         return LengthConstraint(form=form, count=vals[0])

@@ -27,7 +27,7 @@ class Target:
 def target_for(lc: LengthConstraint | None, natural_sentences: int, natural_words: int) -> Target:
     if lc is None or lc.form == "none":
         return Target(None, natural_sentences, natural_sentences, natural_sentences)
-    lo, hi = lc.bounds()
+    lo, hi = lc.target_bounds()
     pref = natural_words if lc.unit == "words" else natural_sentences
     if lc.form == "word_max":
         pref = hi  # "no more than N words": use the room, a near-limit caption carries more facts

@@ -50,6 +50,8 @@ def violating_target(lc: LengthConstraint, rng: random.Random) -> Target:
     lo, hi = lc.bounds()
     if lc.unit == "words":
         options = []
+        if hi == float("inf"):  # "more than n words": too short breaks it
+            return Target("words", max(3, lo // 4), max(4, lo // 2), max(4, lo // 3))
         if lc.form != "word_max" and lo >= 15:
             options.append(Target("words", max(3, lo // 3), lo - max(5, lo // 4), lo // 2))
         long_lo, long_hi = hi + max(6, hi // 3), hi + max(20, hi // 2)

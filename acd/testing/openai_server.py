@@ -89,7 +89,7 @@ def reply_for(body: dict) -> str:
     constraint = parse_constraint(text)
     if constraint is None:
         return _sentences(rng, rng.randint(14, 30), 2)
-    lo, hi = constraint.bounds()
+    lo, hi = constraint.target_bounds()
     if constraint.unit == "words":
         n = rng.randint(lo, hi)
         return _sentences(rng, n, max(1, n // 12))
