@@ -38,6 +38,7 @@ class Writer:
     def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
         self.ph, self.f, self.rng = ph, facts, rng
         self.used: set[int] = set()  # templates already drawn for the caption being written
+        self._groups: dict[int, tuple[str, dict]] = {}  # unit list id -> (group, ctx), for redraws
 
     # ================================================================ instructions
     def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
@@ -160,11 +161,22 @@ class Writer:
         tiny = f"tiny_{itype}"
         if units and tiny in self.ph.sentences and not force_first:
             units[0] = units[0] + self.u(tiny, self._main(itype, plan), k=3)
+            if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
+                units[0] = units[0] + self.u("scene_tiny", k=3)  # a short sentence that still names everything
         units = [u for u in units if u]
         units += self._fillers()
         if target is None:
             target = _target(lc, natural, units)
-        return self._fit(units, n_core, target)
+        text = self._fit(units, n_core, target)
+        tries = 0
+        while text is None and tries < 6:  # no exact fit with these draws: draw other phrasings of the same facts
+            tries += 1
+            units = [self.u_alt(u) for u in units]
+            text = self._fit(units, n_core, target)
+        if text is None:
+            FALLBACKS["prose"] += 1
+            text = self._fit(units, n_core, target, force=True)
+        return text
 
     def _main(self, itype: str, plan: Plan) -> dict | None:
         """The thing a tiny first sentence is about: the named target, else the first object/sound."""
@@ -181,51 +193,54 @@ class Writer:
                 return f.by_id[i]
         return things[0] if things else None
 
-    def u(self, group: str, *parts: dict | None, k: int = 2, **extra: Any) -> list[str]:
-        return pick_from(self.ph.sentences[group], self.f.ctx(*parts, **extra), self.rng, k, self.used)
+    def u(self, group: str, *parts: dict | None, k: int = 3, **extra: Any) -> list[str]:
+        """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
+        (a fact said with one word less, so word counts can be met exactly without padding)."""
+        ctx = self.f.ctx(*parts, **extra)
+        out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
+        if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
+            lean = dict(ctx, indef=ctx["indef_lean"], size=None)
+            out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
+        self._groups[id(out)] = (group, ctx, out)
+        return out
+
+    def u_alt(self, unit: list[str]) -> list[str]:
+        """`unit` plus more phrasings of the same fact (for a further fitting attempt)."""
+        g = self._groups.get(id(unit))
+        if not g or g[2] is not unit:
+            return unit
+        group, ctx, _ = g
+        out = unit + [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in unit]
+        self._groups[id(out)] = (group, ctx, out)
+        return out
 
     def _fillers(self) -> list[list[str]]:
         g = "filler_audio" if self.f.modality == "audio" else "filler_visual"
-        return [[s] for s in self.u(g, k=4)]
+        return [[s] for s in self.u(g, k=2)]
 
-    def _fit(self, units: list[list[str]], n_core: int, t: Target) -> str:
-        rng, ph = self.rng, self.ph
+    def _fit(self, units: list[list[str]], n_core: int, t: Target, force: bool = False) -> str | None:
+        """Pick facts (units) and a phrasing of each so the caption meets the target exactly.
+
+        Only whole true sentences are added or dropped; None when these phrasings cannot make the count
+        (the caller draws others). force: the last resort, cut at a word boundary (counted as a fallback).
+        """
         n_core = max(1, min(n_core, len(units)))
         if t.unit != "words":
             k = t.pref
             picked = [u[0] for u in units[:k]]
             if n_core > k:  # more asked-for facts than sentences allowed: merge them
                 picked = picked[: k - 1] + [merge_sentences([u[0] for u in units[k - 1 : n_core]])]
-            while len(picked) < k:  # only for absurdly small scenes: reuse fillers
-                picked.append(units[-1][0])
+            while len(picked) < k:  # only for absurdly small scenes: the exhaustive-grounding facts
+                picked.append(units[-1 - (len(picked) % 2)][0])
             return " ".join(picked)
-        # Variants are (base text, linking word or None); a link's word count is its key (checked when
-        # the phrasing loads), so only base sentences are counted and only picked texts are built.
-        variants: list[list[tuple[str, str | None]]] = []
-        wcs: list[list[int]] = []
-        for i, u in enumerate(units):
-            vs: list[tuple[str, str | None]] = [(b, None) for b in u]
-            ws = [count_words(b) for b in u]
-            links = ph.connectives if i > 0 else ph.openers
-            for b, w in (list(zip(u[:2], ws[:2])) if i > 0 else list(zip(u, ws))):
-                for n, conns in links.items():
-                    vs.append((b, rng.choice(conns)))
-                    ws.append(w + n)
-            variants.append(vs)
-            wcs.append(ws)
+        wcs = [[count_words(b) for b in u] for u in units]
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
-        if picks is None:  # rare: even the shortest core sentence is too long, or all facts too short
-            FALLBACKS["prose"] += 1
-            if min(wcs[0]) > t.hi:
-                text = min(units[0], key=count_words)
-            else:
-                text = " ".join(u[0] for u in units)
+        if picks is None:
+            if not force:
+                return None
+            text = min(units[0], key=count_words) if min(wcs[0]) > t.hi else " ".join(u[0] for u in units)
             return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
-        out = []
-        for i, j in picks:
-            b, link = variants[i][j]
-            out.append(with_connective(b, link) if link else b)
-        return " ".join(out)
+        return " ".join(units[i][j] for i, j in picks)
 
     # ---------------------------------------------------------------- units per type
     def _units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
@@ -239,7 +254,7 @@ class Writer:
 
         if itype == "brief":
             main = objs[0] if objs else None
-            first = scene[0] + (u("scene_tiny", k=1) if objs else []) + (u("obj_tiny", main, k=1) if main else [])
+            first = scene[0] + (u("scene_tiny", k=1) if objs else []) + (u("obj_short", main, k=1) if main else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
             units = [scene[0]] + self._object_units(objs)
@@ -256,14 +271,14 @@ class Writer:
                 units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
             if video:
                 units += self._event_units(f.events)
-            units += [u("narr_close"), u("lighting"), u("background")]
-            return units, 1, rng.randint(4, 6)
+            units += [u("narr_close"), u("lighting"), u("background"), u("background_decor")]
+            return units, 2 if objs else 1, rng.randint(4, 6)  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = f.ctx()
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
             units += [u("theme_obj", o) for o in objs[:2]]
-            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background")]
+            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background"), u("background_decor")]
             return units, 1, rng.randint(3, 4)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
@@ -275,8 +290,8 @@ class Writer:
                     continue
                 rel = relation(o, viewer) if viewer else None
                 units.append(pick_from(spec["object"], f.ctx(o, vctx, rel=rel), rng, 2, self.used))
-            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting")]
-            return units, 1, rng.randint(3, 4)
+            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting"), u("background_decor")]
+            return units, 2 if len(units) > 3 else 1, rng.randint(3, 4)  # the view names what it sees
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
@@ -324,16 +339,18 @@ class Writer:
                 ev = [u("no_events")] + [u("obj_action", o) for o in objs if o.get("moving")]
             units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
             n_ev = max(1, len(ev))
-            return units, min(n_ev, 3), min(n_ev + 1, 6)
+            return units, n_ev, min(n_ev + 1, 6)  # every event is asked for
         if itype == "camera":
             o = targets[0] if targets else None
-            units = [u("camera"), u("camera_view")]
+            still = (f.g.get("camera") or {}).get("motion") in (None, "static")
+            units = [u("camera"), u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             if o:
                 units.append(u("camera_subject", o))
             units += [u("duration"), u("background"), u("lighting")]
             return units, 1, rng.randint(2, 3)
         if itype == "background":
-            units = [u("background"), u("background_colour"), u("lighting"), u("mood"), u("viewpoint"), u("duration")]
+            units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
+                     u("viewpoint"), u("duration")]
             return units, 1, rng.randint(2, 3)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
 
@@ -353,7 +370,7 @@ class Writer:
 
     def _setting_units(self, full: bool = False) -> list[list[str]]:
         u = self.u
-        units = [u("background"), u("lighting")]
+        units = [u("background"), u("background_decor"), u("lighting")]
         if full:
             units += [u("viewpoint"), u("mood")]
         return units
@@ -394,16 +411,19 @@ class Writer:
             for s in snds:
                 units.append(u("sound_full", s))
             for s in snds:
-                units += [u("sound_quality", s), u("sound_span", s)]
+                units += [u("sound_quality", s), u("sound_pattern", s), u("sound_span", s)]
             return units + setting, 1, rng.randint(4, 6)
         if itype == "event":
             ev = []
             for e in f.events:
-                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]))
+                one = len(e["objs"]) == 1
+                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]),
+                           start_v="starts" if one else "start", stop_v="stops" if one else "stop",
+                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade")
                 ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
             if not ev:
                 ev = [u("audio_empty")]
-            return ev + setting, min(len(ev), 3), min(len(ev), 6)
+            return ev + setting, len(ev), min(len(ev), 6)  # every start and stop is asked for
         if itype == "narrative":
             units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds] + [u("narr_audio_close")] + setting
             return units, 1, rng.randint(4, 5)
@@ -475,12 +495,16 @@ class Writer:
             lines = [ln for i, j in picks for ln in variants[i][j]]
             return _punctuate(lines, len(lines) // 2)
         k = target.pref  # sentences wanted (natural: one per couplet)
-        n_couplets = max(2, math.ceil(k / 2)) if target.unit else natural
-        chosen = [vs[0] for vs in units[:n_couplets]]
-        while len(chosen) * 2 < k:  # tiny grounding: reuse couplet variants
-            chosen.append(units[len(chosen) % len(units)][-1])
+        if target.unit == "sentences":
+            # Under a sentence constraint a poem is one sentence per line, so counting lines and counting
+            # full stops agree: each line is a whole couplet, its two halves joined by a comma.
+            chosen = [vs[0] for vs in units[:k]]
+            while len(chosen) < k:  # tiny grounding: other variants of the couplets
+                chosen.append(units[len(chosen) % len(units)][-1])
+            return "\n".join(f"{a.rstrip(' ,;.')}, {lower_first(b).rstrip(' ,;.')}." for a, b in chosen)
+        chosen = [vs[0] for vs in units[:natural]]
         lines = [ln for cpl in chosen for ln in cpl]
-        return _punctuate(lines, k if target.unit else len(chosen))
+        return _punctuate(lines, len(chosen))
 
 
 def _punctuate(lines: list[str], n_sentences: int) -> str:

@@ -64,8 +64,6 @@ class Phrasing:
     lexicon: dict[str, Any]
     sentences: dict[str, tuple[Tpl, ...]]
     poem: dict[str, tuple[tuple[Tpl, Tpl], ...]]
-    connectives: dict[int, tuple[str, ...]]
-    openers: dict[int, tuple[str, ...]]
     poem_connectives: dict[int, tuple[str, ...]]
     instruction_tpls: dict[tuple[str, str], tuple[Tpl, ...]]  # (type, modality) -> templates
     style_tpls: dict[str, dict[str, dict[str, tuple[Tpl, ...]]]]  # themes/viewpoints -> id -> part
@@ -125,7 +123,7 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
     }
     from acd.checks.length import count_words
 
-    for key in ("connectives", "openers", "poem_connectives"):  # the fitter adds a link's key as its length
+    for key in ("poem_connectives",):  # the fitter adds a link's key as its length
         for n, words in cap_[key].items():
             bad = [w for w in words if count_words(w) != int(n)]
             if bad:
@@ -137,8 +135,6 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         lexicon=cap_["lexicon"],
         sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
         poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
-        connectives={int(k): tuple(v) for k, v in cap_["connectives"].items()},
-        openers={int(k): tuple(v) for k, v in cap_["openers"].items()},
         poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
         instruction_tpls=instruction_tpls,
         style_tpls=style_tpls,
