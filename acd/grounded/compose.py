@@ -14,7 +14,7 @@ from typing import Any
 
 from acd.checks.length import count_words
 from acd.grounded.facts import Facts, article, fmt_t, join_and, objects_list, relation
-from acd.grounded.fit import Target, choose_words, force_words, merge_sentences, with_connective
+from acd.grounded.fit import Target, choose_words, merge_sentences
 from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
@@ -38,7 +38,7 @@ class Writer:
     def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
         self.ph, self.f, self.rng = ph, facts, rng
         self.used: set[int] = set()  # templates already drawn for the caption being written
-        self._groups: dict[int, tuple[str, dict]] = {}  # unit list id -> (group, ctx), for redraws
+        self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
 
     # ================================================================ instructions
     def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
@@ -160,9 +160,9 @@ class Writer:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
         if units and tiny in self.ph.sentences and not force_first:
-            units[0] = units[0] + self.u(tiny, self._main(itype, plan), k=3)
+            units[0] = self.join_units(units[0], self.u(tiny, self._main(itype, plan), k=3))
             if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
-                units[0] = units[0] + self.u("scene_tiny", k=3)  # a short sentence that still names everything
+                units[0] = self.join_units(units[0], self.u("scene_tiny", k=3))  # short, still names everything
         units = [u for u in units if u]
         units += self._fillers()
         if target is None:
@@ -201,17 +201,26 @@ class Writer:
         if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
             out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
-        self._groups[id(out)] = (group, ctx, out)
+        self._groups[id(out)] = (out, [(group, ctx)])
         return out
+
+    def join_units(self, *units: list[str]) -> list[str]:
+        """One unit made of several units' phrasings (alternatives for the same slot), redrawable."""
+        out = [t for u in units for t in u]
+        self._groups[id(out)] = (out, [src for u in units for src in self._sources(u)])
+        return out
+
+    def _sources(self, unit: list[str]) -> list[tuple[str, dict]]:
+        g = self._groups.get(id(unit))
+        return g[1] if g and g[0] is unit else []
 
     def u_alt(self, unit: list[str]) -> list[str]:
         """`unit` plus more phrasings of the same fact (for a further fitting attempt)."""
-        g = self._groups.get(id(unit))
-        if not g or g[2] is not unit:
-            return unit
-        group, ctx, _ = g
-        out = unit + [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in unit]
-        self._groups[id(out)] = (group, ctx, out)
+        srcs = self._sources(unit)
+        out = list(unit)
+        for group, ctx in srcs:
+            out += [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in out]
+        self._groups[id(out)] = (out, srcs)
         return out
 
     def _fillers(self) -> list[list[str]]:
@@ -238,8 +247,13 @@ class Writer:
         if picks is None:
             if not force:
                 return None
-            text = min(units[0], key=count_words) if min(wcs[0]) > t.hi else " ".join(u[0] for u in units)
-            return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
+            # No phrasing of these facts meets the count: write the nearest grammatical caption, never a
+            # cut or padded one. The check stage then fails it on length and it is regenerated (another
+            # attempt draws other targets and phrasings) or dropped with that reason.
+            hi = int(min(t.hi, t.lo + 200))
+            picks = choose_words(wcs, n_core, 1, hi + 40, t.pref)
+            if picks is None:
+                return min(units[0], key=count_words)
         return " ".join(units[i][j] for i, j in picks)
 
     # ---------------------------------------------------------------- units per type
@@ -254,7 +268,7 @@ class Writer:
 
         if itype == "brief":
             main = objs[0] if objs else None
-            first = scene[0] + (u("scene_tiny", k=1) if objs else []) + (u("obj_short", main, k=1) if main else [])
+            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
             units = [scene[0]] + self._object_units(objs)
@@ -402,7 +416,7 @@ class Writer:
     def _audio_units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
         f, rng, u = self.f, self.rng, self.u
         snds = f.sounds
-        intro = (u("audio_intro") + u("audio_tiny", k=1)) if snds else u("audio_empty")
+        intro = self.join_units(u("audio_intro"), u("audio_tiny", k=2)) if snds else u("audio_empty")
         setting = [u("audio_background"), u("audio_mood"), u("audio_duration")]
         if itype == "brief":
             return [intro] + [u("sound_short", s) for s in snds] + setting, 1, 1
@@ -488,10 +502,11 @@ class Writer:
                 variants.append(vs)
             wcs = [[count_words(a) + count_words(b) for a, b in vs] for vs in variants]
             picks = choose_words(wcs, 1, target.lo, target.hi, target.pref)
-            if picks is None:
+            if picks is None:  # the nearest whole-couplet poem; the length check sends it back for another try
                 FALLBACKS["poem"] += 1
-                lines = [ln for vs in variants for ln in vs[0]]
-                return force_words(_punctuate(lines, len(lines) // 2), target.lo, target.hi, [])
+                picks = choose_words(wcs, 1, 1, int(min(target.hi, target.lo + 200)) + 40, target.pref)
+                if picks is None:
+                    return _punctuate(list(variants[0][0]), 1)
             lines = [ln for i, j in picks for ln in variants[i][j]]
             return _punctuate(lines, len(lines) // 2)
         k = target.pref  # sentences wanted (natural: one per couplet)

@@ -75,6 +75,13 @@ def objects_list(objs: list[dict], numbers: list[str]) -> str | None:
     return join_and(parts) or None
 
 
+def _cats_list(objs: list[dict]) -> list[str]:
+    counts: dict[str, int] = {}
+    for o in objs:
+        counts[o["cat"]] = counts.get(o["cat"], 0) + 1
+    return [article(c) if n == 1 else f"{number_word(n)} {plural(c)}" for c, n in counts.items()]
+
+
 def number_word(n: int) -> str:
     return _inflect().number_to_words(n) if 0 <= n <= 20 else str(n)
 
@@ -134,6 +141,7 @@ class Facts:
             sc["abg"] = lex["audio_background"].get(bg) or (article(bg) if bg else "near silence")
             self._sounds(g.get("sounds") or [], lex)
             sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
+            sc["sounds_count"] = number_word(len(self.sounds)) if len(self.sounds) > 1 else None
             sc["silent_abg"] = None if self.sounds else sc["abg"]  # only claim "only X" when nothing else sounds
             self._audio_events(g.get("events") or [])
         else:
@@ -150,6 +158,7 @@ class Facts:
             sc["decor2"] = decor[1] if len(decor) > 1 else None
             self._objects(g.get("objects") or [], lex)
             sc["objects_list"] = objects_list(self.objs, numbers)
+            sc["objects_cats"] = join_and(_cats_list(self.objs)) or None  # "a ball, two stars and a box"
             n = len(self.objs)
             sc["count_word"] = number_word(n) if n > 1 else None
             cam = g.get("camera") or {}
