@@ -157,7 +157,8 @@ def generate_lot(
             pending = []
             continue
         t0 = time.perf_counter()
-        checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge).to_pylist()
+        checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge,
+                            groundings={k: m.get("grounding") for k, m in media_by_key.items()}).to_pylist()
         _add(timings, "check", t0)
         pending = []
         for row in checked:

@@ -97,16 +97,21 @@ def _has_verb(sentence: str) -> bool:
     return False
 
 
-def _article_plural(text: str) -> list[str]:
-    """'a beeps', 'a loud stars': an indefinite article whose noun is plural (at most one adjective between)."""
+@lru_cache(maxsize=50000)
+def _pos(word: str) -> frozenset:
     from lemminflect import getAllLemmas
 
+    return frozenset(getAllLemmas(word))
+
+
+def _article_plural(text: str) -> list[str]:
+    """'a beeps', 'a loud stars': an indefinite article whose noun is plural (at most one adjective between)."""
     out = []
     for m in _ARTICLE_PHRASE.finditer(text):
         w1, w2 = m.group(2), m.group(3)
         if _is_plural(w1):
             out.append(f"{m.group(1)} {w1}")
-        elif w2 and set(getAllLemmas(w1.lower())) == {"ADJ"} and _is_plural(w2) and "VERB" not in getAllLemmas(w2.lower()):
+        elif w2 and _pos(w1.lower()) == {"ADJ"} and _is_plural(w2) and "VERB" not in _pos(w2.lower()):
             out.append(f"{m.group(1)} {w1} {w2}")
     return out
 

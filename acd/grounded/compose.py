@@ -352,6 +352,7 @@ class Writer:
             if not ev:
                 ev = [u("no_events")] + [u("obj_action", o) for o in objs if o.get("moving")]
             units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
+            units += [u("obj_action", o) for o in objs if o.get("moving")] + [u("camera"), u("background_decor"), u("lighting")]
             n_ev = max(1, len(ev))
             return units, n_ev, min(n_ev + 1, 6)  # every event is asked for
         if itype == "camera":
@@ -406,6 +407,9 @@ class Writer:
                        a_ref=objs[0].get("ref"), b_ref=objs[1].get("ref") if len(objs) > 1 else None)
             group = {"appear": "event_appear", "collide": "event_collide", "leave": "event_leave"}.get(e["type"], "event_other")
             unit = self.u(group, **ctx) or self.u("event_other", **ctx)
+            if group == "event_appear" and e["t"] <= 0.05:  # short forms that are only true at the start
+                lean = dict(ctx, objs=join_and([o.get("label") or o.get("ref") for o in objs]))
+                unit = self.join_units(unit, self.u("event_appear_start", **ctx), self.u("event_appear_start", **lean))
             if e["t"] > 0.05:  # a variant with the shortest time phrase, for tight word limits
                 ctx["when"] = self.f.lex["when_time"][-1].format(t=fmt_t(e["t"]))
                 unit += self.u(group, k=1, **ctx)
@@ -487,10 +491,10 @@ class Writer:
                 target = Target(None, natural, natural, natural)
             elif lc.unit == "words":
                 nat_w = sum(count_words(a) + count_words(b) for a, b in (x[0] for x in units[:natural]))
-                lo, hi = lc.bounds()
+                lo, hi = lc.target_bounds()
                 target = Target("words", lo, hi, min(max(nat_w, lo), hi if lc.form != "word_max" else hi))
             else:
-                lo, hi = lc.bounds()
+                lo, hi = lc.target_bounds()
                 target = Target("sentences", lo, hi, min(max(natural, lo), hi))
         if target.unit == "words":
             variants = []

@@ -177,32 +177,80 @@ def _ignore(ph, facts, plan, lc, rng) -> str:
     return Writer(ph, facts, rng).caption(plan, lc, itype=alt, force_first=force)
 
 
-def _weak(ph, facts, plan, lc, rng) -> str:
-    g = json.loads(json.dumps(facts.g))
-    wm = ph.weak_model
-    # one small slip, on the primary thing so it shows: a size, loudness, pitch, speed or position
-    pid = _primary_id(facts, plan)
-    items = g.get("sounds") if facts.modality == "audio" else g.get("objects")
+def _slips(facts: Facts, plan: Plan, pid: str | None) -> list:
+    """Small slips a weaker captioner makes, as edits of a grounding copy, most visible first for the type."""
+    wm_order = {
+        "appearance": ("size", "position"), "position": ("position", "size"), "action": ("action", "position"),
+        "camera": ("camera",), "background": ("lighting",), "event": ("action", "position"),
+    }
+    kinds = wm_order.get(plan.itype, ("position", "size", "action"))
+    if facts.modality == "audio":
+        kinds = ("loudness", "pitch")
+    return list(kinds) + [k for k in ("position", "size", "loudness", "pitch", "action") if k not in kinds]
+
+
+def _apply_slip(g: dict, kind: str, pid: str | None, wm: dict, modality: str) -> bool:
+    if kind == "camera":
+        cam = g.get("camera") or {}
+        flip = {"pan left": "pan right", "pan right": "pan left", "tilt up": "tilt down", "tilt down": "tilt up",
+                "zoom in": "zoom out", "zoom out": "zoom in"}
+        if cam.get("motion") in flip:
+            cam["motion"] = flip[cam["motion"]]
+            return True
+        return False
+    if kind == "lighting":
+        return False
+    items = g.get("sounds") if modality == "audio" else g.get("objects")
     for it in items or []:
-        it.pop("attributes", None)
-        it.pop("pattern", None)
         if it.get("id") != pid:
             continue
-        for key, table in (("size", wm["size_swap"]), ("loudness", wm["loudness_swap"]), ("pitch", wm["pitch_swap"])):
-            if it.get(key) in table:
-                it[key] = table[it[key]]
-                break
-        else:
-            if it.get("position") in POSITIONS:
-                it["position"] = POSITIONS[(POSITIONS.index(it["position"]) + 1) % 9]
-                it.pop("bbox", None)
-    if plan.itype == "camera" and (g.get("camera") or {}).get("speed") in wm["speed_swap"]:
-        g["camera"]["speed"] = wm["speed_swap"][g["camera"]["speed"]]
-    weak = Facts(facts.modality, g, facts.lex)
-    text = Writer(ph, weak, rng).caption(plan, lc, lite=True)
-    for a, b in wm["vague_words"].items():
-        text = text.replace(a, b)
-    return text
+        if kind == "size" and it.get("size") in wm["size_swap"] and it.get("size") != wm["size_swap"][it["size"]]:
+            it["size"] = wm["size_swap"][it["size"]]
+            return True
+        if kind == "loudness" and it.get("loudness") in wm["loudness_swap"]:
+            it["loudness"] = wm["loudness_swap"][it["loudness"]]
+            return True
+        if kind == "pitch" and it.get("pitch") in wm["pitch_swap"]:
+            it["pitch"] = wm["pitch_swap"][it["pitch"]]
+            return True
+        if kind == "position" and it.get("position") in POSITIONS:
+            old = it["position"]
+            it["position"] = POSITIONS[(POSITIONS.index(old) + 4) % 9]  # a clearly different cell
+            if it.get("end_position") == old:
+                it["end_position"] = it["position"]
+            it.pop("bbox", None)
+            return True
+        if kind == "action" and it.get("action") in wm.get("action_swap", {}):
+            it["action"] = wm["action_swap"][it["action"]]
+            return True
+    return False
+
+
+def _weak(ph, facts, plan, lc, rng) -> str:
+    """Fewer facts, no attributes, vaguer words and one small slip that the caption really states.
+
+    The slip is checked against the true grounding with the check stage's fact check, so the rejected
+    caption is worse in exactly this recorded way (not merely shorter)."""
+    from acd.checks.factcheck import problems
+
+    wm = ph.weak_model
+    pid = _primary_id(facts, plan)
+    text = None
+    for kind in _slips(facts, plan, pid):
+        g = json.loads(json.dumps(facts.g))
+        for it in (g.get("sounds") if facts.modality == "audio" else g.get("objects")) or []:
+            it.pop("attributes", None)
+            it.pop("pattern", None)
+        if not _apply_slip(g, kind, pid, wm, facts.modality):
+            continue
+        weak = Facts(facts.modality, g, facts.lex)
+        text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=True)
+        for a, b in wm["vague_words"].items():
+            text = text.replace(a, b)
+        if problems(text, facts.modality, facts.g, None):
+            return text
+    # no slip shows in a lite caption of this type (e.g. a background caption): state one that does
+    return _append_hallucination(ph, facts, text or Writer(ph, facts, rng).caption(plan, lc, lite=True), rng)
 
 
 def hallucinated_terms(text: str, grounding: dict[str, Any] | str, ph: Phrasing) -> list[str]:
