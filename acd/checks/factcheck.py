@@ -51,6 +51,9 @@ def _vocab() -> dict[str, Any]:
     for pos, phrases in spec["positions"].items():
         for p in phrases:
             positions[p] = pos
+    for pos, phrases in lex.get("where_alt", {}).items():
+        for phrase in phrases:
+            positions[phrase] = pos
     for pos, phrase in lex["edge_note"].items():
         positions[phrase] = pos
     for pos in lex["where"]:  # "at the top left", "the top-left ball" (the writer's short and ref forms)
@@ -60,7 +63,9 @@ def _vocab() -> dict[str, Any]:
     pos_rx = re.compile(r"\b(" + "|".join(sorted(map(re.escape, positions), key=len, reverse=True)) + r")\b")
     return {
         "colours": colours, "objects": objects, "sounds": sounds, "actions": actions,
-        "sizes": set(spec["sizes"]), "plural_of": plural_of,
+        "sizes": set(spec["sizes"]) | {a for alts in lex.get("size_alt", {}).values() for a in alts},
+        "size_norm": {a: k for k, alts in lex.get("size_alt", {}).items() for a in alts},
+        "plural_of": plural_of,
         "singular_of": {p: o for o, p in plural_of.items()},
         "positions": positions, "pos_rx": pos_rx,
         "camera": {m: re.compile(rx, re.IGNORECASE) for m, rx in spec["camera"].items()},
@@ -69,7 +74,8 @@ def _vocab() -> dict[str, Any]:
         "pitch": lex["pitch"],
         "action_rx": _obj_rx(actions),
         "nouns": set(objects) | set(plural_of.values()),
-        "audio_backgrounds": sorted(lex["audio_background"].values(), key=len, reverse=True),
+        "audio_backgrounds": sorted(list(lex["audio_background"].values())
+                                    + [p for ps in lex.get("audio_background_alt", {}).values() for p in ps], key=len, reverse=True),
     }
 
 
@@ -152,7 +158,7 @@ def problems(text: str, modality: str, grounding: dict | str | None, instruction
                     if toks[j] in colours:
                         c = toks[j]
                     else:
-                        sz = toks[j]
+                        sz = v["size_norm"].get(toks[j], toks[j])
                     j += 1
                 if j < n and toks[j] in nouns and (i == 0 or (toks[i - 1] not in colours and toks[i - 1] not in sizes)):
                     base = _norm_noun(toks[j])

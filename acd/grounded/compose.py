@@ -99,7 +99,7 @@ class Writer:
             naming = [t for t in tpls if {"target", "targets"} & set(t.fields)]
             if naming and rng.random() < 0.7:
                 tpls = naming
-        text = cap(rng.choice(tpls).render(ctx))
+        text = cap(rng.choice(tpls).render(ctx, rng))
         ins = ph.instructions
         if (itype in ins["truth_suffix_types"] and f.modality in ins["truth_suffix_modalities"]
                 and rng.random() < ins["truth_suffix_prob"]):
@@ -197,6 +197,10 @@ class Writer:
         """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
         (a fact said with one word less, so word counts can be met exactly without padding)."""
         ctx = self.f.ctx(*parts, **extra)
+        for key in ("where", "end_where", "when", "abg", "indef", "ref", "s_indef"):  # same fact, other wording
+            opts = ctx.get(f"{key}_opts")
+            if opts and key not in extra:
+                ctx[key] = self.rng.choice(opts)
         out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
         if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
@@ -456,7 +460,7 @@ class Writer:
         fresh = [c for c in ok if id(c) not in self.used] or ok
         pick = self.rng.sample(fresh, min(k, len(fresh)))
         self.used.add(id(pick[0]))
-        return [(cap(a.render(ctx)), cap(b.render(ctx))) for a, b in pick]
+        return [(cap(a.render(ctx, self.rng)), cap(b.render(ctx, self.rng))) for a, b in pick]
 
     def _poem(self, plan: Plan, lc: LengthConstraint | None, target: Target | None, lite: bool) -> str:
         f, rng, c = self.f, self.rng, self._couplets

@@ -139,6 +139,7 @@ class Facts:
             bg = scene.get("background")
             sc["bg"] = bg
             sc["abg"] = lex["audio_background"].get(bg) or (article(bg) if bg else "near silence")
+            sc["abg_opts"] = [sc["abg"]] + list(lex.get("audio_background_alt", {}).get(bg, []))
             self._sounds(g.get("sounds") or [], lex)
             sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
             sc["sounds_count"] = number_word(len(self.sounds)) if len(self.sounds) > 1 else None
@@ -199,6 +200,10 @@ class Facts:
                 "ref": ref, "label": label, "name": label,
                 "indef": article(" ".join(x for x in (size, colour, cat) if x)),
                 "indef_lean": article(" ".join(x for x in (colour, cat) if x)),
+                "indef_opts": [article(" ".join(x for x in (sz, colour, cat) if x))
+                               for sz in [size] + list(lex.get("size_alt", {}).get(size, []))] if size else None,
+                "ref_opts": [ref] + ([f"the {cat}"] if cats[o.get("category")] == 1 else [])
+                            + ([f"this {ref_core}"] if cc[(colour, o.get("category"))] == 1 else []),
                 "adjs": join_and(adjs[:2]) or None,          # "round and shiny"
                 "parts": join_and(parts[:2]) or None,        # "a long tail and pointed ears"
                 "part1": parts[0] if parts else None,
@@ -207,6 +212,9 @@ class Facts:
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,
                 "end_where": lex["where"].get(end_pos) if end_pos and end_pos != pos else None,
+                "where_opts": [where] + list(lex.get("where_alt", {}).get(pos, [])) if where else None,
+                "end_where_opts": ([lex["where"].get(end_pos)] + list(lex.get("where_alt", {}).get(end_pos, []))
+                                   if end_pos and end_pos != pos and end_pos in lex["where"] else None),
                 "_cx": (bbox[0] + bbox[2]) / 2 if bbox else None,
                 "_cy": (bbox[1] + bbox[3]) / 2 if bbox else None,
             }
@@ -229,13 +237,16 @@ class Facts:
             src = lex["sound_names"].get(src, src)  # "beeps" -> "series of beeps" (one countable thing)
             loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
             quals = ", ".join(x for x in (loud, pitch) if x)
+            alt_q = [", ".join(x for x in (loud, p) if x) for p in lex.get("pitch_alt", {}).get(s.get("pitch"), [])]
             frac = (s.get("start") or 0.0) / dur if dur else 0.0
             when_key = "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
             self.sounds.append({
                 "id": s.get("id"), "src": src, "s_ref": f"the {src}", "label": f"the {src}",
                 "s_indef": article(f"{quals} {src}" if quals else src),
+                "s_indef_opts": [article(f"{q} {src}" if q else src) for q in [quals] + alt_q],
                 "loud": loud, "pitch": pitch, "pattern": s.get("pattern"),
                 "when": lex["when_audio"][when_key],
+                "when_opts": [lex["when_audio"][when_key]] + list(lex.get("when_audio_alt", {}).get(when_key, [])),
                 "start": fmt_t(s.get("start", 0.0)), "end": fmt_t(s.get("end", 0.0)),
                 "_start": float(s.get("start", 0.0)), "_end": float(s.get("end", 0.0)),
             })

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,14 +23,22 @@ FILES = ("instructions.yaml", "captions.yaml", "styles.yaml")
 _FMT = string.Formatter()
 
 
-class Tpl:
-    """A str.format template plus the placeholders it needs (so ineligible ones are skipped cheaply)."""
+_ALT = re.compile(r"\[([^\[\]{}]*\|[^\[\]{}]*)\]")
 
-    __slots__ = ("text", "fields")
+
+class Tpl:
+    """A str.format template plus the placeholders it needs (so ineligible ones are skipped cheaply).
+
+    `[sits|rests|stands]` in a template is a choice of interchangeable words, drawn per rendering when
+    a Random is given (the first otherwise): wording varies, the claim does not.
+    """
+
+    __slots__ = ("text", "fields", "alts")
 
     def __init__(self, text: str):
         self.text = text
-        self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(text) if f}))
+        self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(_ALT.sub("", text)) if f}))
+        self.alts = bool(_ALT.search(text))
 
     def ok(self, ctx: dict[str, Any]) -> bool:
         for f in self.fields:
@@ -37,8 +46,11 @@ class Tpl:
                 return False
         return True
 
-    def render(self, ctx: dict[str, Any]) -> str:
-        return self.text.format_map(ctx)
+    def render(self, ctx: dict[str, Any], rng: random.Random | None = None) -> str:
+        text = self.text
+        if self.alts:
+            text = _ALT.sub(lambda m: (rng.choice(m.group(1).split("|")) if rng else m.group(1).split("|")[0]), text)
+        return text.format_map(ctx)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Tpl({self.text!r})"
@@ -94,7 +106,7 @@ def pick_from(tpls, ctx: dict[str, Any], rng: random.Random, k: int = 1, used: s
         used.update(id(t) for t in chosen[:1])
     else:
         chosen = rng.sample(ok, min(k, len(ok)))
-    return [cap(t.render(ctx)) for t in chosen]
+    return [cap(t.render(ctx, rng)) for t in chosen]
 
 
 def _revision(directory: Path) -> str:
