@@ -147,9 +147,23 @@ class Writer:
         lite: fewer facts and no attributes (the weak-model rejection); force_first: an object id whose
         mention must lead the caption (the ignore_instruction rejection of instance).
         """
+        text = ""
+        for _ in range(5):  # fact-poor scenes: fresh draws of phrasings and facts until the count is met
+            text, target_ = self._caption_once(plan, lc, target, itype, lite, force_first)
+            if target_ is None or target_.unit != "words" or target_.lo <= count_words(text) <= target_.hi:
+                return text
+        return text
+
+    def _caption_once(self, plan: Plan, lc: LengthConstraint | None, target: Target | None,
+                      itype: str | None, lite: bool, force_first: str | None) -> tuple[str, Target | None]:
         itype = itype or plan.itype
         if itype == "poem":
-            return self._poem(plan, lc, target, lite)
+            if target is None and lc is not None and lc.unit == "words":
+                lo, hi = lc.target_bounds()
+                check = Target("words", lo, hi, lo)
+            else:
+                check = target
+            return self._poem(plan, lc, target, lite), check
         units, n_core, natural = self._units(itype, plan)
         if force_first:
             o = self.f.by_id.get(force_first)
@@ -164,7 +178,9 @@ class Writer:
             if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
                 units[0] = self.join_units(units[0], self.u("scene_tiny", k=3))  # short, still names everything
         units = [u for u in units if u]
-        units += self._fillers()
+        if not lite:
+            units += self._extra_units(units, itype)
+        units += self._fillers(itype)
         if target is None:
             target = _target(lc, natural, units)
         text = self._fit(units, n_core, target)
@@ -176,7 +192,7 @@ class Writer:
         if text is None:
             FALLBACKS["prose"] += 1
             text = self._fit(units, n_core, target, force=True)
-        return text
+        return text, target
 
     def _main(self, itype: str, plan: Plan) -> dict | None:
         """The thing a tiny first sentence is about: the named target, else the first object/sound."""
@@ -227,7 +243,27 @@ class Writer:
         self._groups[id(out)] = (out, srcs)
         return out
 
-    def _fillers(self) -> list[list[str]]:
+    def _extra_units(self, units: list[list[str]], itype: str) -> list[list[str]]:
+        """True scene facts a caption does not yet state, last in priority: what a long word target
+        ("exactly 60 words") adds before anything else, so fact-poor scenes still reach it truthfully."""
+        have = {g for u in units for g, _ in self._sources(u)}
+        if self.f.modality == "audio":
+            groups = ["audio_background", "audio_mood", "audio_duration"]
+            extra = [self.u(g) for g in groups if g not in have]
+            for s in self.f.sounds:
+                extra += [self.u("sound_quality", s), self.u("sound_pattern", s), self.u("sound_span", s)]
+            return [x for x in extra if x]
+        groups = ["background", "background_decor", "background_colour", "lighting", "viewpoint", "mood"]
+        extra = [self.u(g) for g in groups if g not in have]
+        if "count" not in have and len(self.f.objs) > 1 and itype not in ("background", "camera", "instance"):
+            extra.append(self.u("count"))
+        if self.f.modality == "video" and "duration" not in have:
+            extra.append(self.u("duration"))
+        return [x for x in extra if x]
+
+    def _fillers(self, itype: str = "") -> list[list[str]]:
+        if itype in ("background", "instance"):
+            return []  # "no other objects" talks about objects, which these captions must not
         g = "filler_audio" if self.f.modality == "audio" else "filler_visual"
         return [[s] for s in self.u(g, k=2)]
 

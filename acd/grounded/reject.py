@@ -15,7 +15,7 @@ import random
 import re
 from typing import Any
 
-from acd.checks.length import satisfies, split_sentences
+from acd.checks.length import count_words, satisfies, split_sentences
 from acd.grounded.compose import Plan, Writer
 from acd.grounded.facts import Facts
 from acd.grounded.fit import Target
@@ -66,10 +66,29 @@ def violating_target(lc: LengthConstraint, rng: random.Random) -> Target:
 
 
 def _length_violation(ph, facts, plan, lc, rng, chosen) -> str:
+    """The chosen type and facts at a length that clearly breaks the constraint (same claims, wrong size)."""
     text = Writer(ph, facts, rng).caption(plan, lc, target=violating_target(lc, rng))
-    if satisfies(text, lc):  # the facts could not stretch that far: repeat content to break it clearly
-        text = f"{text} {chosen}" if lc.unit == "words" or lc.bounds()[1] > 1 else f"{chosen} {text}"
-    return text
+    if not satisfies(text, lc):
+        return text
+    lo, hi = lc.bounds()
+    sents = split_sentences(text if "\n" not in text else chosen)
+    if lo > 1:  # too short: keep only the first sentences, below the lower bound
+        short = []
+        for s in sents:
+            if lc.unit == "words" and count_words(" ".join(short + [s])) >= lo:
+                break
+            if lc.unit == "sentences" and len(short) + 1 >= lo:
+                break
+            short.append(s)
+        if short and not satisfies(" ".join(short), lc):
+            return " ".join(short)
+    # too long: the facts once more in other words, until past the upper bound
+    more = text
+    for _ in range(6):
+        if not satisfies(more, lc):
+            return more
+        more = f"{more} {Writer(ph, facts, rng).caption(plan, None)}"
+    return more
 
 
 # ------------------------------------------------------------------------------------ hallucination
