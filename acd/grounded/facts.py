@@ -188,6 +188,7 @@ class Facts:
             label = f"the {cat}" if cats[o.get("category")] == 1 else ref
             attrs = [a for a in (o.get("attributes") or []) if a]
             adjs, parts = split_attributes(attrs)
+            adjs = [a for a in adjs if cat.lower() not in a.lower()]  # "a heart that looks heart-shaped" says nothing
             action = o.get("action")
             end_pos = o.get("end_position")
             moving = bool(action) and not any(w in action for w in _STILL_WORDS)
