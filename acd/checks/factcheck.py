@@ -74,6 +74,8 @@ def _vocab() -> dict[str, Any]:
         "pitch": lex["pitch"],
         "action_rx": _obj_rx(actions),
         "nouns": set(objects) | set(plural_of.values()),
+        "when_audio": {p: k for k, p in lex["when_audio"].items()}
+                      | {p: k for k, ps in lex.get("when_audio_alt", {}).items() for p in ps},
         "audio_backgrounds": sorted(list(lex["audio_background"].values())
                                     + [p for ps in lex.get("audio_background_alt", {}).values() for p in ps], key=len, reverse=True),
     }
@@ -256,6 +258,14 @@ def _sounds(low: str, g: dict, present: set[str]) -> list[str]:
             for pitch in re.findall(r"\b([a-z]+-pitched)\b", clause):
                 if all(s.get("pitch") not in inv_pitch.get(pitch, ()) for s in cands):
                     out.append(f"sound: the {src} is not {pitch}")
+            # when it starts: "near the start", "towards the end" (the writer's buckets of the clip)
+            from acd.grounded.facts import when_bucket
+
+            dur = g.get("duration_s") or max([x.get("end", 0.0) for x in sounds] + [1.0])
+            for phrase, bucket in v["when_audio"].items():
+                if phrase in clause and " stops" not in clause and " fades" not in clause and " ends" not in clause:
+                    if all(when_bucket(x.get("start") or 0.0, dur) != bucket for x in cands):
+                        out.append(f"sound: the {src} does not start {phrase!r}")
     n = len(sounds)
     nums = v["numbers"]
     for m in re.finditer(r"\b(" + "|".join(w for w in nums if w != "zero") + r")\s+(?:distinct\s+)?sounds\b", low):

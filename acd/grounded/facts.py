@@ -82,6 +82,12 @@ def _cats_list(objs: list[dict]) -> list[str]:
     return [article(c) if n == 1 else f"{number_word(n)} {plural(c)}" for c, n in counts.items()]
 
 
+def when_bucket(start: float, duration: float | None) -> str:
+    """Which part of a clip a sound starts in: start | middle | end (what "near the start" claims)."""
+    frac = start / duration if duration else 0.0
+    return "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
+
+
 def number_word(n: int) -> str:
     return _inflect().number_to_words(n) if 0 <= n <= 20 else str(n)
 
@@ -239,8 +245,7 @@ class Facts:
             loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
             quals = ", ".join(x for x in (loud, pitch) if x)
             alt_q = [", ".join(x for x in (loud, p) if x) for p in lex.get("pitch_alt", {}).get(s.get("pitch"), [])]
-            frac = (s.get("start") or 0.0) / dur if dur else 0.0
-            when_key = "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
+            when_key = when_bucket(s.get("start") or 0.0, dur)
             self.sounds.append({
                 "id": s.get("id"), "src": src, "s_ref": f"the {src}", "label": f"the {src}",
                 "s_indef": article(f"{quals} {src}" if quals else src),

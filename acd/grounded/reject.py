@@ -204,7 +204,7 @@ def _slips(facts: Facts, plan: Plan, pid: str | None) -> list:
     }
     kinds = wm_order.get(plan.itype, ("position", "size", "action"))
     if facts.modality == "audio":
-        kinds = ("loudness", "pitch")
+        kinds = ("loudness", "pitch", "timing")
     return list(kinds) + [k for k in ("position", "size", "loudness", "pitch", "action") if k not in kinds]
 
 
@@ -238,6 +238,14 @@ def _apply_slip(g: dict, kind: str, pid: str | None, wm: dict, modality: str) ->
             if it.get("end_position") == old:
                 it["end_position"] = it["position"]
             it.pop("bbox", None)
+            return True
+        if kind == "timing" and modality == "audio":
+            dur = g.get("duration_s") or 4.0
+            length = float(it.get("end", 0.0)) - float(it.get("start", 0.0))
+            start = float(it.get("start", 0.0))
+            new = dur * 0.75 if start < dur * 0.5 else dur * 0.05  # early <-> late
+            it["start"], it["end"] = round(new, 2), round(min(dur, new + length), 2)
+            g["events"] = []  # re-derived from the moved sound
             return True
         if kind == "action" and it.get("action") in wm.get("action_swap", {}):
             it["action"] = wm["action_swap"][it["action"]]
