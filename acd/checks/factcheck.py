@@ -113,8 +113,21 @@ def _grounding(raw: str) -> tuple[dict, frozenset]:
     return g, frozenset(_WORDS.findall(raw.lower()))
 
 
+@lru_cache(maxsize=4096)
+def _grounding_nouns(cats: tuple[str, ...]) -> frozenset:
+    from acd.grounded.facts import plural
+
+    return frozenset(cats) | frozenset(plural(c) for c in cats)
+
+
 def _norm_noun(w: str) -> str:
-    return _vocab()["singular_of"].get(w, w)
+    s = _vocab()["singular_of"].get(w)
+    if s:
+        return s
+    from acd.grounded.facts import _inflect
+
+    sing = _inflect().singular_noun(w) if w.endswith("s") else False
+    return sing or w
 
 
 def problems(text: str, modality: str, grounding: dict | str | None, instruction: str | None = None) -> list[str]:
@@ -136,7 +149,8 @@ def problems(text: str, modality: str, grounding: dict | str | None, instruction
     for o in objs:
         cats.setdefault(o.get("category"), []).append(o)
     v = _vocab()
-    colours, sizes, nouns, nums = v["colours"], v["sizes"], v["nouns"], v["numbers"]
+    colours, sizes, nums = v["colours"], v["sizes"], v["numbers"]
+    nouns = v["nouns"] | _grounding_nouns(tuple(sorted(c for c in cats if c)))  # also this item's own categories
     # Token scans (set lookups, no big regex alternations: the check stage reads every pair of a build).
     for clause in _CLAUSE.split(low):
         toks = _TOKS.findall(clause)

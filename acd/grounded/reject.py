@@ -271,11 +271,12 @@ def _weak(ph, facts, plan, lc, rng) -> str:
         if not _apply_slip(g, kind, pid, wm, facts.modality):
             continue
         weak = Facts(facts.modality, g, facts.lex)
-        text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=True)
-        for a, b in wm["vague_words"].items():
-            text = text.replace(a, b)
-        if problems(text, facts.modality, facts.g, None):
-            return text
+        for lite in (True, False):  # fewer facts when the length allows it; a weak model still obeys length
+            text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=lite)
+            for a, b in wm["vague_words"].items():
+                text = text.replace(a, b)
+            if problems(text, facts.modality, facts.g, None) and satisfies(text, lc):
+                return text
     # no slip shows in a lite caption of this type (e.g. a background caption): state one that does
     return _append_hallucination(ph, facts, text or Writer(ph, facts, rng).caption(plan, lc, lite=True), rng)
 
