@@ -83,13 +83,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_schemas(args) -> int:
-    from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, QUARANTINE_SCHEMA, json_schema
     from acd.paths import SCHEMAS_DIR
+    from acd.schema_files import write
 
-    out = Path(args.out or SCHEMAS_DIR)
-    for name, schema in (("pair", PAIR_SCHEMA), ("media", MEDIA_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
-        path = out / f"{name}.schema.json"
-        path.write_text(json.dumps(json_schema(schema, name), indent=2, sort_keys=True) + "\n")
+    for path in write(args.out or SCHEMAS_DIR):
         print(path)
     return 0
 
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check a built dataset against the contracts")
     v.add_argument("path")
 
-    sc = sub.add_parser("schemas", help="export the record schemas as JSON Schema")
+    sc = sub.add_parser("schemas", help="export the record and recipe schemas as JSON Schema (schemas/*.schema.json)")
     sc.add_argument("--out", default=None)
 
     r = sub.add_parser("review", help="human review in Label Studio")
@@ -159,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
-            "review": cmd_review_sync}[args.command](args)
+    from acd.errors import AcdError
+
+    try:
+        return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
+                "review": cmd_review_sync}[args.command](args)
+    except AcdError as exc:  # something the user can fix: one line, no traceback
+        print(f"acd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,37 +1,79 @@
 """Generate and check one lot: instruction → chosen → rejected through a backend, then the checks.
 
+Two ways to drive a backend, same rows out:
+  * async backends (openai, and anything offering `agenerate`): each pair is a chain of requests on the
+    process's backend loop and moves to its next role the moment its previous request returns; no barrier
+    per role, and every lot in flight shares the endpoints' slots (acd.backends.aio);
+  * batch backends (grounded, vllm): one batch per role.
 Pairs that fail a check are regenerated (attempt k+1 asks the backend for different wording) up to
 checks.max_attempts, then kept with check_passed=False and their reasons (they never reach the dataset).
 A request the backend could not serve after its own retries becomes a dead letter; the rest of the lot
-goes on.
+goes on. Rows come out in plan order, dead letters sorted, so a lot's bytes never depend on the order in
+which its requests completed.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from acd.backends.base import GenRequest, GenResult
+from acd.backends.base import GenRequest, GenResult, supports_async
 from acd.records import PAIR_SCHEMA, dumps
 
 ROLE_ORDER = ("instruct", "chosen", "rejected")
+_LOT_TICKETS = itertools.count()  # lots started earlier get their requests served first
+# Lots of a model backend run many at a time on threads of one process, in two pipelined phases:
+#   generation: at most `window` lots have requests out (bounded memory; slots go to the oldest lot first);
+#   checks: CPU work (the offline judge's embeddings), cores - 1 lots at a time on one torch thread each, so
+#           the request loop always has a core. A lot waiting for its checks no longer holds a generation place,
+#           so the endpoint stays busy while the checks catch up. (Measured here: with every lot checking at
+#           once on torch's default threads, and a lot's checks holding its place, the endpoint was 19% busy.)
+_CHECK_SLOTS = threading.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+_WINDOWS: dict[int, threading.Semaphore] = {}
+_WINDOWS_LOCK = threading.Lock()
+_cpu_limited = False
 
 
-def _request(role: str, pair: dict, media: dict, attempt: int, backend) -> GenRequest:
+def _generation_window(backend, size: int) -> threading.Semaphore:
+    with _WINDOWS_LOCK:
+        key = id(backend)
+        if key not in _WINDOWS:
+            _WINDOWS[key] = threading.Semaphore(max(1, size))
+        return _WINDOWS[key]
+
+
+def _checks_on_one_core() -> None:
+    global _cpu_limited
+    if not _cpu_limited:
+        _cpu_limited = True
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority: int = 0,
+             inline_media: bool = True) -> GenRequest:
     req = GenRequest(
         request_id=f"{pair['pair_id']}:{role}:a{attempt}",
         role=role,
         pair=pair,
         media=media,
-        params={"attempt": attempt},
+        params={"attempt": attempt, "sample_seed": int(pair.get("seed") or 0)},
+        priority=priority,
     )
     if getattr(backend, "name", "") != "grounded":
         # Model backends need rendered chat messages; the template id and hash become provenance.
         from acd.prompts import render
 
-        req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"))
+        req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"),
+                                                                  inline_media=inline_media)
     return req
 
 
@@ -61,28 +103,116 @@ class _TimedJudge:
         return timed
 
 
-def _run_role(role, pairs, media_by_key, attempt, backend, deadletters, timings=None) -> dict[str, GenResult]:
-    """One batched backend call for `role` over `pairs`; returns ok results by pair_id."""
-    requests = [_request(role, p, media_by_key[p["media_key"]], attempt, backend) for p in pairs]
-    if not requests:
-        return {}
-    t0 = time.perf_counter()
-    results = backend.generate(requests)
-    _add(timings, "backend", t0)
-    by_request = {r.request_id: r for r in results}
-    ok = {}
-    for req, pair in zip(requests, pairs):
-        res = by_request.get(req.request_id)
-        if res is None:
-            deadletters.append(dict(pair_id=pair["pair_id"], lot_id=pair["lot_id"], role=role, attempt=attempt,
-                                    error="missing_result"))
-        elif res.status != "ok" or not (res.text or "").strip():
-            deadletters.append(dict(pair_id=pair["pair_id"], lot_id=pair["lot_id"], role=role, attempt=attempt,
-                                    error=res.error or "empty_text"))
-        else:
+def _deadletter(pair: dict, role: str, attempt: int, res: GenResult | None) -> dict | None:
+    """None when the result is usable, else the dead-letter row for it."""
+    if res is None:
+        error = "missing_result"
+    elif res.status != "ok" or not (res.text or "").strip():
+        error = res.error or "empty_text"
+    else:
+        return None
+    return dict(pair_id=pair["pair_id"], lot_id=pair["lot_id"], role=role, attempt=attempt, error=error)
+
+
+def _apply(role: str, pair: dict, res: GenResult) -> dict:
+    if role == "instruct":
+        return dict(pair, instruction=_with_length(res.text, pair))
+    if role == "chosen":
+        return dict(pair, chosen=res.text.strip())
+    return dict(pair, rejected=res.text.strip())
+
+
+def _finish(pair: dict, chosen: GenResult, backend, attempt: int) -> dict:
+    """Provenance (from the chosen caption's result) once every role of the pair has its text."""
+    if pair["is_qcc"]:
+        pair["rejected"] = pair["chosen"]  # q-c-c: the existing caption is the chosen one by construction
+    pair.update(
+        backend=chosen.backend or backend.name,
+        model=chosen.model,
+        model_revision=chosen.model_revision,
+        prompt_template_id=getattr(chosen, "template_id", "") or f"{chosen.backend}/{pair['modality']}/{pair['instruction_type']}",
+        prompt_template_hash=getattr(chosen, "template_hash", "") or chosen.model_revision,
+        gen_params=dumps({"attempt": attempt, **(getattr(backend, "params", None) or {})}),
+        attempts=attempt + 1,
+    )
+    return pair
+
+
+def _roles(pair: dict) -> tuple[str, ...]:
+    # q-c-c pairs need no rejected call.
+    return ROLE_ORDER[:2] if pair["is_qcc"] else ROLE_ORDER
+
+
+def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings) -> list[dict]:
+    """One batched backend call per role (batch backends)."""
+    chosen: dict[str, GenResult] = {}
+    for role in ROLE_ORDER:
+        todo = [p for p in pending if role in _roles(p)]
+        requests = [_request(role, p, media_by_key[p["media_key"]], attempt, backend) for p in todo]
+        if not requests:
+            continue
+        t0 = time.perf_counter()
+        results = {r.request_id: r for r in backend.generate(requests)}
+        _add(timings, "backend", t0)
+        ok: dict[str, GenResult] = {}
+        failed: set[str] = set()
+        for req, pair in zip(requests, todo):
+            res = results.get(req.request_id)
+            dl = _deadletter(pair, role, attempt, res)
+            if dl:
+                deadletters.append(dl)
+                failed.add(pair["pair_id"])
+                continue
             res.template_id, res.template_hash = req.template_id, req.template_hash  # provenance travels along
             ok[pair["pair_id"]] = res
-    return ok
+            if role == "chosen":
+                chosen[pair["pair_id"]] = res
+        pending = [_apply(role, p, ok[p["pair_id"]]) if p["pair_id"] in ok else p
+                   for p in pending if p["pair_id"] not in failed]
+    return [_finish(p, chosen[p["pair_id"]], backend, attempt) for p in pending]
+
+
+async def _chain(pair, media, attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+    """One pair's requests, each sent as soon as the previous one returned."""
+    chosen = None
+    for role in _roles(pair):
+        # Media stay lazy (a marker and a path) until the request is sent: thousands of requests wait for a
+        # slot at once, and each would otherwise hold its base64 image or frames.
+        req = _request(role, pair, media, attempt, backend, priority, inline_media=False)
+        res = await backend.agenerate(req)
+        dl = _deadletter(pair, role, attempt, res)
+        if dl:
+            return None, [dl]
+        res.template_id, res.template_hash = req.template_id, req.template_hash
+        if role == "chosen":
+            chosen = res
+        pair = _apply(role, pair, res)
+    return _finish(pair, chosen, backend, attempt), []
+
+
+def _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority) -> list[dict]:
+    from acd.backends import aio
+
+    async def run():
+        tasks = [asyncio.ensure_future(_chain(p, media_by_key[p["media_key"]], attempt, backend, priority))
+                 for p in pending]
+        try:
+            return await asyncio.gather(*tasks)
+        finally:  # one fatal error (no endpoint left) ends the lot's other chains too
+            for t in tasks:
+                t.cancel()
+            if callable(getattr(backend, "flush", None)):
+                backend.flush()  # the lot's answers are in the request cache before its part is written
+
+    t0 = time.perf_counter()
+    outcomes = aio.run(run())
+    _add(timings, "backend", t0)
+    generated = []
+    for row, dls in outcomes:  # gather keeps plan order
+        deadletters.extend(dls)
+        if row is not None:
+            generated.append(row)
+    return generated
 
 
 def _with_length(instruction: str, pair: dict) -> str:
@@ -104,10 +234,12 @@ def generate_lot(
     judge=None,
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
+    window: int = 4,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """timings (optional): seconds are added under "backend" (backend.generate), "check" (check_lot,
-    judge included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after
-    review rejected it starts past the attempts already used, so the backend writes new captions."""
+    """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
+    included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
+    rejected it starts past the attempts already used, so the backend writes new captions. window: how many
+    lots of this process may have requests out at once (async backends; see _generation_window)."""
     from acd.checks.lot import check_lot
 
     media_by_key = {}
@@ -123,42 +255,26 @@ def generate_lot(
     pending = plan.to_pylist()
     final: dict[str, dict] = {}
     deadletters: list[dict] = []
+    priority = next(_LOT_TICKETS)
 
+    concurrent = supports_async(backend)
+    if concurrent:
+        _checks_on_one_core()
     for attempt in range(attempt_offset, attempt_offset + max_attempts):
         if not pending:
             break
-        q = _run_role("instruct", pending, media_by_key, attempt, backend, deadletters, timings)
-        pending = [dict(p, instruction=_with_length(q[p["pair_id"]].text, p)) for p in pending if p["pair_id"] in q]
-        c = _run_role("chosen", pending, media_by_key, attempt, backend, deadletters, timings)
-        pending = [dict(p, chosen=c[p["pair_id"]].text.strip()) for p in pending if p["pair_id"] in c]
-        # q-c-c pairs need no rejected call: the existing caption is the chosen one by construction.
-        to_reject = [p for p in pending if not p["is_qcc"]]
-        a = _run_role("rejected", to_reject, media_by_key, attempt, backend, deadletters, timings)
-        generated = []
-        for p in pending:
-            if p["is_qcc"]:
-                p["rejected"] = p["chosen"]
-            elif p["pair_id"] in a:
-                p["rejected"] = a[p["pair_id"]].text.strip()
-            else:
-                continue
-            res = c[p["pair_id"]]
-            p.update(
-                backend=res.backend or backend.name,
-                model=res.model,
-                model_revision=res.model_revision,
-                prompt_template_id=getattr(res, "template_id", "") or f"{res.backend}/{p['modality']}/{p['instruction_type']}",
-                prompt_template_hash=getattr(res, "template_hash", "") or res.model_revision,
-                gen_params=dumps({"attempt": attempt, **(getattr(backend, "params", None) or {})}),
-                attempts=attempt + 1,
-            )
-            generated.append(p)
+        if concurrent:
+            with _generation_window(backend, window):
+                generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority)
+        else:
+            generated = _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings)
         if not generated:
             pending = []
             continue
         t0 = time.perf_counter()
-        checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg, judge,
-                            groundings={k: m.get("grounding") for k, m in media_by_key.items()}).to_pylist()
+        with _CHECK_SLOTS if concurrent else contextlib.nullcontext():
+            checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg,
+                                judge, groundings={k: m.get("grounding") for k, m in media_by_key.items()}).to_pylist()
         _add(timings, "check", t0)
         pending = []
         for row in checked:
@@ -176,6 +292,7 @@ def generate_lot(
             reasons = sorted(reasons_by_pair.get(p["pair_id"], {"not_generated"}))
             final[p["pair_id"]] = dict(p, check_passed=False, check_failures=reasons)
     rows = [final[pid] for pid in sorted(final)]
+    deadletters.sort(key=lambda d: (d["pair_id"], d["attempt"], ROLE_ORDER.index(d["role"]), d["error"]))
     return pa.Table.from_pylist([{k: r.get(k) for k in PAIR_SCHEMA.names} for r in rows], schema=PAIR_SCHEMA), deadletters
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -68,6 +70,40 @@ def _since(timings: dict[str, float], key: str, t0: float) -> float:
     return now
 
 
+# Parquet schema metadata of a generate part: the digest of the prompt files it was made from.
+INPUTS_KEY = b"acd.generation_inputs"
+# A lot's parts that judged its captions; a regenerated lot loses them (Build.invalidate_downstream).
+REVIEW_PARTS = ("review_decisions", "review")
+
+
+def _lot_kind(plan: pa.Table) -> tuple[str, str]:
+    return plan.column("modality")[0].as_py(), plan.column("instruction_type")[0].as_py()
+
+
+_SHARED: dict[str, Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_backend(cfg: dict[str, Any], slot_share: float = 1.0):
+    """One backend object per (config, process): every lot thread of a process sends through the same
+    endpoint slots, pacing and request cache, so the recipe's limits hold for the process as a whole."""
+    key = dumps({"cfg": cfg, "share": slot_share})
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            from acd.backends.base import make_backend
+
+            cfg = dict(cfg)
+            if slot_share != 1.0:
+                cfg["slot_share"] = slot_share
+            backend = make_backend(cfg)
+            if cfg["name"] != "grounded" and cfg.get("cache", True):
+                from acd.backends.cache import CachedBackend, RequestCache
+
+                backend = CachedBackend(backend, RequestCache(cfg.get("cache_dir")))
+            _SHARED[key] = backend
+        return _SHARED[key]
+
+
 # The media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
 # look their media up here instead of scanning every ingest part with DuckDB once per lot.
 MEDIA_INDEX = ("media_index", "all")
@@ -83,6 +119,7 @@ class Build:
         self._judge = None
         self._source = None
         self._media_index = None
+        self.slot_share = 1.0  # this process's share of each endpoint's slots and rate (Dask workers < 1)
         self._record_recipe()
 
     @classmethod
@@ -114,7 +151,7 @@ class Build:
     @property
     def source(self):
         if self._source is None:
-            from acd.sources.base import make_source
+            from acd.sources.factory import make_source
 
             self._source = make_source(self.recipe["source"], int(self.recipe["seed"]))
         return self._source
@@ -122,16 +159,30 @@ class Build:
     @property
     def backend(self):
         if self._backend is None:
-            from acd.backends.base import make_backend
-
-            cfg = dict(self.recipe["backend"])
-            backend = make_backend(cfg)
-            if cfg["name"] != "grounded" and cfg.get("cache", True):
-                from acd.backends.cache import CachedBackend, RequestCache
-
-                backend = CachedBackend(backend, RequestCache(cfg.get("cache_dir")))
-            self._backend = backend
+            self._backend = shared_backend(self.recipe["backend"], self.slot_share)
         return self._backend
+
+    @property
+    def concurrent_lots(self) -> bool:
+        """Whether lots should run many at a time on threads of one process: model backends whose requests
+        go through the shared backend loop (their lots wait on the endpoint, not on this CPU)."""
+        from acd.backends.base import supports_async
+
+        return self.recipe["backend"]["name"] != "grounded" and supports_async(self.backend)
+
+    def lots_in_flight(self) -> int:
+        """How many lots may have requests out at once, so every endpoint slot has a pair waiting for it:
+        pairs in flight ≥ 3 x the slots (a lot's tail overlaps the next lots), at least 2 lots, at most 64."""
+        if not self.concurrent_lots:
+            return 1
+        slots = sum(int(e.max_in_flight) for e in getattr(self.backend, "endpoints", [])) or 64
+        lot_size = int(self.recipe.get("lot_size", 256))
+        return max(2, min(64, -(-3 * slots // max(1, lot_size)) + 1))
+
+    def lot_threads(self) -> int:
+        """Threads for a model backend's lots: the generation window plus lots waiting for (or in) their
+        checks, so a check backlog never stops new lots from starting generation."""
+        return 1 if not self.concurrent_lots else min(64, 2 * self.lots_in_flight() + 4)
 
     @property
     def judge(self):
@@ -220,15 +271,58 @@ class Build:
         return lots
 
     # --- generate + check -----------------------------------------------------------------------------
-    def lot_done(self, lot: str) -> bool:
+    def generation_inputs(self, lot: str) -> str:
+        """A digest of the prompt files a lot's requests are rendered from (model backends: the templates of
+        every role; grounded: its phrasing files). A part made from other inputs is stale."""
+        import hashlib
+
+        from acd import paths
+
+        modality, itype = _lot_kind(self.store.read_part("plan", lot))
+        if self.recipe["backend"]["name"] == "grounded":
+            files = sorted((paths.PROMPTS_DIR / "grounded").glob("*.yaml"))
+        else:
+            from acd.prompts import template_files
+
+            roles = ["instruct", "chosen", "rejected"]
+            if (self.recipe.get("checks") or {}).get("judge") == "llm":
+                roles.append("judge")
+            files = sorted({f for role in roles for f in template_files(role, modality, itype)})
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        return h.hexdigest()[:16]
+
+    def lot_state(self, lot: str) -> str:
+        """done | missing | deadletters (retried: a healed server completes them) | stale (a prompt edit)."""
         if not self.store.has_part("generate", lot):
-            return False
-        # A lot with dead letters is finished for now but retried on the next run (the cache makes the
-        # items that did succeed free), so a healed server completes them.
-        return not self.store.has_part("deadletter", lot) or self.store.read_part("deadletter", lot).num_rows == 0
+            return "missing"
+        if self.store.has_part("deadletter", lot) and self.store.read_part("deadletter", lot).num_rows:
+            return "deadletters"
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(self.store.part_path("generate", lot)).metadata or {}
+        made_from = meta.get(INPUTS_KEY)
+        if made_from is not None and made_from.decode() != self.generation_inputs(lot):
+            return "stale"
+        return "done"
+
+    def lot_done(self, lot: str) -> bool:
+        return self.lot_state(lot) == "done"
+
+    def invalidate_downstream(self, lot: str) -> None:
+        """A lot that is generated again loses its review and decision (automatic or human): they judged other
+        captions. Removed before the new part is written, so a crash in between leaves no stale decision."""
+        import shutil
+
+        for stage in REVIEW_PARTS:
+            d = self.run_dir / stage / lot
+            if d.exists():
+                shutil.rmtree(d)
 
     def generate(self, lot: str) -> dict[str, Any]:
-        if self.lot_done(lot):
+        state = self.lot_state(lot)
+        if state == "done":
             return {"lot": lot, "skipped": True}
         from acd.generate import generate_lot
 
@@ -236,6 +330,7 @@ class Build:
         t0 = time.perf_counter()
         plan = self.store.read_part("plan", lot)
         media = self.media_table(sorted(set(plan.column("media_key").to_pylist())))
+        inputs = self.generation_inputs(lot)
         t0 = _since(t, "media_lookup", t0)
         backend = self.backend
         judge = self.judge
@@ -244,18 +339,24 @@ class Build:
             # lot: a lot's scores must not depend on which lots this process judged before, because a text's
             # embedding can differ in the last bits with the batch it was embedded in. Resumed, parallel
             # and serial builds then write the same bytes.
-            judge = self._judge = type(judge)()
+            judge = type(judge)()
         t0 = _since(t, "setup", t0)
         pairs, deadletters = generate_lot(
             plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t,
             attempt_offset=self.regeneration_round(lot) * int(self.recipe.get("checks", {}).get("max_attempts", 3)),
+            window=self.lots_in_flight(),
         )
         t0 = _since(t, "generate_lot", t0)
+        if state != "missing":
+            self.invalidate_downstream(lot)
+        pairs = conform(pairs, PAIR_SCHEMA)
+        pairs = pairs.replace_schema_metadata({**(pairs.schema.metadata or {}), INPUTS_KEY: inputs.encode()})
         self.store.write_part("deadletter", lot, rows_to_table(deadletters, DEADLETTER_SCHEMA))
-        self.store.write_part("generate", lot, conform(pairs, PAIR_SCHEMA))
+        self.store.write_part("generate", lot, pairs)
         _since(t, "part_write", t0)
         passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)
-        return {"lot": lot, "pairs": pairs.num_rows, "passed": passed, "deadletters": len(deadletters), "timings": t}
+        return {"lot": lot, "pairs": pairs.num_rows, "passed": passed, "deadletters": len(deadletters), "timings": t,
+                "redone": state if state != "missing" else None}
 
     # --- review ----------------------------------------------------------------------------------------
     def review(self, lot: str) -> dict[str, Any]:
@@ -275,7 +376,7 @@ class Build:
 
             decision["pushed"] = push_lot(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
             if (cfg["label_studio"] or {}).get("webhook_url"):
-                from acd.review.webhook import register_run
+                from acd.review.registry import register_run
 
                 # Syncs the webhook starts then also re-export this build's dataset.
                 register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve())
@@ -326,6 +427,18 @@ class Build:
         )
         return conform(table, PAIR_SCHEMA)
 
+    def why_nothing_accepted(self) -> str:
+        """One line for a build with nothing to export: what happened to the planned pairs."""
+        g = self.store.sql("select count(*) as n, count(*) filter (where check_passed) as passed from {generate}"
+                           ).to_pylist()[0]
+        top = self.store.sql("select f, count(*) as n from (select unnest(check_failures) as f from {generate}) "
+                             "group by f order by n desc, f limit 3").to_pylist()
+        rejected = self.store.sql("select count(*) as n from {review_decisions} where decision <> 'accepted'"
+                                  ).to_pylist()[0]["n"] if self.store.has_stage("review_decisions") else 0
+        reasons = ", ".join(f"{r['f']} ({r['n']})" for r in top) or "none recorded"
+        return (f"no accepted pairs to export: {g['n']} planned, {g['passed']} passed the checks, {rejected} lot(s) "
+                f"not accepted; most common failures: {reasons}. See {self.run_dir}/deadletter and rerun after the fix")
+
     def stats(self) -> dict[str, Any]:
         """Run facts for the card: counts only (no wall times, so an unchanged rerun rewrites nothing)."""
         s = self.store.sql
@@ -351,6 +464,10 @@ class Build:
         t: dict[str, float] = {}
         t0 = time.perf_counter()
         pairs = self.accepted_pairs()
+        if pairs.num_rows == 0:
+            from acd.errors import NothingToExport
+
+            raise NothingToExport(self.why_nothing_accepted())
         media = self.media_table(sorted(set(pairs.column("media_key").to_pylist())))
         stats = self.stats()
         t0 = _since(t, "queries", t0)
@@ -470,29 +587,51 @@ class _Units:
     def __init__(self, build: Build, workers: int):
         self.build, self.workers, self.pool = build, workers, None
 
-    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None], parallel: bool = True) -> list[Any]:
+    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None], parallel: bool = True,
+            threads: int = 0) -> list[Any]:
+        """parallel: units in the process pool; threads > 1: units on that many threads of this process
+        (lots of a model backend: they wait on the endpoint, and share its slots through one backend loop);
+        else one after another here."""
         results: list[Any] = [None] * len(units)
+        if threads > 1 and len(units) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def timed(unit):
+                t0 = time.perf_counter()
+                return getattr(self.build, method)(unit), time.perf_counter() - t0
+
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"acd-{method}") as pool:
+                return self._windowed(pool, timed, units, on_done, results, window=threads)
         if not parallel or self.workers <= 1 or len(units) <= 1:
             for i, unit in enumerate(units):
                 t0 = time.perf_counter()
                 results[i] = getattr(self.build, method)(unit)
                 on_done(i, (results[i], time.perf_counter() - t0))
             return results
+        # A bounded window of submissions (not all at once) keeps the driver's memory flat.
+        return self._windowed(self._pool(), partial(_worker_call, method), units, on_done, results,
+                              window=self.workers * 2)
+
+    @staticmethod
+    def _windowed(pool, fn, units, on_done, results, window: int) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        pool = self._pool()
-        # A bounded window of submissions (not all at once) keeps the driver's memory flat.
-        pending, nxt, window = {}, 0, self.workers * 2
-        while nxt < len(units) or pending:
-            while nxt < len(units) and len(pending) < window:
-                pending[pool.submit(_worker_call, method, units[nxt])] = nxt
-                nxt += 1
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = pending.pop(fut)
-                out = fut.result()
-                results[i] = out[0]
-                on_done(i, out)
+        pending, nxt = {}, 0
+        try:
+            while nxt < len(units) or pending:
+                while nxt < len(units) and len(pending) < window:
+                    pending[pool.submit(fn, units[nxt])] = nxt
+                    nxt += 1
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    out = fut.result()
+                    results[i] = out[0]
+                    on_done(i, out)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
         return results
 
     def _pool(self):
@@ -539,7 +678,8 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
                 timer.add_components(name, result.pop("timings", None))
             progress(name, i + 1, len(unit_names))
 
-        results = units.map(method, unit_names, on_done, parallel=parallel[name])
+        threads = build.lot_threads() if name == "generate" else 0
+        results = units.map(method, unit_names, on_done, parallel=parallel[name], threads=threads)
         timer.add(name, time.perf_counter() - t0)
         n = min(units.workers, max(len(unit_names), 1)) if parallel[name] else 1
         timer.add_components(name, {"unit_seconds": busy, "workers": float(n)})

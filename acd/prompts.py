@@ -30,6 +30,7 @@ import jinja2
 import yaml
 
 from acd import paths
+from acd.media.sniff import mime_of
 
 MEDIA_NOUN = {"image": "image", "video": "video", "audio": "audio clip"}
 DEFAULT_VIDEO_FRAMES = 8
@@ -169,11 +170,7 @@ def render(role: str, pair: dict, media: dict, strategy: str | None = None, *, f
 # --- media as content parts ---------------------------------------------------------------------------------
 
 def _mime(media: dict) -> str:
-    if media.get("mime"):
-        return media["mime"]
-    from acd.sources.base import EXT_MIME
-
-    return EXT_MIME.get((media.get("ext") or Path(media["path"]).suffix.lstrip(".")).lower(), "application/octet-stream")
+    return media.get("mime") or mime_of(media.get("ext") or Path(media["path"]).suffix)
 
 
 def media_parts(media: dict, frames: int = DEFAULT_VIDEO_FRAMES, inline: bool = True) -> list[dict]:
@@ -248,9 +245,7 @@ def _fill_part(part: dict) -> dict:
     if "#f" in marker:
         i, n = marker.rsplit("#f", 1)[1].split("/")
         return {**part, "image_url": {"url": _video_frames(path, int(n))[int(i)]}}
-    from acd.sources.base import EXT_MIME
-
-    return {**part, "image_url": {"url": _image_url(path, EXT_MIME.get(Path(path).suffix.lstrip(".").lower(), "image/jpeg"))}}
+    return {**part, "image_url": {"url": _image_url(path, mime_of(Path(path).suffix))}}
 
 
 def canonical_messages(messages: list[dict]) -> list[dict]:

@@ -1,23 +1,24 @@
-"""Recipes are data (schemas/recipes/<name>.yaml): what to build, how much, with which backend and bars."""
+"""Recipes are data (schemas/recipes/<name>.yaml): what to build, how much, with which backend and bars.
+
+Every key is checked against the typed models in acd.recipe_model when the recipe loads: a misspelt or
+misplaced key stops the build before any work, naming the key's path and the nearest valid name.
+"""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from acd.merge import deep_merge
 from acd.paths import RECIPES_DIR
+from acd.recipe_model import RecipeError, validate_recipe
 
+__all__ = ["RecipeError", "load_recipe", "set_dotted"]
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (extra or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+# Sections that come in kinds: an override that names another kind replaces the section instead of merging
+# into it (a folder source has no use for the synthetic source's counts, and they would be refused).
+KINDED = {"source": "kind", "backend": "name"}
 
 
 def set_dotted(d: dict, dotted: str, value: Any) -> None:
@@ -29,7 +30,9 @@ def set_dotted(d: dict, dotted: str, value: Any) -> None:
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict[str, Any]:
-    """Load a recipe by name (schemas/recipes/<name>.yaml) or path; deep-merge `overrides` over it."""
+    """Load a recipe by name (schemas/recipes/<name>.yaml) or path; deep-merge `overrides` over it; validate.
+
+    Returns the merged mapping as written (no defaults filled in: the run directory's name hashes it)."""
     p = Path(name_or_path)
     if not p.suffix:
         p = RECIPES_DIR / f"{name_or_path}.yaml"
@@ -37,14 +40,11 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict
         known = sorted(x.stem for x in RECIPES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"recipe {name_or_path!r} not found (known: {', '.join(known)})")
     recipe = yaml.safe_load(p.read_text())
-    recipe = _merge(recipe, overrides or {})
-    for key in ("name", "seed", "source", "pairs", "backend"):
-        if key not in recipe:
-            raise ValueError(f"recipe {p}: missing required key {key!r}")
-    from acd.review.config import review_config  # lazy: keeps recipe loading import-light
-
-    try:
-        review_config(recipe.get("review") or {})  # fails fast on a misspelt review key, before any work
-    except ValueError as e:
-        raise ValueError(f"recipe {p}: {e}") from None
+    for section, tag in KINDED.items():
+        new = (overrides or {}).get(section)
+        old = recipe.get(section) if isinstance(recipe, dict) else None
+        if isinstance(new, dict) and isinstance(old, dict) and new.get(tag, old.get(tag)) != old.get(tag):
+            recipe = {**recipe, section: {}}
+    recipe = deep_merge(recipe, overrides)
+    validate_recipe(recipe, f"recipe {p}")
     return recipe

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
@@ -96,26 +95,23 @@ def markdown_report(build, data: dict | None = None) -> str:
 
 
 def _length_plot_png(lengths: list[dict]) -> bytes:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from acd.export.plots import png_bytes  # the deterministic Agg canvas and PNG settings the card's plots use
 
     by_type: dict[str, list[int]] = {}
     for r in lengths:
         by_type.setdefault(r["instruction_type"], []).append(r["words"])
     names = sorted(by_type)
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=80)
+    fig = Figure(figsize=(10, 4), dpi=80)
+    ax = fig.subplots()
     if names:
         ax.boxplot([by_type[n] for n in names], showfliers=False)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right")
     ax.set_ylabel("chosen caption words")
     ax.set_title("Caption length per instruction type")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_html_report(build, path: Path) -> Path:

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
+from acd.errors import AcdError
 from acd.pipeline import Build, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
@@ -44,7 +45,23 @@ def _task_runner():
             "n_workers": workers, "threads_per_worker": 1, "processes": True,
             "host": "127.0.0.1", "dashboard_address": None,
         })
-    return ThreadPoolTaskRunner(max_workers=int(os.environ.get("ACD_THREADS", "2")))
+    # Enough threads for a model backend's lots in flight (they wait on the endpoint); the flow bounds how
+    # many units of each stage it submits at once (cpu_threads() for CPU-bound units, see _run_units).
+    return ThreadPoolTaskRunner(max_workers=max(cpu_threads(), 64))
+
+
+def cpu_threads() -> int:
+    return int(os.environ.get("ACD_THREADS", "2"))
+
+
+def _dask_workers() -> int:
+    """How many Dask worker processes share the endpoints (each gets that share of slots and rate)."""
+    if os.environ.get("ACD_DASK_ADDRESS"):
+        from distributed import Client
+
+        with Client(os.environ["ACD_DASK_ADDRESS"], timeout=30) as client:
+            return max(1, len(client.scheduler_info().get("workers", {})))
+    return int(os.environ.get("ACD_DASK_WORKERS", "0") or 0)
 
 
 def _pickle_tasks_by_value() -> None:
@@ -114,10 +131,16 @@ def build_acd(
     spec = load_recipe(recipe, _parse_overrides(overrides))
     out = Path(out_dir or f"out/{spec['name']}")
     build = Build(spec, run_dir or default_run_dir(spec), out)
+    workers = _dask_workers()
+    if workers > 1 and spec["backend"]["name"] != "grounded":
+        build.slot_share = 1.0 / workers  # every worker process sends; together they keep the endpoint's limits
     progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
     _take_over_run_dir(build, logger)
     try:
         return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
+    except AcdError as exc:
+        logger.error("%s", exc)  # the one line to act on (the task's traceback is Prefect's)
+        raise
     finally:
         runlock.release(build.run_dir)
 
@@ -181,12 +204,23 @@ def _take_over_run_dir(build: Build, logger) -> dict | None:
     return stale
 
 
-def _wait_all(futures, progress, stage):
-    progress.start(stage, len(futures))
-    results = []
-    for i, fut in enumerate(futures, 1):
-        results.append(fut.result())
-        progress(stage, i, len(futures))
+def _run_units(task_fn, build: Build, units: list[str], window: int, progress, stage: str) -> list:
+    """Submit a stage's units as tasks, at most `window` in flight; results in unit order."""
+    from prefect.futures import as_completed
+
+    progress.start(stage, len(units))
+    results: list = [None] * len(units)
+    pending: dict = {}
+    nxt = finished = 0
+    while nxt < len(units) or pending:
+        while nxt < len(units) and len(pending) < window:
+            pending[task_fn.submit(build, units[nxt])] = nxt
+            nxt += 1
+        for fut in as_completed(list(pending)):
+            results[pending.pop(fut)] = fut.result()
+            finished += 1
+            progress(stage, finished, len(units))
+            break
     return results
 
 
@@ -196,7 +230,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
 
     t0 = time.perf_counter()
     batches = build.ingest_batches()
-    _wait_all([ingest_batch.submit(build, b) for b in batches], progress, "ingest")
+    _run_units(ingest_batch, build, batches, cpu_threads(), progress, "ingest")
     seconds["ingest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -207,11 +241,14 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     logger.info("planned %d lots", len(lots))
 
     t0 = time.perf_counter()
-    _wait_all([generate_lot.submit(build, lot) for lot in lots], progress, "generate")
+    # Model backends: many lots in flight, their requests sharing the endpoints' slots (one backend loop per
+    # process); CPU-bound lots (grounded): one per thread.
+    window = build.lot_threads() if build.concurrent_lots else cpu_threads()
+    _run_units(generate_lot, build, lots, window, progress, "generate")
     seconds["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    decisions = _wait_all([review_lot.submit(build, lot) for lot in lots], progress, "review")
+    decisions = _run_units(review_lot, build, lots, cpu_threads(), progress, "review")
     seconds["review"] = time.perf_counter() - t0
     decisions = _wait_for_humans(build, spec, lots, decisions, logger)
     if build.regenerate_rejected():  # review.on_reject=regenerate

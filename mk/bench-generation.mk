@@ -17,3 +17,11 @@ $(BENCH_STAMP):
 
 bench-generation: venv $(BENCH_STAMP)
 	$(PY) tests/bench/bench_generation.py --requests $(BENCH_GEN_REQUESTS) --distilabel-python $(BENCH_VENV)/bin/python
+
+# Generation through the product path (issue 11): `acd build` and the build-acd flow against the test server
+# (128 slots, lognormal 0.4 s / 0.6), clean and with 20% faults, beside the client alone.
+.PHONY: bench-build-generation
+bench: bench-build-generation
+
+bench-build-generation: venv
+	$(PY) tests/bench/bench_build_generation.py

@@ -29,9 +29,9 @@ def toy(tmp_path_factory) -> Path:
 
 
 def _cfg():
-    from acd.acm.model import _merge
+    from acd.merge import deep_merge
 
-    return _merge(load_config("tiny"), SMALL)
+    return deep_merge(load_config("tiny"), SMALL)
 
 
 def _model_and_tok(toy):

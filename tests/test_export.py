@@ -392,3 +392,18 @@ def test_rejects_broken_inputs(built, tmp_path):
     with pytest.raises(ValueError, match="its pairs say"):
         write_outputs(wrong, built["media"], built["run"], tmp_path / "w", RECIPE)
     assert not (tmp_path / "w").exists()  # validation happens before anything is written
+
+
+def test_report_plot_is_deterministic_without_pyplot():
+    """The run report's length plot uses the card's Agg Figure path: no pyplot figure left open, no
+    matplotlib version stamped into the PNG, the same bytes for the same data."""
+    import sys
+
+    from acd.report import _length_plot_png
+
+    lengths = [{"instruction_type": t, "words": w} for t in ("brief", "detail", "poem") for w in range(5, 40, 3)]
+    a, b = _length_plot_png(lengths), _length_plot_png(list(lengths))
+    assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in a
+    assert _length_plot_png(lengths[:-1]) != a
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    assert pyplot is None or not pyplot.get_fignums()

@@ -117,6 +117,22 @@ def test_cache_view_uses_digests_and_wire_strips_markers(media):
         assert prompts.MARKER not in json.dumps(wired) and prompts.PATH_MARKER not in json.dumps(wired)
 
 
+def test_lazy_and_inline_media_carry_the_same_mime(tmp_path):
+    """A .gif (or .png, .webp) sent lazily is labelled by the one MIME table, as it is inline; not image/jpeg."""
+    from PIL import Image
+
+    for ext, fmt, mime in (("gif", "GIF", "image/gif"), ("png", "PNG", "image/png"), ("webp", "WEBP", "image/webp")):
+        path = tmp_path / f"a.{ext}"
+        Image.new("RGB", (16, 16), (10, 200, 30)).save(path, format=fmt)
+        item = {"media_key": hashlib.sha256(path.read_bytes()).hexdigest(), "modality": "image", "ext": ext,
+                "mime": mime, "path": str(path)}
+        lazy = prompts.wire_messages(prompts.render("chosen", _pair("image", "brief"), item, inline_media=False)[0])
+        inline = prompts.wire_messages(prompts.render("chosen", _pair("image", "brief"), item)[0])
+        url = lazy[1]["content"][0]["image_url"]["url"]
+        assert url.startswith(f"data:{mime};base64,"), url[:40]
+        assert lazy == inline
+
+
 def test_template_hash_and_wording(media):
     _, tid, th = prompts.render("chosen", _pair("image", "brief"), media["image"])
     files = prompts.template_files("chosen", "image", "brief")

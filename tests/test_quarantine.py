@@ -17,7 +17,7 @@ import soundfile as sf
 
 from acd.media.errors import REASONS
 from acd.records import MEDIA_SCHEMA, QUARANTINE_SCHEMA, rows_to_table
-from acd.sources.base import iter_all, make_source
+from acd.sources.factory import iter_all, make_source
 from corpus import TEST_LIMITS, build_corpus, write_manifest_jsonl
 
 

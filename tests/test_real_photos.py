@@ -13,7 +13,7 @@ from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
 
-from acd.sources.base import iter_all, make_source  # noqa: E402
+from acd.sources.factory import iter_all, make_source  # noqa: E402
 
 # Bundled in the scikit-image wheel (checked offline). "cat" is the same picture as "chelsea", so it is not used.
 PHOTOS = {"astronaut": "png", "coffee": "jpg", "chelsea": "jpg", "rocket": "png", "hubble_deep_field": "jpg",

@@ -159,7 +159,11 @@ def test_verdicts_and_parse():
     assert r == {"chosen_complies": False, "rejected_worse": "identical", "chosen_hallucinates": True,
                  "rejected_hallucinates": False, "correction": "A red ball."}
     html = guideline_html()
-    assert "<h3>1. Does the chosen caption comply?</h3>" in html and "<li>" in html and "<b>Complies</b>" in html
+    assert "<h2>1. Does the chosen caption comply?</h2>" in html and "<strong>Complies</strong>" in html
+    from acd.paths import ANNOTATION_DIR
+
+    bullets = sum(line.startswith("- ") for line in (ANNOTATION_DIR / "guideline.md").read_text().splitlines())
+    assert html.count("<li>") == bullets > 0 and "<p>- " not in html and "\n- " not in html  # every bullet a list item
 
 
 def test_review_config_refuses_unknown_or_misplaced_keys():

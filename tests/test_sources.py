@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from acd.media import load_limits, sample_frames
-from acd.sources.base import iter_all, make_source
+from acd.sources.factory import iter_all, make_source
 from acd.sources.folder import FolderSource
 from acd.sources.hf import HFSource
 from acd.sources.manifest import ManifestSource

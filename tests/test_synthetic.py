@@ -17,7 +17,7 @@ from PIL import Image
 
 from acd.grounding import POSITIONS, position_of
 from acd.records import MEDIA_SCHEMA, rows_to_table
-from acd.sources.base import make_source
+from acd.sources.factory import make_source
 from acd.sources.synthetic import SyntheticSource
 from acd.synth import vocab
 from acd.synth.audio import render_audio

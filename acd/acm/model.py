@@ -19,19 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from acd.merge import deep_merge
 from acd.paths import SCHEMAS_DIR
 
 IGNORE = -100
 
 
 # ----------------------------------------------------------------------------------------------- config
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(name_or_path: str | Path | dict = "tiny") -> dict[str, Any]:
     """A config by name (schemas/acm/<name>.yaml), by path, or as a dict; `base:` chains are resolved."""
     if isinstance(name_or_path, dict):
@@ -42,7 +36,7 @@ def load_config(name_or_path: str | Path | dict = "tiny") -> dict[str, Any]:
             p = SCHEMAS_DIR / "acm" / f"{name_or_path}.yaml"
         raw = yaml.safe_load(p.read_text())
     base = raw.pop("base", None)
-    return _merge(load_config(base), raw) if base else raw
+    return deep_merge(load_config(base), raw) if base else raw
 
 
 # --------------------------------------------------------------------------------------------- encoders

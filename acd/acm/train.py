@@ -25,8 +25,9 @@ import torch
 import yaml
 
 from acd.acm.data import ShardStream, collate, dataset_qcc_ratio, dataset_texts, env_world, shard_urls
-from acd.acm.model import ACM, _merge, load_config
+from acd.acm.model import ACM, load_config
 from acd.acm.tokenizer import CaptionTokenizer
+from acd.merge import deep_merge
 
 
 def build_tokenizer(cfg: dict, dataset_dir: str | Path, split: str) -> CaptionTokenizer:
@@ -136,7 +137,7 @@ def train(dataset_dir: str | Path, config: str | dict = "tiny", out_dir: str | P
     """
     cfg = load_config(config)
     if overrides:
-        cfg = _merge(cfg, overrides)
+        cfg = deep_merge(cfg, overrides)
     if steps is not None:
         cfg["train"]["steps"] = steps
     tc, mc = cfg["train"], cfg["model"]

@@ -22,6 +22,7 @@ class GenRequest:
     params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, seed, ...
     template_id: str = ""
     template_hash: str = ""
+    priority: int = 0  # lower is served first when requests wait for a slot (the lot that started first)
 
 
 @dataclass
@@ -46,6 +47,14 @@ class Backend(Protocol):
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Run every request; one result per request. Never raises for an individual item."""
         ...
+
+# A backend may also offer `async def agenerate(request) -> GenResult` (one request on the shared backend
+# loop, acd.backends.aio): the generate stage then moves each pair to its next role the moment its previous
+# request returns, across every lot in flight, instead of one batch per role.
+
+
+def supports_async(backend) -> bool:
+    return callable(getattr(backend, "agenerate", None))
 
 
 _REGISTRY: dict[str, Any] = {}

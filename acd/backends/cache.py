@@ -104,9 +104,55 @@ class CachedBackend:
         self.backend, self.cache = backend, cache
         self.name = backend.name
         self.stats = {"hits": 0, "misses": 0, "sent": 0}
+        self._inflight: dict = {}  # request key -> future of the one send (agenerate, on the backend loop)
+        self._unsaved: list[tuple[str, dict]] = []  # answers not yet written (agenerate batches its writes)
+        self._flush_timer = None
 
     def __getattr__(self, item):  # model, model_revision, params, ... of the wrapped backend
+        if item == "agenerate" and not callable(getattr(self.backend, "agenerate", None)):
+            raise AttributeError(item)  # a batch-only backend (vllm) stays batch-only behind the cache
         return getattr(self.backend, item)
+
+    def _result(self, req: GenRequest, v: dict) -> GenResult:
+        return GenResult(req.request_id, "ok", text=v["text"], backend=v.get("backend", self.name),
+                         model=v.get("model", ""), model_revision=v.get("model_revision", ""),
+                         usage=v.get("usage") or {}, cached=True)
+
+    async def agenerate(self, req: GenRequest) -> GenResult:
+        """One request through the cache, on the backend loop: a hit is never sent; identical requests in
+        flight at the same time are sent once; a success is stored as soon as it arrives (a killed build
+        loses nothing it was answered)."""
+        import asyncio
+
+        if not callable(getattr(self.backend, "agenerate", None)):
+            raise AttributeError("agenerate")
+        k = self.key(req)
+        hit = self.cache.get(k)
+        if hit is not None:
+            self.stats["hits"] += 1
+            return self._result(req, hit)
+        self.stats["misses"] += 1
+        inflight = self._inflight
+        if k in inflight:
+            src = await asyncio.shield(inflight[k])
+            return GenResult(req.request_id, src.status, text=src.text, error=src.error, backend=src.backend,
+                             model=src.model, model_revision=src.model_revision, usage=dict(src.usage))
+        fut = asyncio.get_running_loop().create_future()
+        inflight[k] = fut
+        self.stats["sent"] += 1
+        try:
+            res = await self.backend.agenerate(req)
+            if res.status == "ok" and res.text:
+                self._save_soon(k, {"text": res.text, "backend": res.backend, "model": res.model,
+                                    "model_revision": res.model_revision, "usage": res.usage})
+            fut.set_result(res)
+            return res
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody else waited on it
+            raise
+        finally:
+            inflight.pop(k, None)
 
     def key(self, req: GenRequest) -> str:
         from acd.prompts import ensure_rendered
@@ -117,6 +163,24 @@ class CachedBackend:
         revision = b.revision(model) if hasattr(b, "revision") else b.model_revision
         params = b.wire_params(req) if hasattr(b, "wire_params") else dict(req.params or {})
         return request_key(model, revision, req.messages, params)
+
+    def _save_soon(self, key: str, value: dict) -> None:
+        """Answers are written in small batches (one SQLite transaction per ~0.2 s or 64 answers, not per
+        answer); the generate stage calls flush() when a lot's requests are done, before it commits the lot."""
+        import asyncio
+
+        self._unsaved.append((key, value))
+        if len(self._unsaved) >= 64:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._unsaved = self._unsaved, []
+        self.cache.put_many(batch)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         keys = [self.key(r) for r in requests]

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from acd.export import acm_export, card, manifest as mf, parquet_out, shards
 from acd.export.fsutil import write_if_changed
 from acd.export.tables import runs
+from acd.paths import EXPORT_TEMPLATES_DIR
 from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, conform
 
 __all__ = ["write_outputs", "EXPORT_FORMAT"]
@@ -64,7 +65,7 @@ def _table_digest(table: pa.Table) -> bytes:
 
 
 def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe: dict, stats: dict | None) -> str:
-    template_bytes = b"".join(p.read_bytes() for p in sorted((Path(__file__).parent / "templates").iterdir())
+    template_bytes = b"".join(p.read_bytes() for p in sorted(EXPORT_TEMPLATES_DIR.iterdir())
                               if p.is_file())
     return mf.hash_parts(
         EXPORT_FORMAT.encode(), shards.TAR_FORMAT_VERSION.encode(), template_bytes,
@@ -79,7 +80,9 @@ def _prepare(pairs: pa.Table, media: pa.Table) -> tuple[pa.Table, pa.Table]:
     pairs = conform(pairs, PAIR_SCHEMA)
     media = conform(media, MEDIA_SCHEMA)
     if pairs.num_rows == 0:
-        raise ValueError("no accepted pairs to export (an empty dataset would not load)")
+        from acd.errors import NothingToExport
+
+        raise NothingToExport("no accepted pairs to export (an empty dataset would not load)")
     for col in ("instruction", "chosen", "rejected"):
         if pairs.column(col).null_count:
             raise ValueError(f"pairs: column {col!r} has nulls; only finished, accepted pairs can be exported")

@@ -24,9 +24,10 @@ import yaml
 
 from acd.export.tables import runs
 from acd.export.fsutil import write_if_changed
+from acd.paths import EXPORT_TEMPLATES_DIR
 from acd.taxonomy import load_taxonomy
 
-TEMPLATES_FILE = Path(__file__).parent / "templates" / "acm_prompts.yaml"
+TEMPLATES_FILE = EXPORT_TEMPLATES_DIR / "acm_prompts.yaml"
 KINDS = ("q-a-c", "q-c-c")
 MEDIA_ROOT = "media"  # relative to acm/
 

@@ -18,8 +18,9 @@ import yaml
 
 from acd.export import plots
 from acd.export.fsutil import write_if_changed
+from acd.paths import EXPORT_TEMPLATES_DIR
 
-TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATE_DIR = EXPORT_TEMPLATES_DIR
 
 # Hub task categories per modality (ids from huggingface.js `tasks`); text-generation covers the aligner.
 TASKS = {"image": ["image-to-text", "image-text-to-text"], "video": ["video-text-to-text"],

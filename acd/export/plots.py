@@ -15,7 +15,7 @@ MODALITY_COLORS = {"image": "#4C72B0", "video": "#DD8452", "audio": "#55A868"}
 PNG_KW = dict(format="png", dpi=100, metadata={"Software": None})
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, **PNG_KW)
@@ -38,7 +38,7 @@ def bar_by_type(counts: dict[tuple[str, str], tuple[int, int]]) -> bytes:
     ax.set_title("Pairs per modality and instruction type")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def bar_simple(counts: dict[str, int], title: str, xlabel: str = "pairs") -> bytes:
@@ -52,7 +52,7 @@ def bar_simple(counts: dict[str, int], title: str, xlabel: str = "pairs") -> byt
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def word_histogram(words_by_modality: dict[str, list[int]]) -> bytes:
@@ -68,4 +68,4 @@ def word_histogram(words_by_modality: dict[str, list[int]]) -> bytes:
     ax.set_title("Chosen caption length")
     ax.legend()
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

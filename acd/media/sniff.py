@@ -66,6 +66,12 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def mime_of(ext: str, default: str = "application/octet-stream") -> str:
+    """The MIME type of a file extension (the project's one table: EXTENSIONS)."""
+    known = EXTENSIONS.get(ext.lower().lstrip("."))
+    return known[3] if known else default
+
+
 def ext_of(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
 

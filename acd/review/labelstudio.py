@@ -7,11 +7,9 @@ a LocalFiles storage on a subfolder of the server's document root as /data/local
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,52 +37,10 @@ def label_config(modality: str) -> str:
 
 
 def guideline_html(path: Path | None = None) -> str:
-    """annotation/guideline.md as the small HTML Label Studio shows as the project's instructions.
+    """annotation/guideline.md as the HTML Label Studio shows as the project's instructions."""
+    import markdown
 
-    Only what the guideline uses: headings, bullet lists, paragraphs, **bold**. No markdown dependency.
-    """
-    text = (path or ANNOTATION_DIR / "guideline.md").read_text()
-    out: list[str] = []
-    in_list = False
-
-    def inline(s: str) -> str:
-        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(s))
-
-    para: list[str] = []
-
-    def flush():
-        nonlocal para
-        if para:
-            out.append("<p>" + inline(" ".join(para)) + "</p>")
-            para = []
-
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("- "):
-            flush()
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append("<li>" + inline(s[2:]))
-            continue
-        if in_list and s and line.startswith("  "):  # continuation of a bullet
-            out[-1] += " " + inline(s)
-            continue
-        if in_list:
-            out.append("</ul>")
-            in_list = False
-        if s.startswith("#"):
-            flush()
-            level = min(len(s) - len(s.lstrip("#")) + 1, 6)
-            out.append(f"<h{level}>{inline(s.lstrip('#').strip())}</h{level}>")
-        elif not s:
-            flush()
-        else:
-            para.append(s)
-    flush()
-    if in_list:
-        out.append("</ul>")
-    return "\n".join(out)
+    return markdown.markdown((path or ANNOTATION_DIR / "guideline.md").read_text(), extensions=["sane_lists"])
 
 
 def project_title(ls_cfg: dict, modality: str) -> str:

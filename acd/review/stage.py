@@ -15,7 +15,6 @@ verdict and are atomically replaced by every sync until annotators finish.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -24,9 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from acd.records import PAIR_SCHEMA, conform, rows_to_table
-from acd.review import labelstudio as lsapi
+from acd.review import labelstudio as lsapi, registry
 from acd.review.config import review_config
 from acd.review.gate import DECISION_SCHEMA, annotator_accuracy, human_review
+from acd.review.registry import run_id_of
 from acd.review.sampling import _rank, gold_count, lot_id_of, plant_gold, sample_lot
 from acd.runstore import RunStore
 
@@ -71,12 +71,6 @@ ANNOTATOR_SCHEMA = pa.schema([
     pa.field("gold_caught", pa.int64()),
     pa.field("gold_accuracy", pa.float64()),
 ])
-
-
-def run_id_of(run_dir: str | Path) -> str:
-    """Tasks are tagged with their run, so two runs with the same recipe (same pair ids) never mix."""
-    p = Path(run_dir).resolve()
-    return f"{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
 
 
 def _media_uris(store: RunStore, media, keys: set[str]) -> dict[str, str]:
@@ -159,10 +153,8 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
 def register_webhook(run_dir: str | Path, rc: dict, ls, project_id: int) -> int:
     """review.label_studio.webhook_url set: record the run where the webhook server finds it (acd.review.webhook)
     and make sure the project calls that URL on annotation changes (with the shared secret header, if any)."""
-    from acd.review import webhook
-
-    webhook.register_run(run_dir, rc, project_id)
-    return lsapi.ensure_webhook(ls, project_id, rc["label_studio"]["webhook_url"], webhook.secret_headers())
+    registry.register_run(run_dir, rc, project_id)
+    return lsapi.ensure_webhook(ls, project_id, rc["label_studio"]["webhook_url"], registry.secret_headers())
 
 
 def _annotation_rows(task, lot: str, who: dict[int, str]) -> list[dict]:

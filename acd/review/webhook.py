@@ -11,7 +11,7 @@ annotator's request): the sync runs in a background thread per run dir, debounce
 per run and one queued behind it, so a burst of 50 annotations costs two syncs, not 50. GET /health.
 
 Which runs exist: push_lot writes <state dir>/runs/<run_id>.json (run dir, the review block it was pushed
-with, its projects) when review.label_studio.webhook_url is set, and registers the webhook on the project.
+with, its projects; acd.review.registry) when review.label_studio.webhook_url is set, and registers the webhook on the project.
 The state dir is $ACD_REVIEW_STATE_DIR or <project>/.cache/review-webhook. --run-dir serves one run only.
 
 The sync is in-process (acd.review.sync, then a re-export when an out dir is known) or, with --prefect and
@@ -24,7 +24,6 @@ compared in constant time and never logged or returned.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hmac
 import json
 import logging
@@ -35,78 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from acd.review.registry import (  # noqa: F401 - re-exported: the registry's names as the webhook's callers know them
+    SECRET_ENV, SECRET_HEADER, STATE_ENV, known_runs, register_run, run_id_of, secret_headers, state_dir,
+)
+
 log = logging.getLogger(__name__)
 
-SECRET_ENV = "ACD_WEBHOOK_SECRET"
-SECRET_HEADER = "X-ACD-Webhook-Secret"
-STATE_ENV = "ACD_REVIEW_STATE_DIR"
 PREFECT_FLAG_ENV = "ACD_WEBHOOK_PREFECT"
 DEPLOYMENT = "sync-reviews/default"
 PATH = "/label-studio"
 ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
-
-
-# ---- registry: which runs pushed to Label Studio ----------------------------------------------------------
-
-def state_dir(path: str | Path | None = None) -> Path:
-    if path:
-        return Path(path)
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env)
-    from acd.paths import PROJECT_ROOT
-
-    return PROJECT_ROOT / ".cache" / "review-webhook"
-
-
-def secret_headers() -> dict[str, str]:
-    """The headers Label Studio must send with each webhook call (empty without a secret)."""
-    secret = os.environ.get(SECRET_ENV)
-    return {SECRET_HEADER: secret} if secret else {}
-
-
-def register_run(run_dir: str | Path, review: dict, project_id: int | None = None, *, out_dir: str | Path | None = None,
-                 recipe: str | None = None, state: str | Path | None = None) -> Path:
-    """Record (or extend) a run in the registry: one JSON file per run, replaced atomically. `review` is the
-    review block (tokens travel by env, never here); out_dir, when given, makes every sync re-export."""
-    from acd.review.stage import run_id_of
-
-    run_dir = Path(run_dir).resolve()
-    run_id = run_id_of(run_dir)
-    path = state_dir(state) / "runs" / f"{run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(".lock"), "w") as lock:  # lots of one run are pushed from parallel workers
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _update_entry(path, run_id, run_dir, review, project_id, out_dir, recipe)
-
-
-def _update_entry(path: Path, run_id: str, run_dir: Path, review: dict, project_id, out_dir, recipe) -> Path:
-    entry = json.loads(path.read_text()) if path.exists() else {}
-    projects = set(entry.get("projects") or [])
-    if project_id is not None:
-        projects.add(int(project_id))
-    review = dict(review)
-    if review.get("label_studio"):
-        review["label_studio"] = {k: v for k, v in review["label_studio"].items() if k != "token"}
-    if recipe is None and (run_dir / "recipe.json").exists():
-        recipe = str(run_dir / "recipe.json")
-    entry.update(run_id=run_id, run_dir=str(run_dir), review=review, projects=sorted(projects),
-                 recipe=recipe or entry.get("recipe"), out_dir=str(out_dir) if out_dir else entry.get("out_dir"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
-
-
-def known_runs(state: str | Path | None = None) -> dict[str, dict]:
-    out = {}
-    for p in sorted((state_dir(state) / "runs").glob("*.json")):
-        try:
-            e = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        out[e["run_id"]] = e
-    return out
 
 
 @dataclass
@@ -128,8 +65,6 @@ class Target:
 def single_run(run_dir: str | Path, recipe: str | None = None, out_dir: str | None = None,
                state: str | Path | None = None) -> Target:
     """--run-dir: the review block from --recipe, else the run's recipe.json, else its registry entry."""
-    from acd.review.stage import run_id_of
-
     run_dir = Path(run_dir).resolve()
     run_id = run_id_of(run_dir)
     entry = known_runs(state).get(run_id, {})

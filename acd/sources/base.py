@@ -2,19 +2,15 @@
 
 A source is iterated in *batches* (its own unit of resume): `batches()` names them deterministically and
 `read(batch, media_dir)` produces that batch's result. The ingest stage writes one Parquet part per batch,
-so a rerun skips batches that are done.
+so a rerun skips batches that are done. acd.sources.factory.make_source builds a source from a recipe's
+`source:` mapping (a module of its own, so this one never imports the sources that import it).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
-
-EXT_MIME = {
-    "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-    "mp4": "video/mp4", "webm": "video/webm", "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg",
-}
+from typing import Any, Protocol
 
 
 @dataclass
@@ -53,30 +49,3 @@ def store_media(data: bytes, ext: str, media_dir: Path) -> tuple[str, str]:
         tmp.write_bytes(data)
         tmp.replace(dest)
     return key, rel.as_posix()
-
-
-def make_source(config: dict[str, Any], seed: int) -> Source:
-    """Build a source from a recipe's `source:` mapping ({kind: synthetic|folder|manifest|hf, ...})."""
-    kind = config["kind"]
-    if kind == "synthetic":
-        from acd.sources.synthetic import SyntheticSource
-
-        return SyntheticSource(config, seed)
-    if kind == "folder":
-        from acd.sources.folder import FolderSource
-
-        return FolderSource(config, seed)
-    if kind == "manifest":
-        from acd.sources.manifest import ManifestSource
-
-        return ManifestSource(config, seed)
-    if kind == "hf":
-        from acd.sources.hf import HFSource
-
-        return HFSource(config, seed)
-    raise ValueError(f"unknown source kind {kind!r} (synthetic, folder, manifest, hf)")
-
-
-def iter_all(source: Source, media_dir: Path) -> Iterable[IngestResult]:
-    for b in source.batches():
-        yield source.read(b, media_dir)

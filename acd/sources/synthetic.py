@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from acd.media.sniff import mime_of
 from acd.records import dumps
-from acd.sources.base import EXT_MIME, IngestResult, store_media
+from acd.sources.base import IngestResult, store_media
 from acd.synth import MODALITIES
 
 LICENCE = "CC0-1.0 (procedurally generated)"
@@ -76,7 +77,7 @@ class SyntheticSource:
             key, uri = store_media(data, ext, Path(media_dir))
             result.media.append({
                 "media_key": key, "modality": modality, "source": self.name,
-                "source_id": f"synthetic:{modality}:{i}", "uri": uri, "ext": ext, "mime": EXT_MIME[ext],
+                "source_id": f"synthetic:{modality}:{i}", "uri": uri, "ext": ext, "mime": mime_of(ext),
                 "bytes": len(data),
                 "width": facts.get("width"), "height": facts.get("height"),
                 "duration_s": facts.get("duration_s"), "fps": facts.get("fps"),

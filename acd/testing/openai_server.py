@@ -10,6 +10,10 @@ Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
     judge-style prompt (mentions "chosen_complies") gets a JSON verdict;
   * counters: GET /stats -> outcome counts, per-request-hash outcome counts and arrival times, so tests can
     prove "zero requests were sent" and "each item was generated exactly once".
+  * utilisation: GET /stats -> busy_s (first request admitted to last one finished) and slot_s (the integral
+    of requests in service over time), so slot_s / (slots * busy_s) is how full the server was kept;
+  * auth like a real server when `api_key` is set: a wrong or missing Bearer key gets a 401 whose message
+    echoes the key it was sent (as OpenAI's does, partly), to prove clients never copy bodies into logs.
 Admin: POST /admin/faults {rate, kinds, retry_after, first_n}, POST /admin/reset.
 
 Run it:  python -m acd.testing.openai_server --port 8011 --median 0.4 --sigma 0.6 --slots 128
@@ -98,8 +102,10 @@ def reply_for(body: dict) -> str:
 
 
 class _State:
-    def __init__(self, median: float, sigma: float, slots: int, seed: int, models: dict[str, str]):
+    def __init__(self, median: float, sigma: float, slots: int, seed: int, models: dict[str, str],
+                 api_key: str | None = None):
         self.median, self.sigma, self.slots = median, sigma, slots
+        self.api_key = api_key
         self.models = models  # id -> revision
         self.rng = random.Random(seed)
         self.faults: dict[str, Any] = {"rate": 0.0, "kinds": list(FAULT_KINDS), "retry_after": 1.0,
@@ -115,6 +121,20 @@ class _State:
         self.max_in_flight = 0
         self.first_arrival: list[float] = []  # per distinct request, for throughput timelines
         self.ok_times: list[float] = []  # completion time of every successful response
+        self.busy_start: float | None = None
+        self.busy_end: float | None = None
+        self.slot_s = 0.0
+        self._last_change = 0.0
+
+    def _account(self, delta: int) -> None:
+        """Requests in service changes by delta: integrate in_flight over time (slot-seconds)."""
+        now = time.monotonic()
+        if self.busy_start is None:
+            self.busy_start = self._last_change = now
+        self.slot_s += self.in_flight * (now - self._last_change)
+        self._last_change = now
+        self.in_flight += delta
+        self.busy_end = now
 
     def pick_fault(self, h: str) -> str | None:
         f = self.faults
@@ -143,6 +163,13 @@ def make_app(state: _State):
     async def chat(request: Request) -> Response:
         if state.sem is None:
             state.sem = asyncio.Semaphore(state.slots)
+        if state.api_key is not None:
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if sent != state.api_key:
+                state.outcomes["401"] += 1
+                return js({"error": {"message": f"Incorrect API key provided: {sent}. You can find your API key "
+                                                "in your account settings.", "type": "invalid_request_error",
+                                     "code": "invalid_api_key"}}, 401)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -168,13 +195,13 @@ def make_app(state: _State):
             await asyncio.sleep(float(state.faults.get("hang_s", 600.0)))
             return js({"error": {"message": "gateway timeout"}}, 504)
         async with state.sem:
-            state.in_flight += 1
+            state._account(+1)
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
                 delay = state.rng.lognormvariate(math.log(state.median), state.sigma) if state.median > 0 else 0.0
                 await asyncio.sleep(delay)
             finally:
-                state.in_flight -= 1
+                state._account(-1)
         if fault == "500":
             done("500")
             return js({"error": {"message": "internal error", "type": "server_error"}}, 500)
@@ -208,7 +235,9 @@ def make_app(state: _State):
     async def stats(request: Request) -> Response:
         out: dict[str, Any] = {"outcomes": dict(state.outcomes), "requests": sum(state.outcomes.values()),
                                "max_in_flight": state.max_in_flight, "distinct": len(state.arrivals),
-                               "per_hash": {h: dict(c) for h, c in state.per_hash.items()}}
+                               "per_hash": {h: dict(c) for h, c in state.per_hash.items()},
+                               "slots": state.slots, "slot_s": round(state.slot_s, 4),
+                               "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4)}
         if request.query_params.get("arrivals"):
             out["arrivals"] = {h: v for h, v in state.arrivals.items()}
             out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times}
@@ -242,11 +271,12 @@ class OpenAITestServer:
 
     def __init__(self, median: float = 0.005, sigma: float = 0.0, slots: int = 256, seed: int = 0,
                  models: dict[str, str] | None = None, faults: dict | None = None, process: bool = False,
-                 port: int | None = None):
+                 port: int | None = None, api_key: str | None = None):
         self.median, self.sigma, self.slots, self.seed = median, sigma, slots, seed
         self.models = models or {"test-model": "rev-1", "weak-model": "rev-w"}
         self.initial_faults = faults or {}
         self.process = process
+        self.api_key = api_key
         self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._root = f"http://127.0.0.1:{self.port}"
@@ -257,11 +287,14 @@ class OpenAITestServer:
             args = [sys.executable, "-m", "acd.testing.openai_server", "--port", str(self.port),
                     "--median", str(self.median), "--sigma", str(self.sigma), "--slots", str(self.slots),
                     "--seed", str(self.seed), "--models", ",".join(f"{m}={r}" for m, r in self.models.items())]
-            self._proc = subprocess.Popen(args, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            if self.api_key is not None:
+                env["ACD_TEST_SERVER_KEY"] = self.api_key  # not on the command line (ps shows that)
+            self._proc = subprocess.Popen(args, env=env)
         else:
             import uvicorn
 
-            state = _State(self.median, self.sigma, self.slots, self.seed, self.models)
+            state = _State(self.median, self.sigma, self.slots, self.seed, self.models, self.api_key)
             config = uvicorn.Config(make_app(state), host="127.0.0.1", port=self.port, log_level="warning",
                                     access_log=False, lifespan="off", timeout_keep_alive=30)
             self._server = uvicorn.Server(config)
@@ -334,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="test-model=rev-1,weak-model=rev-w", help="id=revision,...")
     a = ap.parse_args(argv)
     models = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in a.models.split(",") if kv)
-    state = _State(a.median, a.sigma, a.slots, a.seed, models)
+    state = _State(a.median, a.sigma, a.slots, a.seed, models, os.environ.get("ACD_TEST_SERVER_KEY"))
     state.faults.update(rate=a.fault_rate, kinds=a.fault_kinds.split(","))
     # Loopback only: this is a test double, never a service.
     uvicorn.run(make_app(state), host="127.0.0.1", port=a.port, log_level="warning", access_log=False,
