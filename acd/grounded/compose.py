@@ -19,7 +19,7 @@ from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
-FALLBACKS = {"prose": 0, "poem": 0}  # how often fitting had to cut or pad words (watched by tests)  # the instruction names exactly the objects to cover
+FALLBACKS = {"prose": 0, "poem": 0}  # how often no phrasing met a word target (the nearest caption was written)
 
 
 @dataclass
