@@ -299,7 +299,7 @@ def generate_lot(
         t0 = time.perf_counter()
         with _CHECK_SLOTS if concurrent else contextlib.nullcontext():
             checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg,
-                                judge).to_pylist()
+                                judge, groundings={k: m.get("grounding") for k, m in media_by_key.items()}).to_pylist()
         _add(timings, "check", t0)
         pending = []
         for row in checked:

@@ -11,7 +11,8 @@ Image example::
 
     {"kind": "image",
      "scene": {"background": "meadow", "background_colour": "green", "lighting": "bright daylight",
-               "viewpoint": "eye level", "mood": "calm"},
+               "viewpoint": "eye level", "mood": "calm",
+               "decorations": ["white clouds", "blades of grass"]},   # what the backdrop shows, in words
      "objects": [
         {"id": "o1", "category": "ball", "colour": "red", "size": "small", "position": "top left",
          "bbox": [0.05, 0.08, 0.21, 0.26], "attributes": ["round", "shiny"]},

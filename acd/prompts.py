@@ -104,6 +104,8 @@ def length_violation(length_key: str | None) -> str:
         return "make it far longer than a caption needs to be, well over 150 words"
     lo, hi = bounds
     unit = lc.unit
+    if hi == float("inf"):  # an open lower bound ("more than n words"): break it by being short
+        return f"write no more than {max(3, lo // 3)} words"
     if unit == "sentences":
         return f"write {hi + 2} or more sentences" if hi <= 3 or lo <= 1 else "write a single sentence"
     if hi <= 30:

@@ -5,7 +5,8 @@ control, and how a length constraint is phrased. Nothing else hard-codes a type 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,10 @@ class InstructionType:
     control: str  # "content" | "style"
     release_name: str
     description: str
+    release_names: dict | None = None  # per-modality exceptions to release_name
+
+    def release_name_for(self, modality: str) -> str:
+        return (self.release_names or {}).get(modality, self.release_name)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class LengthConstraint:
     hi: int | None = None
     n: int | None = None
     count: str | None = None  # sentence count as written ("two")
+    # The words the constraint was found as, when parsed from text (an alias such as "using more than 30
+    # words"); None for the taxonomy's own template. Not part of identity.
+    phrase: str | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -50,10 +58,14 @@ class LengthConstraint:
     def unit(self) -> str | None:
         return None if self.form == "none" else load_taxonomy().length_units[self.form]
 
-    def bounds(self) -> tuple[int, int] | None:
-        """(min, max) in the constraint's unit (words or sentences), inclusive; None for "none"."""
+    def bounds(self) -> tuple[int, int | float] | None:
+        """(min, max) in the constraint's unit (words or sentences), inclusive; None for "none".
+
+        An open upper bound (word_min) is math.inf: a reader accepts any length above n."""
         if self.form == "none":
             return None
+        if self.form == "word_min":
+            return (self.n + 1, math.inf)
         numbers = load_taxonomy().number_words
         if self.form == "word_range":
             return (self.lo, self.hi)
@@ -68,6 +80,13 @@ class LengthConstraint:
         if self.form == "sentence_max":
             return (1, numbers[self.count])
         raise ValueError(f"unknown length form {self.form!r}")
+
+    def target_bounds(self) -> tuple[int, int] | None:
+        """bounds() with an open upper end closed (n * open_target_factor): what a writer aims inside."""
+        b = self.bounds()
+        if b is None or b[1] != math.inf:
+            return b
+        return (b[0], max(b[0] + 10, self.n * load_taxonomy().open_target_factor))
 
     @classmethod
     def from_key(cls, key: str) -> "LengthConstraint":
@@ -85,6 +104,8 @@ class Taxonomy:
     length_units: dict[str, str]
     constraints: tuple[LengthConstraint, ...]
     number_words: dict[str, int]
+    length_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    open_target_factor: int = 3
 
     def types_for(self, modality: str) -> tuple[InstructionType, ...]:
         return tuple(self.types[t] for t in self.modalities[modality])
@@ -115,4 +136,6 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         length_units={f: spec["unit"] for f, spec in forms.items()},
         constraints=tuple(LengthConstraint(**c) for c in raw["length"]["constraints"]),
         number_words=dict(raw["length"]["number_words"]),
+        length_aliases={f: tuple(spec.get("aliases") or ()) for f, spec in forms.items()},
+        open_target_factor=int(raw["length"].get("open_target_factor", 3)),
     )

@@ -46,7 +46,8 @@ def built(tmp_path_factory):
 
 
 def test_pairs_load_with_datasets_and_cover_every_combination(built):
-    ds = datasets.load_dataset(str(built["out"]))
+    # own cache: the shared ~/.cache/huggingface can hold another build of a same-named folder
+    ds = datasets.load_dataset(str(built["out"]), cache_dir=str(built["out"].parent / "hf-cache"))
     assert set(ds) == {"train", "test"}
     rows = [r for split in ds.values() for r in split]
     combos = {(r["modality"], r["instruction_type"]) for r in rows}

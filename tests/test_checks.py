@@ -46,12 +46,12 @@ CASES = [
     ("leak_im_start", dict(chosen="<|im_start|>A red car is parked beside a calm river in the evening light."), ["leak_chosen"]),
     ("leak_answer", dict(chosen="Answer: A red car is parked beside a calm river in the evening light."), ["leak_chosen"]),
     ("leak_please_note", dict(rejected=A + "\n\nPlease note: this caption is slightly inferior by design."), ["leak_rejected"]),
-    ("length_short", dict(chosen="A red car."), ["length_chosen"]),
-    ("length_long", dict(chosen=" ".join(["word"] * 25) + "."), ["length_chosen"]),
-    ("length_from_key", dict(length_constraint=None, chosen="A red car."), ["length_chosen"]),
+    ("length_short", dict(chosen="A red car waits."), ["length_chosen"]),
+    ("length_long", dict(chosen=C + " Two ducks swim past it while a man on the far bank waves."), ["length_chosen"]),
+    ("length_from_key", dict(length_constraint=None, chosen="A red car waits."), ["length_chosen"]),
     ("length_sentence_key", dict(length_key="sentence_one", length_constraint="The generated caption's length needs to be one sentence.",
                                  instruction="Describe the car. The generated caption's length needs to be one sentence.",
-                                 chosen="A red car. It is by a river."), ["length_chosen"]),
+                                 chosen="A red car waits. It is by a river."), ["length_chosen"]),
     ("length_missing_in_q", dict(instruction="Describe the red car parked by the river."), ["length_sentence_missing"]),
     ("length_unparsed", dict(length_constraint="Keep it shortish please."), ["length_unparsed", "length_sentence_missing"]),
     ("rejected_too_long_ok", dict(rejected=" ".join(["word"] * 40)), []),  # rejected may break length
@@ -142,7 +142,8 @@ def make_lot(n: int, seed: int = 0) -> pa.Table:
     for i in range(n):
         c, t, p = colours[i % 10], things[(i // 10) % 10], places[(i // 100) % 10]
         qcc = i % 5 == 0
-        chosen = (f"A {c} {t} rests near the {p} as item {i} catches the light, with soft shadows "
+        art = "An" if c[0] in "aeiou" else "A"
+        chosen = (f"{art} {c} {t} rests near the {p} as item {i} catches the light, with soft shadows "
                   f"stretching across the ground.")  # 19 words
         rejected = chosen if qcc else f"A {t} is somewhere."
         rows.append(dict(
@@ -152,8 +153,8 @@ def make_lot(n: int, seed: int = 0) -> pa.Table:
             split="train", seed=seed, instruction=f"Describe the {t}. {WR}", chosen=chosen, rejected=rejected,
         ))
     rows[1]["chosen"] = "I'm sorry, but I cannot describe this image."
-    rows[2]["chosen"] = "A {colour} car."
-    rows[3]["chosen"] = "Too short."
+    rows[2]["chosen"] = "A {colour} car waits."
+    rows[3]["chosen"] = "It is short."
     rows[4]["rejected"] = rows[4]["chosen"]
     rows[6]["chosen"] = rows[7]["chosen"]  # copy of a later row's caption: row 7 is the near-duplicate
     rows[6]["instruction_type"] = rows[7]["instruction_type"]

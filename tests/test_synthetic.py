@@ -270,3 +270,25 @@ def test_audio_coverage(audios):
     assert {g["scene"]["background"] for _, g, _ in audios} == set(v["backgrounds"])
     assert {len(g["sounds"]) for _, g, _ in audios} == {1, 2, 3, 4}
     assert {s["pitch"] for s in sounds} == {"high", "low"} and {s["loudness"] for s in sounds} == {"loud", "soft"}
+
+
+def test_scene_decorations_are_grounded(images, videos):
+    """scene.decorations names what the backdrop shows: the background's decorations that are drawn for
+    the viewpoint (no sky decoration in a top-down view), and for a video only those spanning the width."""
+    v = vocab()
+    words = {spec["words"]: name for name, spec in v["decorations"].items()}
+    seen = set()
+    for kind, items in (("image", images), ("video", videos)):
+        for item in items:
+            g = item[1]
+            scene = g["scene"]
+            decor = [words[d] for d in scene["decorations"]]
+            bg = v["backgrounds"][scene["background"]]
+            assert set(decor) <= set(bg["decor"]), (scene, decor)
+            horizon = v["viewpoints"][scene["viewpoint"]]["horizon"]
+            for name in bg["decor"]:
+                spec = v["decorations"][name]
+                drawn = horizon >= float(spec.get("min_horizon", 0.0)) and (kind == "image" or spec.get("wide"))
+                assert (name in decor) == drawn, (kind, scene, name)
+            seen.update(decor)
+    assert len(seen) >= 8, seen

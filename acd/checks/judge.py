@@ -116,12 +116,31 @@ def caption_units(caption: str, min_words: int = 3) -> list[str]:
     return list(dict.fromkeys(units))
 
 
+@lru_cache(maxsize=1)
+def _exclusion_rx() -> re.Pattern:
+    pats = load_checks_spec()["judge"].get("exclusion_patterns") or []
+    return re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE) if pats else re.compile(r"(?!x)x")
+
+
+def excluded_thing(instruction: str) -> str | None:
+    """The object an instance instruction says to leave out ("without mentioning the kite" -> "kite").
+
+    An embedding cannot read negation: a caption that names the kite looks *more* relevant to such an
+    instruction, so compliance penalises the mention instead."""
+    m = _exclusion_rx().search(instruction or "")
+    if not m:
+        return None
+    thing = next(g for g in m.groups() if g)
+    return thing.strip(" {}.,'\"").lower() or None
+
+
 def strip_length_sentence(instruction: str) -> str:
     """The instruction without its length sentence: what the caption's content should relate to."""
     c = parse_constraint(instruction or "")
     if c is None:
         return instruction or ""
-    return " ".join(instruction.replace(c.sentence(), " ").split()) if c.sentence() in instruction else instruction
+    phrase = c.phrase or c.sentence()
+    return " ".join(instruction.replace(phrase, " ").split()) if phrase in instruction else instruction
 
 
 def length_score(caption: str, constraint: LengthConstraint | None, cap: float) -> float:
@@ -219,6 +238,9 @@ class OfflineJudge:
         from the instruction."""
         constraint = self._constraint(instruction, length)
         sem = self.score_keypoints(caption, key_points)["soft"] if key_points else self.relevance(instruction, caption)
+        excluded = excluded_thing(instruction)
+        if excluded and re.search(r"\b" + re.escape(excluded) + r"s?\b", (caption or "").lower()):
+            sem *= float(self.spec.get("excluded_mention_factor", 0.3))  # names what it was told to leave out
         if constraint is None:
             return sem
         w = float(self.spec["length_weight"])

@@ -45,11 +45,13 @@ def judge_sample(pair_ids: list[str], eligible: list[bool], rate: float, min_cou
     return picked
 
 
-def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None) -> pa.Table:
+def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None,
+              groundings: dict[str, str | None] | None = None) -> pa.Table:
     """Fill check_passed (bool), check_failures (list<string>, [] when passed), judge_score (float|null).
 
     cfg: the recipe's `checks:` mapping (defaults from schemas/checks.yaml). judge: an object with
     OfflineJudge's compliance()/prefetch(); made on demand when cfg judge == "offline".
+    groundings: media_key -> grounding JSON, for the fact check of media whose source knows the truth.
     """
     conf = effective_config(cfg)
     missing = [c for c in _REQUIRED if c not in pairs.column_names]
@@ -60,9 +62,12 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None) -> pa
     n = pairs.num_rows
 
     flags = vectorised_text_flags(*(pairs.column(c) for c in ("instruction", "chosen", "rejected")))
+    modality = pairs.column("modality").to_pylist() if "modality" in pairs.column_names else [None] * n
+    grounding = [(groundings or {}).get(k) for k in col["media_key"]]
     failures = [
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
-                   col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags))
+                   col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags), modality=modality[i],
+                   grounding=grounding[i])
         for i in range(n)
     ]
     dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf["near_duplicate_threshold"])

@@ -9,6 +9,9 @@ Reason codes (stable: review, reports and regeneration key on them):
   length_unparsed          length_constraint is set but is not a known sentence form
   chosen_equals_rejected   a q-a-c pair whose rejected is the chosen (after case/space normalisation)
   qcc_rejected_differs     a q-c-c pair whose rejected is not the chosen
+  grammar_chosen           chosen has a broken pattern a reader stops at (acd/checks/grammar.py)
+  fact_chosen              chosen states something its media's grounding contradicts (acd/checks/factcheck.py;
+                           only when the media has a grounding)
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
 Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup),
 which keeps a full 300k-pair build's checks to seconds.
@@ -72,7 +75,7 @@ def resolve_constraint(length_constraint: str | None, length_key: str | None) ->
 def _constraint_from_parts(form: str, vals: list[str]) -> LengthConstraint:
     if form == "word_range":
         return LengthConstraint(form=form, lo=int(vals[0]), hi=int(vals[1]))
-    if form in ("word_exact", "word_max"):
+    if form in ("word_exact", "word_max", "word_min"):
         return LengthConstraint(form=form, n=int(vals[0]))
     if form in ("sentence_exact", "sentence_max"):
         return LengthConstraint(form=form, count=vals[0])
@@ -130,6 +133,8 @@ def check_pair(
     length_key: str | None = "none",
     length_constraint: str | None = None,
     flags: tuple[bool, ...] | None = None,
+    modality: str | None = None,
+    grounding: str | dict | None = None,
 ) -> list[str]:
     """All deterministic reason codes for one pair; [] when it is clean. Order is fixed.
 
@@ -153,6 +158,16 @@ def check_pair(
         out.append("length_chosen")
     if length_constraint and instruction and not _states_sentence(instruction, length_constraint):
         out.append("length_sentence_missing")
+    if chosen and chosen.strip():
+        from acd.checks.grammar import GRAMMAR, problems as grammar_problems
+
+        if grammar_problems(chosen, modality):
+            out.append(GRAMMAR)
+        if grounding:
+            from acd.checks.factcheck import FACT, problems as fact_problems
+
+            if fact_problems(chosen, modality or "image", grounding, instruction):
+                out.append(FACT)
 
     if chosen is not None and rejected is not None:
         same = chosen == rejected or normalize(chosen) == normalize(rejected)

@@ -32,7 +32,7 @@ def taxonomy_type(restriction_type: str) -> str:
     if restriction_type in tax.types:
         return restriction_type
     for name, t in tax.types.items():
-        if t.release_name == restriction_type:
+        if restriction_type == t.release_name or restriction_type in (t.release_names or {}).values():
             return name
     return restriction_type
 

@@ -148,7 +148,7 @@ def build_items(media_rows: Iterable[dict], seed: int = 0, phrasing: str = "eval
                 item["time_long"] = float(row.get("duration_s") or g.get("duration_s") or 0.0)
             else:
                 item["width"], item["height"] = int(row.get("width") or 0), int(row.get("height") or 0)
-            item["restriction"] = [tax.types[typ].release_name, length]
+            item["restriction"] = [tax.types[typ].release_name_for(m), length]
             if kind == "content":
                 item["key_point"] = kps
             out.setdefault(m, {}).setdefault(kind, []).append(item)

@@ -81,7 +81,7 @@ def write_acm(pairs_by_split: dict[str, pa.Table], media_by_key: dict[str, dict[
         tm = pa.concat_tables(by_modality[modality])
         metas: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
         for itype in sorted(set(tm.column("instruction_type").to_pylist())):
-            release_name = tax.types[itype].release_name
+            release_name = tax.types[itype].release_name_for(modality)  # video: appearance / position
             # One type's rows as Python objects at a time keeps memory bounded at the 300k scale.
             rows = tm.filter(pc.equal(tm.column("instruction_type"), itype)).select(cols).to_pylist()
             rows.sort(key=lambda r: r["pair_id"])

@@ -94,11 +94,22 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
     def mean(v: list[int]) -> float:
         return round(sum(v) / len(v), 1) if v else 0.0
 
+    from acd.textstats import SAMPLE, distinct_ngrams, mean_words_by_type, reference_figures
+
+    ref = reference_figures()
+    ours_by_type = mean_words_by_type(zip(mods, pairs.column("instruction_type").to_pylist(),
+                                          pairs.column("chosen").to_pylist()))
+
     return {
         "n_pairs": n,
         "splits": dict(sorted(by_split.items())),
         "modalities": modalities,
-        "per_type": [{"modality": m, "type": t, "qac": a, "qcc": b, "total": a + b} for (m, t), (a, b) in per_type.items()],
+        "per_type": [{"modality": m, "type": t, "qac": a, "qcc": b, "total": a + b,
+                      "chosen_words": ours_by_type.get(f"{m}/{t}"),
+                      "official_words": ref["mean_words_by_type"].get(f"{m}/{t}")}
+                     for (m, t), (a, b) in per_type.items()],
+        "variety": {"sample": SAMPLE, "ours": distinct_ngrams(pairs.column("chosen").to_pylist()),
+                    "official": ref["distinct_3grams_600"], "source": ref["source"]},
         "per_modality": [{
             "modality": m,
             "pairs": by_mod_qcc.get((m, False), 0) + by_mod_qcc.get((m, True), 0),

@@ -14,12 +14,12 @@ from typing import Any
 
 from acd.checks.length import count_words
 from acd.grounded.facts import Facts, article, fmt_t, join_and, objects_list, relation
-from acd.grounded.fit import Target, choose_words, force_words, merge_sentences, with_connective
+from acd.grounded.fit import Target, choose_words, merge_sentences
 from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
-FALLBACKS = {"prose": 0, "poem": 0}  # how often fitting had to cut or pad words (watched by tests)  # the instruction names exactly the objects to cover
+FALLBACKS = {"prose": 0, "poem": 0}  # how often no phrasing met a word target (the nearest caption was written)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Writer:
     def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
         self.ph, self.f, self.rng = ph, facts, rng
         self.used: set[int] = set()  # templates already drawn for the caption being written
+        self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
 
     # ================================================================ instructions
     def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
@@ -98,7 +99,7 @@ class Writer:
             naming = [t for t in tpls if {"target", "targets"} & set(t.fields)]
             if naming and rng.random() < 0.7:
                 tpls = naming
-        text = cap(rng.choice(tpls).render(ctx))
+        text = cap(rng.choice(tpls).render(ctx, rng))
         ins = ph.instructions
         if (itype in ins["truth_suffix_types"] and f.modality in ins["truth_suffix_modalities"]
                 and rng.random() < ins["truth_suffix_prob"]):
@@ -146,9 +147,23 @@ class Writer:
         lite: fewer facts and no attributes (the weak-model rejection); force_first: an object id whose
         mention must lead the caption (the ignore_instruction rejection of instance).
         """
+        text = ""
+        for _ in range(5):  # fact-poor scenes: fresh draws of phrasings and facts until the count is met
+            text, target_ = self._caption_once(plan, lc, target, itype, lite, force_first)
+            if target_ is None or target_.unit != "words" or target_.lo <= count_words(text) <= target_.hi:
+                return text
+        return text
+
+    def _caption_once(self, plan: Plan, lc: LengthConstraint | None, target: Target | None,
+                      itype: str | None, lite: bool, force_first: str | None) -> tuple[str, Target | None]:
         itype = itype or plan.itype
         if itype == "poem":
-            return self._poem(plan, lc, target, lite)
+            if target is None and lc is not None and lc.unit == "words":
+                lo, hi = lc.target_bounds()
+                check = Target("words", lo, hi, lo)
+            else:
+                check = target
+            return self._poem(plan, lc, target, lite), check
         units, n_core, natural = self._units(itype, plan)
         if force_first:
             o = self.f.by_id.get(force_first)
@@ -159,12 +174,25 @@ class Writer:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
         if units and tiny in self.ph.sentences and not force_first:
-            units[0] = units[0] + self.u(tiny, self._main(itype, plan), k=3)
+            units[0] = self.join_units(units[0], self.u(tiny, self._main(itype, plan), k=3))
+            if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
+                units[0] = self.join_units(units[0], self.u("scene_tiny", k=3))  # short, still names everything
         units = [u for u in units if u]
-        units += self._fillers()
+        if not lite:
+            units += self._extra_units(units, itype)
+        units += self._fillers(itype)
         if target is None:
             target = _target(lc, natural, units)
-        return self._fit(units, n_core, target)
+        text = self._fit(units, n_core, target)
+        tries = 0
+        while text is None and tries < 6:  # no exact fit with these draws: draw other phrasings of the same facts
+            tries += 1
+            units = [self.u_alt(u) for u in units]
+            text = self._fit(units, n_core, target)
+        if text is None:
+            FALLBACKS["prose"] += 1
+            text = self._fit(units, n_core, target, force=True)
+        return text, target
 
     def _main(self, itype: str, plan: Plan) -> dict | None:
         """The thing a tiny first sentence is about: the named target, else the first object/sound."""
@@ -181,51 +209,92 @@ class Writer:
                 return f.by_id[i]
         return things[0] if things else None
 
-    def u(self, group: str, *parts: dict | None, k: int = 2, **extra: Any) -> list[str]:
-        return pick_from(self.ph.sentences[group], self.f.ctx(*parts, **extra), self.rng, k, self.used)
+    def u(self, group: str, *parts: dict | None, k: int = 3, **extra: Any) -> list[str]:
+        """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
+        (a fact said with one word less, so word counts can be met exactly without padding)."""
+        ctx = self.f.ctx(*parts, **extra)
+        for key in ("where", "end_where", "when", "abg", "indef", "ref", "s_indef"):  # same fact, other wording
+            opts = ctx.get(f"{key}_opts")
+            if opts and key not in extra:
+                ctx[key] = self.rng.choice(opts)
+        out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
+        if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
+            lean = dict(ctx, indef=ctx["indef_lean"], size=None)
+            out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
+        self._groups[id(out)] = (out, [(group, ctx)])
+        return out
 
-    def _fillers(self) -> list[list[str]]:
+    def join_units(self, *units: list[str]) -> list[str]:
+        """One unit made of several units' phrasings (alternatives for the same slot), redrawable."""
+        out = [t for u in units for t in u]
+        self._groups[id(out)] = (out, [src for u in units for src in self._sources(u)])
+        return out
+
+    def _sources(self, unit: list[str]) -> list[tuple[str, dict]]:
+        g = self._groups.get(id(unit))
+        return g[1] if g and g[0] is unit else []
+
+    def u_alt(self, unit: list[str]) -> list[str]:
+        """`unit` plus more phrasings of the same fact (for a further fitting attempt)."""
+        srcs = self._sources(unit)
+        out = list(unit)
+        for group, ctx in srcs:
+            out += [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in out]
+        self._groups[id(out)] = (out, srcs)
+        return out
+
+    def _extra_units(self, units: list[list[str]], itype: str) -> list[list[str]]:
+        """True scene facts a caption does not yet state, last in priority: what a long word target
+        ("exactly 60 words") adds before anything else, so fact-poor scenes still reach it truthfully."""
+        have = {g for u in units for g, _ in self._sources(u)}
+        if self.f.modality == "audio":
+            groups = ["audio_background", "audio_mood", "audio_duration"]
+            extra = [self.u(g) for g in groups if g not in have]
+            for s in self.f.sounds:
+                extra += [self.u("sound_quality", s), self.u("sound_pattern", s), self.u("sound_span", s)]
+            return [x for x in extra if x]
+        groups = ["background", "background_decor", "background_colour", "lighting", "viewpoint", "mood"]
+        extra = [self.u(g) for g in groups if g not in have]
+        if "count" not in have and len(self.f.objs) > 1 and itype not in ("background", "camera", "instance"):
+            extra.append(self.u("count"))
+        if self.f.modality == "video" and "duration" not in have:
+            extra.append(self.u("duration"))
+        return [x for x in extra if x]
+
+    def _fillers(self, itype: str = "") -> list[list[str]]:
+        if itype in ("background", "instance"):
+            return []  # "no other objects" talks about objects, which these captions must not
         g = "filler_audio" if self.f.modality == "audio" else "filler_visual"
-        return [[s] for s in self.u(g, k=4)]
+        return [[s] for s in self.u(g, k=2)]
 
-    def _fit(self, units: list[list[str]], n_core: int, t: Target) -> str:
-        rng, ph = self.rng, self.ph
+    def _fit(self, units: list[list[str]], n_core: int, t: Target, force: bool = False) -> str | None:
+        """Pick facts (units) and a phrasing of each so the caption meets the target exactly.
+
+        Only whole true sentences are added or dropped; None when these phrasings cannot make the count
+        (the caller draws others). force: the last resort, cut at a word boundary (counted as a fallback).
+        """
         n_core = max(1, min(n_core, len(units)))
         if t.unit != "words":
             k = t.pref
             picked = [u[0] for u in units[:k]]
             if n_core > k:  # more asked-for facts than sentences allowed: merge them
                 picked = picked[: k - 1] + [merge_sentences([u[0] for u in units[k - 1 : n_core]])]
-            while len(picked) < k:  # only for absurdly small scenes: reuse fillers
-                picked.append(units[-1][0])
+            while len(picked) < k:  # only for absurdly small scenes: the exhaustive-grounding facts
+                picked.append(units[-1 - (len(picked) % 2)][0])
             return " ".join(picked)
-        # Variants are (base text, linking word or None); a link's word count is its key (checked when
-        # the phrasing loads), so only base sentences are counted and only picked texts are built.
-        variants: list[list[tuple[str, str | None]]] = []
-        wcs: list[list[int]] = []
-        for i, u in enumerate(units):
-            vs: list[tuple[str, str | None]] = [(b, None) for b in u]
-            ws = [count_words(b) for b in u]
-            links = ph.connectives if i > 0 else ph.openers
-            for b, w in (list(zip(u[:2], ws[:2])) if i > 0 else list(zip(u, ws))):
-                for n, conns in links.items():
-                    vs.append((b, rng.choice(conns)))
-                    ws.append(w + n)
-            variants.append(vs)
-            wcs.append(ws)
+        wcs = [[count_words(b) for b in u] for u in units]
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
-        if picks is None:  # rare: even the shortest core sentence is too long, or all facts too short
-            FALLBACKS["prose"] += 1
-            if min(wcs[0]) > t.hi:
-                text = min(units[0], key=count_words)
-            else:
-                text = " ".join(u[0] for u in units)
-            return force_words(text, t.lo, t.hi, [u[0] for u in units[-4:]])
-        out = []
-        for i, j in picks:
-            b, link = variants[i][j]
-            out.append(with_connective(b, link) if link else b)
-        return " ".join(out)
+        if picks is None:
+            if not force:
+                return None
+            # No phrasing of these facts meets the count: write the nearest grammatical caption, never a
+            # cut or padded one. The check stage then fails it on length and it is regenerated (another
+            # attempt draws other targets and phrasings) or dropped with that reason.
+            hi = int(min(t.hi, t.lo + 200))
+            picks = choose_words(wcs, n_core, 1, hi + 40, t.pref)
+            if picks is None:
+                return min(units[0], key=count_words)
+        return " ".join(units[i][j] for i, j in picks)
 
     # ---------------------------------------------------------------- units per type
     def _units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
@@ -239,7 +308,7 @@ class Writer:
 
         if itype == "brief":
             main = objs[0] if objs else None
-            first = scene[0] + (u("scene_tiny", k=1) if objs else []) + (u("obj_tiny", main, k=1) if main else [])
+            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
             units = [scene[0]] + self._object_units(objs)
@@ -256,14 +325,14 @@ class Writer:
                 units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
             if video:
                 units += self._event_units(f.events)
-            units += [u("narr_close"), u("lighting"), u("background")]
-            return units, 1, rng.randint(4, 6)
+            units += [u("narr_close"), u("lighting"), u("background"), u("background_decor")]
+            return units, 2 if objs else 1, rng.randint(4, 6)  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = f.ctx()
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
             units += [u("theme_obj", o) for o in objs[:2]]
-            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background")]
+            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background"), u("background_decor")]
             return units, 1, rng.randint(3, 4)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
@@ -275,8 +344,8 @@ class Writer:
                     continue
                 rel = relation(o, viewer) if viewer else None
                 units.append(pick_from(spec["object"], f.ctx(o, vctx, rel=rel), rng, 2, self.used))
-            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting")]
-            return units, 1, rng.randint(3, 4)
+            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting"), u("background_decor")]
+            return units, 2 if len(units) > 3 else 1, rng.randint(3, 4)  # the view names what it sees
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
@@ -323,17 +392,20 @@ class Writer:
             if not ev:
                 ev = [u("no_events")] + [u("obj_action", o) for o in objs if o.get("moving")]
             units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
+            units += [u("obj_action", o) for o in objs if o.get("moving")] + [u("camera"), u("background_decor"), u("lighting")]
             n_ev = max(1, len(ev))
-            return units, min(n_ev, 3), min(n_ev + 1, 6)
+            return units, n_ev, min(n_ev + 1, 6)  # every event is asked for
         if itype == "camera":
             o = targets[0] if targets else None
-            units = [u("camera"), u("camera_view")]
+            still = (f.g.get("camera") or {}).get("motion") in (None, "static")
+            units = [u("camera"), u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             if o:
                 units.append(u("camera_subject", o))
             units += [u("duration"), u("background"), u("lighting")]
             return units, 1, rng.randint(2, 3)
         if itype == "background":
-            units = [u("background"), u("background_colour"), u("lighting"), u("mood"), u("viewpoint"), u("duration")]
+            units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
+                     u("viewpoint"), u("duration")]
             return units, 1, rng.randint(2, 3)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
 
@@ -353,7 +425,7 @@ class Writer:
 
     def _setting_units(self, full: bool = False) -> list[list[str]]:
         u = self.u
-        units = [u("background"), u("lighting")]
+        units = [u("background"), u("background_decor"), u("lighting")]
         if full:
             units += [u("viewpoint"), u("mood")]
         return units
@@ -375,6 +447,9 @@ class Writer:
                        a_ref=objs[0].get("ref"), b_ref=objs[1].get("ref") if len(objs) > 1 else None)
             group = {"appear": "event_appear", "collide": "event_collide", "leave": "event_leave"}.get(e["type"], "event_other")
             unit = self.u(group, **ctx) or self.u("event_other", **ctx)
+            if group == "event_appear" and e["t"] <= 0.05:  # short forms that are only true at the start
+                lean = dict(ctx, objs=join_and([o.get("label") or o.get("ref") for o in objs]))
+                unit = self.join_units(unit, self.u("event_appear_start", **ctx), self.u("event_appear_start", **lean))
             if e["t"] > 0.05:  # a variant with the shortest time phrase, for tight word limits
                 ctx["when"] = self.f.lex["when_time"][-1].format(t=fmt_t(e["t"]))
                 unit += self.u(group, k=1, **ctx)
@@ -385,7 +460,7 @@ class Writer:
     def _audio_units(self, itype: str, plan: Plan) -> tuple[list[list[str]], int, int]:
         f, rng, u = self.f, self.rng, self.u
         snds = f.sounds
-        intro = (u("audio_intro") + u("audio_tiny", k=1)) if snds else u("audio_empty")
+        intro = self.join_units(u("audio_intro"), u("audio_tiny", k=2)) if snds else u("audio_empty")
         setting = [u("audio_background"), u("audio_mood"), u("audio_duration")]
         if itype == "brief":
             return [intro] + [u("sound_short", s) for s in snds] + setting, 1, 1
@@ -394,16 +469,19 @@ class Writer:
             for s in snds:
                 units.append(u("sound_full", s))
             for s in snds:
-                units += [u("sound_quality", s), u("sound_span", s)]
+                units += [u("sound_quality", s), u("sound_pattern", s), u("sound_span", s)]
             return units + setting, 1, rng.randint(4, 6)
         if itype == "event":
             ev = []
             for e in f.events:
-                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]))
+                one = len(e["objs"]) == 1
+                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]),
+                           start_v="starts" if one else "start", stop_v="stops" if one else "stop",
+                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade")
                 ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
             if not ev:
                 ev = [u("audio_empty")]
-            return ev + setting, min(len(ev), 3), min(len(ev), 6)
+            return ev + setting, len(ev), min(len(ev), 6)  # every start and stop is asked for
         if itype == "narrative":
             units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds] + [u("narr_audio_close")] + setting
             return units, 1, rng.randint(4, 5)
@@ -418,7 +496,7 @@ class Writer:
         fresh = [c for c in ok if id(c) not in self.used] or ok
         pick = self.rng.sample(fresh, min(k, len(fresh)))
         self.used.add(id(pick[0]))
-        return [(cap(a.render(ctx)), cap(b.render(ctx))) for a, b in pick]
+        return [(cap(a.render(ctx, self.rng)), cap(b.render(ctx, self.rng))) for a, b in pick]
 
     def _poem(self, plan: Plan, lc: LengthConstraint | None, target: Target | None, lite: bool) -> str:
         f, rng, c = self.f, self.rng, self._couplets
@@ -453,10 +531,10 @@ class Writer:
                 target = Target(None, natural, natural, natural)
             elif lc.unit == "words":
                 nat_w = sum(count_words(a) + count_words(b) for a, b in (x[0] for x in units[:natural]))
-                lo, hi = lc.bounds()
+                lo, hi = lc.target_bounds()
                 target = Target("words", lo, hi, min(max(nat_w, lo), hi if lc.form != "word_max" else hi))
             else:
-                lo, hi = lc.bounds()
+                lo, hi = lc.target_bounds()
                 target = Target("sentences", lo, hi, min(max(natural, lo), hi))
         if target.unit == "words":
             variants = []
@@ -468,19 +546,24 @@ class Writer:
                 variants.append(vs)
             wcs = [[count_words(a) + count_words(b) for a, b in vs] for vs in variants]
             picks = choose_words(wcs, 1, target.lo, target.hi, target.pref)
-            if picks is None:
+            if picks is None:  # the nearest whole-couplet poem; the length check sends it back for another try
                 FALLBACKS["poem"] += 1
-                lines = [ln for vs in variants for ln in vs[0]]
-                return force_words(_punctuate(lines, len(lines) // 2), target.lo, target.hi, [])
+                picks = choose_words(wcs, 1, 1, int(min(target.hi, target.lo + 200)) + 40, target.pref)
+                if picks is None:
+                    return _punctuate(list(variants[0][0]), 1)
             lines = [ln for i, j in picks for ln in variants[i][j]]
             return _punctuate(lines, len(lines) // 2)
         k = target.pref  # sentences wanted (natural: one per couplet)
-        n_couplets = max(2, math.ceil(k / 2)) if target.unit else natural
-        chosen = [vs[0] for vs in units[:n_couplets]]
-        while len(chosen) * 2 < k:  # tiny grounding: reuse couplet variants
-            chosen.append(units[len(chosen) % len(units)][-1])
+        if target.unit == "sentences":
+            # Under a sentence constraint a poem is one sentence per line, so counting lines and counting
+            # full stops agree: each line is a whole couplet, its two halves joined by a comma.
+            chosen = [vs[0] for vs in units[:k]]
+            while len(chosen) < k:  # tiny grounding: other variants of the couplets
+                chosen.append(units[len(chosen) % len(units)][-1])
+            return "\n".join(f"{a.rstrip(' ,;.')}, {lower_first(b).rstrip(' ,;.')}." for a, b in chosen)
+        chosen = [vs[0] for vs in units[:natural]]
         lines = [ln for cpl in chosen for ln in cpl]
-        return _punctuate(lines, k if target.unit else len(chosen))
+        return _punctuate(lines, len(chosen))
 
 
 def _punctuate(lines: list[str], n_sentences: int) -> str:

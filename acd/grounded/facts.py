@@ -6,6 +6,7 @@ rejection strategies corrupt a *copy of the grounding* and build new Facts from 
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from acd.grounding import POSITIONS
@@ -13,11 +14,19 @@ from acd.grounding import POSITIONS
 _STILL_WORDS = ("stays", "still", "static", "remains", "does not move", "stationary")
 
 
+@lru_cache(maxsize=1)
+def _inflect():
+    import inflect
+
+    return inflect.engine()
+
+
+@lru_cache(maxsize=4096)
 def article(np: str) -> str:
-    """'a'/'an' + np by the first letter (good enough for the grounding's vocabulary)."""
+    """'a'/'an' + np, decided by inflect (an hour, a one-eyed cat, an orange ball)."""
     if not np:
         return np
-    return ("an " if np[0].lower() in "aeiou" else "a ") + np
+    return _inflect().a(np)
 
 
 def join_and(items: list[str]) -> str:
@@ -30,12 +39,24 @@ def join_and(items: list[str]) -> str:
     return ", ".join(items[:-1]) + f", and {items[-1]}"
 
 
+@lru_cache(maxsize=4096)
 def plural(noun: str) -> str:
-    if noun.endswith(("s", "x", "z", "ch", "sh")):
-        return noun + "es"
-    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
-        return noun[:-1] + "ies"
-    return noun + "s"
+    """Plural of a noun phrase's head ('series of beeps' stays, 'box' -> 'boxes', 'fish' -> 'fish')."""
+    if " of " in noun:
+        head, rest = noun.split(" of ", 1)
+        return f"{_inflect().plural_noun(head)} of {rest}"
+    return _inflect().plural_noun(noun)
+
+
+def split_attributes(attrs: list[str]) -> tuple[list[str], list[str]]:
+    """(adjectives, parts): 'round' is an adjective; 'with a long tail' is a part ('a long tail')."""
+    adjs, parts = [], []
+    for a in attrs:
+        if a.startswith("with "):
+            parts.append(a[5:])
+        else:
+            adjs.append(a)
+    return adjs, parts
 
 
 def objects_list(objs: list[dict], numbers: list[str]) -> str | None:
@@ -50,8 +71,25 @@ def objects_list(objs: list[dict], numbers: list[str]) -> str | None:
         else:
             o = same[0]
             words = " ".join(x for x in (o.get("size"), o.get("colour"), plural(o["cat"])) if x)
-            parts.append(f"{numbers[len(same)] if len(same) < len(numbers) else len(same)} {words}")
+            parts.append(f"{number_word(len(same))} {words}")
     return join_and(parts) or None
+
+
+def _cats_list(objs: list[dict]) -> list[str]:
+    counts: dict[str, int] = {}
+    for o in objs:
+        counts[o["cat"]] = counts.get(o["cat"], 0) + 1
+    return [article(c) if n == 1 else f"{number_word(n)} {plural(c)}" for c, n in counts.items()]
+
+
+def when_bucket(start: float, duration: float | None) -> str:
+    """Which part of a clip a sound starts in: start | middle | end (what "near the start" claims)."""
+    frac = start / duration if duration else 0.0
+    return "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
+
+
+def number_word(n: int) -> str:
+    return _inflect().number_to_words(n) if 0 <= n <= 20 else str(n)
 
 
 def fmt_t(x: float) -> str:
@@ -107,21 +145,29 @@ class Facts:
             bg = scene.get("background")
             sc["bg"] = bg
             sc["abg"] = lex["audio_background"].get(bg) or (article(bg) if bg else "near silence")
+            sc["abg_opts"] = [sc["abg"]] + list(lex.get("audio_background_alt", {}).get(bg, []))
             self._sounds(g.get("sounds") or [], lex)
             sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
+            sc["sounds_count"] = number_word(len(self.sounds)) if len(self.sounds) > 1 else None
             sc["silent_abg"] = None if self.sounds else sc["abg"]  # only claim "only X" when nothing else sounds
             self._audio_events(g.get("events") or [])
         else:
             bg = scene.get("background")
             sc.update(
                 bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
-                lighting=scene.get("lighting"),
+                lighting=lex["lighting_names"].get(scene.get("lighting"), scene.get("lighting")),
                 vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
+                viewpoint=scene.get("viewpoint"),
             )
+            decor = [d for d in (scene.get("decorations") or []) if d]
+            sc["decor"] = join_and(decor) or None          # "white clouds and blades of grass"
+            sc["decor1"] = decor[0] if decor else None
+            sc["decor2"] = decor[1] if len(decor) > 1 else None
             self._objects(g.get("objects") or [], lex)
             sc["objects_list"] = objects_list(self.objs, numbers)
+            sc["objects_cats"] = join_and(_cats_list(self.objs)) or None  # "a ball, two stars and a box"
             n = len(self.objs)
-            sc["count_word"] = numbers[n] if 1 < n < len(numbers) else None
+            sc["count_word"] = number_word(n) if n > 1 else None
             cam = g.get("camera") or {}
             self.camera = cam.get("motion")
             if self.camera:
@@ -147,21 +193,35 @@ class Facts:
                 ref = f"the {pos.replace(' ', '-')} {ref_core}"  # identical objects: tell them apart by place
             label = f"the {cat}" if cats[o.get("category")] == 1 else ref
             attrs = [a for a in (o.get("attributes") or []) if a]
+            adjs, parts = split_attributes(attrs)
+            adjs = [a for a in adjs if cat.lower() not in a.lower()]  # "a heart that looks heart-shaped" says nothing
             action = o.get("action")
             end_pos = o.get("end_position")
             moving = bool(action) and not any(w in action for w in _STILL_WORDS)
             moving = moving or bool(end_pos and pos and end_pos != pos)
+            if action in lex.get("size_changing_actions", ()):
+                size = None  # its size changes on screen: no single size word is true
             bbox = o.get("bbox")
             ctx = {
                 "id": o.get("id"), "cat": cat, "colour": colour, "size": size, "pos": pos,
                 "ref": ref, "label": label, "name": label,
                 "indef": article(" ".join(x for x in (size, colour, cat) if x)),
-                "attrs": join_and(attrs[:2]) or None,
+                "indef_lean": article(" ".join(x for x in (colour, cat) if x)),
+                "indef_opts": [article(" ".join(x for x in (sz, colour, cat) if x))
+                               for sz in [size] + list(lex.get("size_alt", {}).get(size, []))] if size else None,
+                "ref_opts": [ref] + ([f"the {cat}"] if cats[o.get("category")] == 1 else [])
+                            + ([f"this {ref_core}"] if cc[(colour, o.get("category"))] == 1 else []),
+                "adjs": join_and(adjs[:2]) or None,          # "round and shiny"
+                "parts": join_and(parts[:2]) or None,        # "a long tail and pointed ears"
+                "part1": parts[0] if parts else None,
                 "where": where, "at_pos": f"at the {pos}" if pos else None, "edge_note": lex["edge_note"].get(pos),
                 "moving": moving,
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,
                 "end_where": lex["where"].get(end_pos) if end_pos and end_pos != pos else None,
+                "where_opts": [where] + list(lex.get("where_alt", {}).get(pos, [])) if where else None,
+                "end_where_opts": ([lex["where"].get(end_pos)] + list(lex.get("where_alt", {}).get(end_pos, []))
+                                   if end_pos and end_pos != pos and end_pos in lex["where"] else None),
                 "_cx": (bbox[0] + bbox[2]) / 2 if bbox else None,
                 "_cy": (bbox[1] + bbox[3]) / 2 if bbox else None,
             }
@@ -181,15 +241,18 @@ class Facts:
         dur = self.duration or max([s.get("end", 0.0) for s in raw] + [1.0])
         for s in sorted(raw, key=lambda s: s.get("start", 0.0)):
             src = s.get("source") or "sound"
+            src = lex["sound_names"].get(src, src)  # "beeps" -> "series of beeps" (one countable thing)
             loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
             quals = ", ".join(x for x in (loud, pitch) if x)
-            frac = (s.get("start") or 0.0) / dur if dur else 0.0
-            when_key = "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
+            alt_q = [", ".join(x for x in (loud, p) if x) for p in lex.get("pitch_alt", {}).get(s.get("pitch"), [])]
+            when_key = when_bucket(s.get("start") or 0.0, dur)
             self.sounds.append({
                 "id": s.get("id"), "src": src, "s_ref": f"the {src}", "label": f"the {src}",
                 "s_indef": article(f"{quals} {src}" if quals else src),
+                "s_indef_opts": [article(f"{q} {src}" if q else src) for q in [quals] + alt_q],
                 "loud": loud, "pitch": pitch, "pattern": s.get("pattern"),
                 "when": lex["when_audio"][when_key],
+                "when_opts": [lex["when_audio"][when_key]] + list(lex.get("when_audio_alt", {}).get(when_key, [])),
                 "start": fmt_t(s.get("start", 0.0)), "end": fmt_t(s.get("end", 0.0)),
                 "_start": float(s.get("start", 0.0)), "_end": float(s.get("end", 0.0)),
             })

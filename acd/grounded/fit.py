@@ -1,17 +1,15 @@
 """Fitting facts to a length constraint, measured exactly as acd/checks/length.py measures.
 
 A caption is a list of *units* in priority order (unit 0 = the fact the instruction asks for). Each unit
-has a few variants of different lengths (alternative templates, optionally with a linking connective
-in front), and the fitter picks a subset and variants so the word count lands in [lo, hi] and as close
-as possible to a preferred count. Word targets are an exact subset-sum over small integers, solved
+has a few variants of different lengths (alternative phrasings of the same true fact, never padding), and
+the fitter picks a subset and variants so the word count lands in [lo, hi] and as close as possible to a
+preferred count. Word targets are an exact subset-sum over small integers, solved
 with Python ints as bitsets (one shift-or per variant), so an exact 60-word caption costs microseconds.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from acd.checks.length import _WORD, count_words
 from acd.grounded.phrasing import lower_first
 from acd.taxonomy import LengthConstraint
 
@@ -27,7 +25,7 @@ class Target:
 def target_for(lc: LengthConstraint | None, natural_sentences: int, natural_words: int) -> Target:
     if lc is None or lc.form == "none":
         return Target(None, natural_sentences, natural_sentences, natural_sentences)
-    lo, hi = lc.bounds()
+    lo, hi = lc.target_bounds()
     pref = natural_words if lc.unit == "words" else natural_sentences
     if lc.form == "word_max":
         pref = hi  # "no more than N words": use the room, a near-limit caption carries more facts
@@ -96,25 +94,3 @@ def merge_sentences(sents: list[str]) -> str:
     for k, s in enumerate(body[1:], start=1):
         out += (", and " if k == len(body) - 1 else "; ") + lower_first(s)
     return out + "."
-
-
-def with_connective(text: str, connective: str) -> str:
-    return f"{connective} {lower_first(text)}"
-
-
-_TRAIL = re.compile(r"[\s,;:\-–—]+$")
-
-
-def force_words(text: str, lo: int, hi: int, pads: list[str]) -> str:
-    """Last resort when no subset fits: pad with true filler sentences, then cut at a word boundary."""
-    pads = list(pads)
-    while count_words(text) < lo and pads:
-        text = f"{text} {pads.pop(0)}"
-    n = count_words(text)
-    while n < lo:  # still short: repeat the last pad (only reachable for absurd targets)
-        text = f"{text} That is all."
-        n = count_words(text)
-    if n > hi:
-        ends = [m.end() for m in _WORD.finditer(text)]
-        text = _TRAIL.sub("", text[: ends[hi - 1]]).rstrip(".!?") + "."
-    return text

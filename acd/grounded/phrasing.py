@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,14 +23,22 @@ FILES = ("instructions.yaml", "captions.yaml", "styles.yaml")
 _FMT = string.Formatter()
 
 
-class Tpl:
-    """A str.format template plus the placeholders it needs (so ineligible ones are skipped cheaply)."""
+_ALT = re.compile(r"\[([^\[\]{}]*\|[^\[\]{}]*)\]")
 
-    __slots__ = ("text", "fields")
+
+class Tpl:
+    """A str.format template plus the placeholders it needs (so ineligible ones are skipped cheaply).
+
+    `[sits|rests|stands]` in a template is a choice of interchangeable words, drawn per rendering when
+    a Random is given (the first otherwise): wording varies, the claim does not.
+    """
+
+    __slots__ = ("text", "fields", "alts")
 
     def __init__(self, text: str):
         self.text = text
-        self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(text) if f}))
+        self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(_ALT.sub("", text)) if f}))
+        self.alts = bool(_ALT.search(text))
 
     def ok(self, ctx: dict[str, Any]) -> bool:
         for f in self.fields:
@@ -37,8 +46,11 @@ class Tpl:
                 return False
         return True
 
-    def render(self, ctx: dict[str, Any]) -> str:
-        return self.text.format_map(ctx)
+    def render(self, ctx: dict[str, Any], rng: random.Random | None = None) -> str:
+        text = self.text
+        if self.alts:
+            text = _ALT.sub(lambda m: (rng.choice(m.group(1).split("|")) if rng else m.group(1).split("|")[0]), text)
+        return text.format_map(ctx)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Tpl({self.text!r})"
@@ -64,8 +76,6 @@ class Phrasing:
     lexicon: dict[str, Any]
     sentences: dict[str, tuple[Tpl, ...]]
     poem: dict[str, tuple[tuple[Tpl, Tpl], ...]]
-    connectives: dict[int, tuple[str, ...]]
-    openers: dict[int, tuple[str, ...]]
     poem_connectives: dict[int, tuple[str, ...]]
     instruction_tpls: dict[tuple[str, str], tuple[Tpl, ...]]  # (type, modality) -> templates
     style_tpls: dict[str, dict[str, dict[str, tuple[Tpl, ...]]]]  # themes/viewpoints -> id -> part
@@ -96,7 +106,7 @@ def pick_from(tpls, ctx: dict[str, Any], rng: random.Random, k: int = 1, used: s
         used.update(id(t) for t in chosen[:1])
     else:
         chosen = rng.sample(ok, min(k, len(ok)))
-    return [cap(t.render(ctx)) for t in chosen]
+    return [cap(t.render(ctx, rng)) for t in chosen]
 
 
 def _revision(directory: Path) -> str:
@@ -125,7 +135,7 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
     }
     from acd.checks.length import count_words
 
-    for key in ("connectives", "openers", "poem_connectives"):  # the fitter adds a link's key as its length
+    for key in ("poem_connectives",):  # the fitter adds a link's key as its length
         for n, words in cap_[key].items():
             bad = [w for w in words if count_words(w) != int(n)]
             if bad:
@@ -137,8 +147,6 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         lexicon=cap_["lexicon"],
         sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
         poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
-        connectives={int(k): tuple(v) for k, v in cap_["connectives"].items()},
-        openers={int(k): tuple(v) for k, v in cap_["openers"].items()},
         poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
         instruction_tpls=instruction_tpls,
         style_tpls=style_tpls,

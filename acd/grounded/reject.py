@@ -15,7 +15,7 @@ import random
 import re
 from typing import Any
 
-from acd.checks.length import satisfies, split_sentences
+from acd.checks.length import count_words, satisfies, split_sentences
 from acd.grounded.compose import Plan, Writer
 from acd.grounded.facts import Facts
 from acd.grounded.fit import Target
@@ -50,6 +50,8 @@ def violating_target(lc: LengthConstraint, rng: random.Random) -> Target:
     lo, hi = lc.bounds()
     if lc.unit == "words":
         options = []
+        if hi == float("inf"):  # "more than n words": too short breaks it
+            return Target("words", max(3, lo // 4), max(4, lo // 2), max(4, lo // 3))
         if lc.form != "word_max" and lo >= 15:
             options.append(Target("words", max(3, lo // 3), lo - max(5, lo // 4), lo // 2))
         long_lo, long_hi = hi + max(6, hi // 3), hi + max(20, hi // 2)
@@ -64,10 +66,29 @@ def violating_target(lc: LengthConstraint, rng: random.Random) -> Target:
 
 
 def _length_violation(ph, facts, plan, lc, rng, chosen) -> str:
+    """The chosen type and facts at a length that clearly breaks the constraint (same claims, wrong size)."""
     text = Writer(ph, facts, rng).caption(plan, lc, target=violating_target(lc, rng))
-    if satisfies(text, lc):  # the facts could not stretch that far: repeat content to break it clearly
-        text = f"{text} {chosen}" if lc.unit == "words" or lc.bounds()[1] > 1 else f"{chosen} {text}"
-    return text
+    if not satisfies(text, lc):
+        return text
+    lo, hi = lc.bounds()
+    sents = split_sentences(text if "\n" not in text else chosen)
+    if lo > 1:  # too short: keep only the first sentences, below the lower bound
+        short = []
+        for s in sents:
+            if lc.unit == "words" and count_words(" ".join(short + [s])) >= lo:
+                break
+            if lc.unit == "sentences" and len(short) + 1 >= lo:
+                break
+            short.append(s)
+        if short and not satisfies(" ".join(short), lc):
+            return " ".join(short)
+    # too long: the facts once more in other words, until past the upper bound
+    more = text
+    for _ in range(6):
+        if not satisfies(more, lc):
+            return more
+        more = f"{more} {Writer(ph, facts, rng).caption(plan, None)}"
+    return more
 
 
 # ------------------------------------------------------------------------------------ hallucination
@@ -175,32 +196,89 @@ def _ignore(ph, facts, plan, lc, rng) -> str:
     return Writer(ph, facts, rng).caption(plan, lc, itype=alt, force_first=force)
 
 
-def _weak(ph, facts, plan, lc, rng) -> str:
-    g = json.loads(json.dumps(facts.g))
-    wm = ph.weak_model
-    # one small slip, on the primary thing so it shows: a size, loudness, pitch, speed or position
-    pid = _primary_id(facts, plan)
-    items = g.get("sounds") if facts.modality == "audio" else g.get("objects")
+def _slips(facts: Facts, plan: Plan, pid: str | None) -> list:
+    """Small slips a weaker captioner makes, as edits of a grounding copy, most visible first for the type."""
+    wm_order = {
+        "appearance": ("size", "position"), "position": ("position", "size"), "action": ("action", "position"),
+        "camera": ("camera",), "background": ("lighting",), "event": ("action", "position"),
+    }
+    kinds = wm_order.get(plan.itype, ("position", "size", "action"))
+    if facts.modality == "audio":
+        kinds = ("loudness", "pitch", "timing")
+    return list(kinds) + [k for k in ("position", "size", "loudness", "pitch", "action") if k not in kinds]
+
+
+def _apply_slip(g: dict, kind: str, pid: str | None, wm: dict, modality: str) -> bool:
+    if kind == "camera":
+        cam = g.get("camera") or {}
+        flip = {"pan left": "pan right", "pan right": "pan left", "tilt up": "tilt down", "tilt down": "tilt up",
+                "zoom in": "zoom out", "zoom out": "zoom in"}
+        if cam.get("motion") in flip:
+            cam["motion"] = flip[cam["motion"]]
+            return True
+        return False
+    if kind == "lighting":
+        return False
+    items = g.get("sounds") if modality == "audio" else g.get("objects")
     for it in items or []:
-        it.pop("attributes", None)
-        it.pop("pattern", None)
         if it.get("id") != pid:
             continue
-        for key, table in (("size", wm["size_swap"]), ("loudness", wm["loudness_swap"]), ("pitch", wm["pitch_swap"])):
-            if it.get(key) in table:
-                it[key] = table[it[key]]
-                break
-        else:
-            if it.get("position") in POSITIONS:
-                it["position"] = POSITIONS[(POSITIONS.index(it["position"]) + 1) % 9]
-                it.pop("bbox", None)
-    if plan.itype == "camera" and (g.get("camera") or {}).get("speed") in wm["speed_swap"]:
-        g["camera"]["speed"] = wm["speed_swap"][g["camera"]["speed"]]
-    weak = Facts(facts.modality, g, facts.lex)
-    text = Writer(ph, weak, rng).caption(plan, lc, lite=True)
-    for a, b in wm["vague_words"].items():
-        text = text.replace(a, b)
-    return text
+        if kind == "size" and it.get("size") in wm["size_swap"] and it.get("size") != wm["size_swap"][it["size"]]:
+            it["size"] = wm["size_swap"][it["size"]]
+            return True
+        if kind == "loudness" and it.get("loudness") in wm["loudness_swap"]:
+            it["loudness"] = wm["loudness_swap"][it["loudness"]]
+            return True
+        if kind == "pitch" and it.get("pitch") in wm["pitch_swap"]:
+            it["pitch"] = wm["pitch_swap"][it["pitch"]]
+            return True
+        if kind == "position" and it.get("position") in POSITIONS:
+            old = it["position"]
+            it["position"] = POSITIONS[(POSITIONS.index(old) + 4) % 9]  # a clearly different cell
+            if it.get("end_position") == old:
+                it["end_position"] = it["position"]
+            it.pop("bbox", None)
+            return True
+        if kind == "timing" and modality == "audio":
+            dur = g.get("duration_s") or 4.0
+            length = float(it.get("end", 0.0)) - float(it.get("start", 0.0))
+            start = float(it.get("start", 0.0))
+            new = dur * 0.75 if start < dur * 0.5 else dur * 0.05  # early <-> late
+            it["start"], it["end"] = round(new, 2), round(min(dur, new + length), 2)
+            g["events"] = []  # re-derived from the moved sound
+            return True
+        if kind == "action" and it.get("action") in wm.get("action_swap", {}):
+            it["action"] = wm["action_swap"][it["action"]]
+            return True
+    return False
+
+
+def _weak(ph, facts, plan, lc, rng) -> str:
+    """Fewer facts, no attributes, vaguer words and one small slip that the caption really states.
+
+    The slip is checked against the true grounding with the check stage's fact check, so the rejected
+    caption is worse in exactly this recorded way (not merely shorter)."""
+    from acd.checks.factcheck import problems
+
+    wm = ph.weak_model
+    pid = _primary_id(facts, plan)
+    text = None
+    for kind in _slips(facts, plan, pid):
+        g = json.loads(json.dumps(facts.g))
+        for it in (g.get("sounds") if facts.modality == "audio" else g.get("objects")) or []:
+            it.pop("attributes", None)
+            it.pop("pattern", None)
+        if not _apply_slip(g, kind, pid, wm, facts.modality):
+            continue
+        weak = Facts(facts.modality, g, facts.lex)
+        for lite in (True, False):  # fewer facts when the length allows it; a weak model still obeys length
+            text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=lite)
+            for a, b in wm["vague_words"].items():
+                text = text.replace(a, b)
+            if problems(text, facts.modality, facts.g, None) and satisfies(text, lc):
+                return text
+    # no slip shows in a lite caption of this type (e.g. a background caption): state one that does
+    return _append_hallucination(ph, facts, text or Writer(ph, facts, rng).caption(plan, lc, lite=True), rng)
 
 
 def hallucinated_terms(text: str, grounding: dict[str, Any] | str, ph: Phrasing) -> list[str]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from acd.grounding import POSITIONS, position_of
 from acd.synth import pick, r3, rng_for, size_label, uniform, vocab
-from acd.synth.scene import background, pick_scene
+from acd.synth.scene import background, decorations, pick_scene
 from acd.synth.shapes import make_sprite
 
 MAX_OVERLAP = 0.10  # of the smaller box's area
@@ -54,6 +54,7 @@ def render_image(seed: int, index: int) -> tuple[bytes, dict, dict]:
     W, H = v["image"]["size"]
     scene = pick_scene(rng)
     variant = scene.pop("_variant")
+    scene["decorations"] = decorations(scene["background"], scene["viewpoint"], "image")
     canvas = Image.fromarray(background(scene["background"], scene["viewpoint"], scene["lighting"], W, H, variant))
     avoid = v["backgrounds"][scene["background"]]["avoid"]
 

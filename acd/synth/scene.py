@@ -180,6 +180,25 @@ DECOR = {
 }
 
 
+def decorations(name: str, viewpoint: str, modality: str) -> list[str]:
+    """The decorations a viewer sees, in words (scene.decorations of the grounding).
+
+    Mirrors the drawers' own conditions (sky decorations need sky); a video lists only decorations that
+    span the width, so a panning or zooming camera never loses one that the caption names.
+    """
+    v = vocab()
+    horizon = v["viewpoints"][viewpoint]["horizon"]
+    out = []
+    for deco in v["backgrounds"][name]["decor"]:
+        spec = v["decorations"][deco]
+        if horizon < float(spec.get("min_horizon", 0.0)):
+            continue
+        if modality == "video" and not spec.get("wide"):
+            continue
+        out.append(spec["words"])
+    return out
+
+
 def pick_scene(rng: np.random.Generator) -> dict:
     """The scene part of a grounding: background, its colour, lighting, viewpoint, mood (+ a variant)."""
     from acd.synth import pick

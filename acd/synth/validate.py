@@ -13,7 +13,7 @@ from typing import Any
 from acd.grounding import POSITIONS, position_of
 from acd.synth import size_label, vocab
 
-SCENE_KEYS = {"background", "background_colour", "lighting", "viewpoint", "mood"}
+SCENE_KEYS = {"background", "background_colour", "lighting", "viewpoint", "mood", "decorations"}
 IMAGE_OBJ_KEYS = {"id", "category", "colour", "size", "position", "bbox", "attributes"}
 VIDEO_OBJ_KEYS = IMAGE_OBJ_KEYS | {"end_position", "action", "speed"}
 SOUND_KEYS = {"id", "source", "category", "start", "end", "pitch", "loudness", "pattern"}

@@ -26,7 +26,7 @@ from PIL import Image
 from acd.grounding import position_of
 from acd.synth import pick, r3, rng_for, size_label, uniform, vocab
 from acd.synth.image import attributes_of, choose_colour, choose_pattern, sprite_size
-from acd.synth.scene import background, pick_scene
+from acd.synth.scene import background, decorations, pick_scene
 from acd.synth.shapes import make_sprite
 
 EDGE = 0.015  # keep planned boxes this far inside the frame / away from grid lines
@@ -255,6 +255,7 @@ def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
     WW, WH = (int(round(W * vv["world_scale"])) // 2) * 2, (int(round(H * vv["world_scale"])) // 2) * 2
     scene = pick_scene(rng)
     variant = scene.pop("_variant")
+    scene["decorations"] = decorations(scene["background"], scene["viewpoint"], "video")
     world = Image.fromarray(background(scene["background"], scene["viewpoint"], scene["lighting"], WW, WH, variant))
     motion = pick(rng, vv["camera"]["motions"])
     cam_speed = None if motion == "static" else pick(rng, ["slow", "fast"])

@@ -56,23 +56,54 @@ def _last_user_text(body: dict) -> str:
     return ""
 
 
+# An obliging model's plain sentences: "It is calm and quiet and gentle." No colour, object, count, place or
+# sound words, so a reply never contradicts a media item's grounding (the check stage's fact check), and
+# every sentence has a verb and no doubled word (its grammar check).
+_SUBJECTS = (("It", "is"), ("Everything", "looks"), ("The view", "seems"), ("The whole scene", "feels"),
+             ("The picture", "is"), ("This moment", "feels"))
 _VOCAB = (
-    "red blue green small large round wooden bright quiet busy scene object camera frame left right top bottom "
-    "moves rests beside above below near bell whistle drum street meadow room beach sky light shadow soft loud "
-    "slowly quickly center corner background foreground texture pattern striped spotted calm lively gentle"
+    "calm quiet gentle lively simple clear balanced peaceful pleasant tidy steady open bright soft still "
+    "ordinary neat plain restful cheerful orderly airy modest serene relaxed friendly careful"
 ).split()
 
 
+def _clause(rng: random.Random, k: int) -> list[str]:
+    """k words of distinct adjectives joined by "and" ("calm and quiet"), an adverb making up an even k."""
+    adjs = rng.sample(_VOCAB, (k + 1) // 2)
+    out = [adjs[0]]
+    for adj in adjs[1:]:
+        if len(out) + 2 > k:
+            break
+        out += ["and", adj]
+    if len(out) < k:
+        out.append(rng.choice(("today", "overall", "throughout", "indeed")))
+    return out
+
+
+def _sentence(rng: random.Random, size: int) -> str:
+    """One sentence of exactly `size` words (size >= 2): clauses "subject verb adjectives", joined by
+    ", and", so a long sentence never repeats a word back to back."""
+    toks: list[str] = []
+    while len(toks) < size:
+        left = size - len(toks)
+        subj, verb = rng.choice(_SUBJECTS)
+        head = (subj.split() if not toks else ["and"] + subj.lower().split()) + [verb]
+        if len(head) + 1 > left:
+            head = ["It", "is"] if not toks else ["and", "it", "is"]
+        k = left - len(head)
+        if k > 7:  # leave either nothing or room for a whole further clause (", and it is calm")
+            k = 7 if k - 7 >= 4 else k - 4
+        if toks:
+            toks[-1] += ","
+        toks += head + (_clause(rng, k) if k > 0 else [])
+    return " ".join(toks) + "."
+
+
 def _sentences(rng: random.Random, n_words: int, n_sentences: int) -> str:
-    """n_words spread over n_sentences sentences of random vocabulary (each sentence ≥ 1 word)."""
-    n_sentences = max(1, min(n_sentences, n_words))
+    """n_words spread over n_sentences sentences of plain vocabulary (each sentence >= 2 words)."""
+    n_sentences = max(1, min(n_sentences, n_words // 2))
     sizes = [n_words // n_sentences + (1 if i < n_words % n_sentences else 0) for i in range(n_sentences)]
-    out = []
-    for size in sizes:
-        words = [rng.choice(_VOCAB) for _ in range(size)]
-        words[0] = words[0].capitalize()
-        out.append(" ".join(words) + ".")
-    return " ".join(out)
+    return " ".join(_sentence(rng, size) for size in sizes)
 
 
 def reply_for(body: dict) -> str:
@@ -93,7 +124,7 @@ def reply_for(body: dict) -> str:
     constraint = parse_constraint(text)
     if constraint is None:
         return _sentences(rng, rng.randint(14, 30), 2)
-    lo, hi = constraint.bounds()
+    lo, hi = constraint.target_bounds()
     if constraint.unit == "words":
         n = rng.randint(lo, hi)
         return _sentences(rng, n, max(1, n // 12))

@@ -1,0 +1,72 @@
+"""Caption-text statistics a reader notices: variety (distinct word n-grams) and length per type.
+
+Measured the same way on our chosen captions and on the official AnyCap captions, so the dataset card and
+`make bench` (tests/bench/bench_captions.py) can put them side by side. The official figures are numbers
+computed from the reference release and kept in schemas/reference_figures.yaml (no release text is copied);
+the bench recomputes them when the reference folder is present.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from acd.checks.length import count_words
+from acd.paths import SCHEMAS_DIR
+
+_TOKEN = re.compile(r"[a-z0-9']+")
+SAMPLE = 600  # captions per variety figure (the issue's and the card's unit)
+
+
+def distinct_ngrams(texts: Iterable[str], n: int = 3, sample: int | None = SAMPLE, seed: int = 0) -> float:
+    """Distinct word n-grams / all word n-grams over a seeded sample of texts (lower-cased words)."""
+    texts = [t for t in texts if t]
+    if sample and len(texts) > sample:
+        texts = random.Random(seed).sample(sorted(texts), sample)
+    grams = []
+    for t in texts:
+        toks = _TOKEN.findall(t.lower())
+        grams += zip(*(toks[i:] for i in range(n)))
+    return round(len(set(grams)) / len(grams), 3) if grams else 0.0
+
+
+def mean_words_by_type(rows: Iterable[tuple[str, str, str]]) -> dict[str, float]:
+    """{'modality/type': mean words} from (modality, type, caption) rows."""
+    acc: dict[str, list[int]] = defaultdict(list)
+    for m, t, text in rows:
+        acc[f"{m}/{t}"].append(count_words(text))
+    return {k: round(sum(v) / len(v), 1) for k, v in sorted(acc.items())}
+
+
+@lru_cache(maxsize=1)
+def reference_figures() -> dict[str, Any]:
+    return yaml.safe_load((SCHEMAS_DIR / "reference_figures.yaml").read_text())
+
+
+def official_captions(ref_dir: str | Path) -> list[tuple[str, str, str]]:
+    """(modality, taxonomy type, chosen caption) for every gpt turn in the reference release slice."""
+    import json
+
+    from acd.evaluation.anycapeval import taxonomy_type
+
+    out = []
+    for f in sorted(Path(ref_dir).rglob("*.jsonl")):
+        modality = next((m for m in ("image", "video", "audio") if m in f.parts), None)
+        for line in f.read_text().splitlines():
+            d = json.loads(line)
+            conv = d.get("conversations") or []
+            r = d.get("restriction") or []
+            if modality and len(conv) >= 2 and r:
+                out.append((modality, taxonomy_type(str(r[0]).lower()), conv[1]["value"]))
+    return out
+
+
+def figures(rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+    return {"distinct_3grams_600": distinct_ngrams([t for _, _, t in rows]),
+            "mean_words": round(sum(count_words(t) for _, _, t in rows) / max(1, len(rows)), 1),
+            "mean_words_by_type": mean_words_by_type(rows)}
