@@ -449,7 +449,7 @@ class OpenAIBackend:
         params = self.wire_params(req)
         body = orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
         est_tokens = _estimate_tokens(req.messages) + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
-        errors_ = rate_limited = 0
+        errors_ = rate_limited = refused = 0
         t0 = time.monotonic()
         while True:
             if self._fatal:
@@ -470,6 +470,13 @@ class OpenAIBackend:
                                         "latency_s": round(time.monotonic() - t0, 4)})
             if reason in ("http_401", "http_403") or reason.startswith(("http_401:", "http_403:")):
                 continue  # that endpoint is out now; the same request goes to another (or raises: none left)
+            if reason == "connect_error":
+                # The request never reached a server: the endpoint's health rule (down_after_s) decides, not
+                # the request's retry budget, so a refused endpoint ends the build with one line instead of
+                # dead-lettering every pair as it fails.
+                refused += 1
+                await asyncio.sleep(self._backoff.delay(min(refused, 6)))
+                continue
             if reason == "http_429":
                 rate_limited += 1
                 if rate_limited > self.max_rate_limit_retries:
