@@ -100,8 +100,16 @@ def test_faults_every_pair_accounted_then_healed_and_exported(tmp_path):
         second = _exported(out)
         ids = [p["pair_id"] for p in second]
         assert len(ids) == len(set(ids)), "a pair exported twice"
-        assert healed <= set(ids), f"{len(healed - set(ids))} healed pairs missing from the export"
-        assert {p["pair_id"] for p in first} <= set(ids)
+        # Every healed pair that passed its checks in a lot the gate accepted is in the dataset (the gate may
+        # reject a lot on its compliance: then none of its pairs are).
+        accepted = {d["lot_id"] for d in pq.read_table(str(run / "review_decisions")).to_pylist()
+                    if d["decision"] == "accepted"}
+        reviewed_ok = {r["pair_id"] for r in pq.read_table(str(run / "review")).to_pylist()
+                       if r["check_passed"] and r["lot_id"] in accepted}
+        must = healed & reviewed_ok
+        assert must, "no healed pair in an accepted lot: the test proves nothing"
+        assert must <= set(ids), f"{len(must - set(ids))} healed pairs missing from the export"
+        assert set(ids) == reviewed_ok
 
         # Third run: nothing to send, same dataset.
         srv.reset()
