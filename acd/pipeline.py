@@ -189,6 +189,18 @@ class Build:
 
         return self.recipe["backend"]["name"] != "grounded" and supports_async(self.backend)
 
+    def prepare_concurrent_lots(self) -> None:
+        """Before a model backend's lots start: import the check modules and load the judge's model here, once,
+        instead of inside the first lots' checks, where seconds of imports holding the GIL would starve the
+        request loop just as every slot is being filled."""
+        import acd.checks.lot  # noqa: F401
+        import acd.checks.rules  # noqa: F401
+
+        if (self.recipe.get("checks") or {}).get("judge", "offline") == "offline":
+            from acd.checks.judge import load_model
+
+            load_model()
+
     def pairs_in_flight(self) -> int:
         """The budget of unfinished pairs a process's lots share, so every endpoint slot has a pair waiting
         for it: 3 x the slots (a pair has one request out at a time; some wait in backoff or for a retry)."""
@@ -721,6 +733,8 @@ def _run_stages(build: Build, progress: Progress, workers: int | None = None) ->
         t0 = time.perf_counter()
         lots = build.plan()
         timer.add("plan", time.perf_counter() - t0)
+        if build.concurrent_lots:
+            build.prepare_concurrent_lots()
         stage("generate", lots, "generate")
     finally:
         units.close()  # the workers' memory (judge model, caches) is gone before review and export

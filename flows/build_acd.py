@@ -252,6 +252,8 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
     # Model backends: many lots in flight, their requests sharing the endpoints' slots (one backend loop per
     # process); CPU-bound lots (grounded): one per thread.
     window = build.lot_threads() if build.concurrent_lots else cpu_threads()
+    if build.concurrent_lots:
+        build.prepare_concurrent_lots()
     timer.add_unit_results("generate", _run_units(generate_lot, build, lots, window, progress, "generate"))
     seconds["generate"] = time.perf_counter() - t0
 

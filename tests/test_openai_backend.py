@@ -308,3 +308,21 @@ def test_pipeline_with_llm_judge_scores_pairs_through_the_backend(tmp_path):
         pipeline.run_build("demo", tmp_path / "out3", tmp_path / "run3",
                            overrides={"checks": {"judge": "llm"}, "pairs": {"image": 4, "video": 0, "audio": 0},
                                       "source": {"counts": {"image": 2, "video": 0, "audio": 0}}})
+
+
+def test_a_hung_request_is_hedged_on_a_free_slot():
+    """Once latencies are known, a request that hangs is sent again on a free slot and the copy answers,
+    long before the request's own timeout."""
+    with OpenAITestServer(median=0.005, sigma=0.2) as srv:
+        b = make_backend(_cfg(srv, timeout_s=30))
+        assert all(r.status == "ok" for r in b.generate(_requests(64, prefix="warm")))  # latencies known
+        srv.set_faults(first_n=1, kinds=["timeout"], hang_s=120)  # every new request's first send hangs
+        t0 = time.monotonic()
+        hung = _requests(10, prefix="hung")
+        for r in hung:  # new bodies (the warm-up's were seen already, and first_n counts per body)
+            r.messages[1]["content"][0]["text"] += " Again."
+        res = b.generate(hung)
+        elapsed = time.monotonic() - t0
+        assert all(r.status == "ok" and r.usage["attempts"] == 1 for r in res)
+        assert b.stats["hedge_won"] == 10 and elapsed < 30  # not one timed out
+        assert srv.stats()["outcomes"]["timeout"] == 10

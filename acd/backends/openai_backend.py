@@ -369,8 +369,14 @@ class OpenAIBackend:
         return min(self.timeout_s, max(self.min_timeout_s, 3.0 * self.latency.quantile(0.99)))
 
     def _hedge_after(self) -> float | None:
+        """When to send a second copy of a slow request (only ever on a slot nobody waits for): past 1.5 x p99
+        normally; past the median while most slots sit idle (the build's last requests, where a straggler
+        is all that keeps the run from finishing and a copy costs the endpoint nothing else)."""
         if not self.hedge or not self.latency.ready():
             return None
+        capacity = sum(e.max_in_flight for e in self.endpoints if not e.disabled) or 1
+        if sum(e.in_flight for e in self.endpoints) < capacity // 2:
+            return self.latency.quantile(0.5)
         return 1.5 * self.latency.quantile(0.99)
 
     async def _post(self, ep: Endpoint, body: bytes, timeout: float) -> _Outcome:

@@ -41,7 +41,8 @@ def test_flow_and_cli_builds_with_a_model_backend_are_byte_identical(prefect_sta
             "checks": {"judge": "none"},
             "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 16}],
                         "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model"},
-                        "params": {"max_tokens": 512}, "timeout_s": 10, "cache_dir": str(tmp_path / "cache-cli")},
+                        "params": {"max_tokens": 512}, "timeout_s": 10, "cache_dir": str(tmp_path / "cache-cli"),
+                        "hedge": False},  # the test compares request counts; a hedge is a deliberate copy
         }
         run_build("demo", tmp_path / "cli-out", run_dir=tmp_path / "cli-run", overrides=ov)
         cli_requests = srv.stats()["requests"]
