@@ -219,7 +219,7 @@ def test_human_gate_rechecks_corrections_and_drops_uncorrected_noncompliant_pair
     pairs = rows_to_table(rows, PAIR_SCHEMA)
     tasks = [{"pair_id": r["pair_id"], "gold": False} for r in rows]
     anns = [ann(1, "p0000", "a@x", ok=False, worse="identical", correction="A red ball rolls left."),  # q-c-c fix
-            ann(2, "p0001", "a@x", ok=False, correction="one two three four five six seven eight nine ten eleven"),
+            ann(2, "p0001", "a@x", ok=False, correction="A small red ball rolls slowly past the big wooden box."),
             ann(3, "p0002", "a@x", ok=False),  # no correction: leaves the dataset
             ann(4, "p0004", "a@x", ok=False, correction="rejected 4"),  # would equal the rejected caption
             ann(5, "p0005", "a@x", ok=True)]

@@ -89,7 +89,7 @@ def test_annotator_reviews_each_modality_in_the_ui(ls_server, browser):
         choose(page, "Chosen hallucinates")
         if modality != "audio":  # the audio annotator leaves the caption alone
             box = page.locator('textarea[name="correction"], [data-testid="textarea-input"]').first
-            box.fill(f"A red shape in the {modality}.")
+            box.fill(f"A red shape sits in the {modality}.")
             box.press("Enter")  # a TextArea region is added on Enter
         page.screenshot(path=str(ARTIFACTS / f"review-{modality}-answered.png"), full_page=True)
         page.click('[data-testid="bottombar-submit-button"]')
@@ -110,7 +110,7 @@ def test_annotator_reviews_each_modality_in_the_ui(ls_server, browser):
         assert a["pair_id"] == task["pair_id"] and a["annotator"] == ls_server.user
         assert a["chosen_complies"] is False and a["chosen_hallucinates"] is True
         assert a["rejected_worse"] == ("identical" if task["chosen"] == task["rejected"] else "yes")  # the pre-filled answer kept
-        assert a["correction"] == (None if modality == "audio" else f"A red shape in the {modality}.")
+        assert a["correction"] == (None if modality == "audio" else f"A red shape sits in the {modality}.")
         reviewed = {r["pair_id"]: r for r in store.read_part("review", f"{modality}-ui-b0").to_pylist()}[task["pair_id"]]
         if modality != "audio":
             assert reviewed["chosen"] == a["correction"] and reviewed["original_chosen"] == task["chosen"]
