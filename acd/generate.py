@@ -56,14 +56,11 @@ class _Admission:
             # A lot bigger than the budget still gets in, alone.
             self._cond.wait_for(lambda: self.active == 0 or self.active + n <= self.budget)
             self.active += n
-            if self.active < self.budget:
-                self._cond.notify()  # room left: the next waiting lot may fit too
 
     def leave(self, n: int = 1) -> None:
-        # Called once per finished pair (thousands a minute): wake one waiting lot, not all 64 threads.
         with self._cond:
             self.active -= n
-            self._cond.notify()
+            self._cond.notify_all()
 
 
 def _admission(backend, budget: int) -> _Admission:
