@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dataset_files import manifest_files  # tests/ is on sys.path (conftest)
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(400)]
 
@@ -30,13 +31,6 @@ assert isinstance(build_acd.task_runner, DaskTaskRunner), build_acd.task_runner
 result = build_acd(recipe="demo", out_dir=sys.argv[1], run_dir=sys.argv[2], overrides=json.loads(sys.argv[3]))
 print("RESULT " + json.dumps(result))
 """
-
-
-def _files(out: Path) -> dict[str, bytes]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    files = {f["path"]: (out / f["path"]).read_bytes() for f in manifest["files"]}
-    files["manifest.json"] = (out / "manifest.json").read_bytes()
-    return files
 
 
 def test_build_pickles(tmp_path, tiny_overrides):
@@ -88,7 +82,7 @@ def _dask_build(env: dict, tmp_path: Path, overrides: dict, during=None) -> tupl
 
 
 def _assert_same_bytes(a_out: Path, b_out: Path) -> None:
-    a, b = _files(a_out), _files(b_out)
+    a, b = manifest_files(a_out), manifest_files(b_out)
     assert sorted(a) == sorted(b)
     differ = [p for p in a if a[p] != b[p]]
     assert not differ, f"files differ between the Dask and the single-process build: {differ[:10]}"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dataset_files import manifest_files  # tests/ is on sys.path (conftest)
 
 from acd.testing.openai_server import OpenAITestServer
 
@@ -20,13 +21,6 @@ from flows.build_acd import build_acd
 result = build_acd(recipe="demo", out_dir=sys.argv[1], run_dir=sys.argv[2], overrides=json.loads(sys.argv[3]))
 print("RESULT " + json.dumps(result))
 """
-
-
-def _files(out: Path) -> dict[str, bytes]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    files = {f["path"]: (out / f["path"]).read_bytes() for f in manifest["files"]}
-    files["manifest.json"] = (out / "manifest.json").read_bytes()
-    return files
 
 
 def test_flow_and_cli_builds_with_a_model_backend_are_byte_identical(prefect_stack, tmp_path):
@@ -55,7 +49,7 @@ def test_flow_and_cli_builds_with_a_model_backend_are_byte_identical(prefect_sta
         st = srv.stats()
     assert st["requests"] == cli_requests and st["max_in_flight"] <= 16  # the recipe's limit held
     # cache_dir differs, so the recipes (and their hashes) differ; everything the dataset holds must not.
-    a, b = _files(tmp_path / "cli-out"), _files(tmp_path / "flow-out")
+    a, b = manifest_files(tmp_path / "cli-out"), manifest_files(tmp_path / "flow-out")
     assert sorted(a) == sorted(b)
     differ = [p for p in a if a[p] != b[p] and p not in ("README.md", "manifest.json")]
     assert not differ, differ[:10]
