@@ -1,12 +1,14 @@
-"""Generate and check one lot: instruction → chosen → rejected through a backend, then the checks.
+"""Generate and check one lot: instruction, then chosen and rejected, through a backend, then the checks.
 
 Two ways to drive a backend, same rows out:
   * async backends (openai, and anything offering `agenerate`): each pair is a chain of requests on the
-    process's backend loop and moves to its next role the moment its previous request returns; no barrier
-    per role, and every lot in flight shares the endpoints' slots (acd.backends.aio);
+    process's backend loop (instruction, then chosen and rejected together) and moves on the moment the
+    instruction returns; no barrier per role, and every lot in flight shares the endpoints' slots
+    (acd.backends.aio);
   * batch backends (grounded, vllm): one batch per role.
 Pairs that fail a check are regenerated (attempt k+1 asks the backend for different wording) up to
-checks.max_attempts, then kept with check_passed=False and their reasons (they never reach the dataset).
+checks.max_attempts (async backends: a pair failing its own deterministic checks is asked again at once, in
+its chain; what only the lot can judge, near-duplicates and the judge's sample, regenerates after the lot), then kept with check_passed=False and their reasons (they never reach the dataset).
 A request the backend could not serve after its own retries becomes a dead letter; the rest of the lot
 goes on. Rows come out in plan order, dead letters sorted, so a lot's bytes never depend on the order in
 which its requests completed.
@@ -29,6 +31,9 @@ from acd.records import PAIR_SCHEMA, dumps
 
 ROLE_ORDER = ("instruct", "chosen", "rejected")
 _LOT_TICKETS = itertools.count()  # lots started earlier get their requests served first
+# ... but every instruction before any caption: an instruction opens two caption requests, so sending it first
+# keeps the most work queued for the slots, and the build's end (the last chains, slots going idle) is shortest.
+_CAPTION_RANK = 1 << 40
 # Lots of a model backend run many at a time on threads of one process, in two pipelined phases:
 #   generation: a lot starts once the pairs still in flight (unfinished chains of earlier lots) leave room for
 #           it under a budget of a few times the endpoint's slots: a lot whose stragglers wait on a hung
@@ -78,7 +83,7 @@ def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority
         pair=pair,
         media=media,
         params={"attempt": attempt, "sample_seed": int(pair.get("seed") or 0)},
-        priority=priority,
+        priority=priority if role == "instruct" else priority + _CAPTION_RANK,
     )
     if getattr(backend, "name", "") != "grounded":
         # Model backends need rendered chat messages; the template id and hash become provenance.
@@ -184,16 +189,28 @@ def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timin
     return [_finish(p, chosen[p["pair_id"]], backend, attempt) for p in pending]
 
 
-async def _chain(pair, media, attempt, backend, priority) -> tuple[dict | None, list[dict]]:
-    """One pair's requests, each sent as soon as the previous one returned."""
+async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+    """One attempt at a pair: the instruction, then the chosen and the rejected caption side by side (neither
+    prompt reads the other caption, see prompts/roles.yaml), each sent the moment its input is there. Two steps
+    instead of three shortens every pair's life, and with it the build's end, where the last chains run with
+    the slots mostly idle."""
+    # Media stay lazy (a marker and a path) until the request is sent: thousands of requests wait for a
+    # slot at once, and each would otherwise hold its base64 image or frames.
+    def request(role, p):
+        return _request(role, p, media, attempt, backend, priority, inline_media=False)
+
+    res = await backend.agenerate(request("instruct", pair))
+    dl = _deadletter(pair, "instruct", attempt, res)
+    if dl:
+        return None, [dl]
+    pair = _apply("instruct", pair, res)
+    roles = _roles(pair)[1:]
+    requests = [request(role, pair) for role in roles]
+    results = await asyncio.gather(*(backend.agenerate(r) for r in requests))
     chosen = None
-    for role in _roles(pair):
-        # Media stay lazy (a marker and a path) until the request is sent: thousands of requests wait for a
-        # slot at once, and each would otherwise hold its base64 image or frames.
-        req = _request(role, pair, media, attempt, backend, priority, inline_media=False)
-        res = await backend.agenerate(req)
+    for role, req, res in zip(roles, requests, results):
         dl = _deadletter(pair, role, attempt, res)
-        if dl:
+        if dl:  # one dead letter per pair and attempt: the first failed role, in role order
             return None, [dl]
         res.template_id, res.template_hash = req.template_id, req.template_hash
         if role == "chosen":
@@ -202,15 +219,40 @@ async def _chain(pair, media, attempt, backend, priority) -> tuple[dict | None, 
     return _finish(pair, chosen, backend, attempt), []
 
 
-def _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority,
+def _rules_fail(row: dict, media: dict) -> bool:
+    """The pair's deterministic checks (the same check_pair the lot's checks run): a pair that fails them is
+    asked again at once, inside its chain, instead of after its whole lot has been generated and checked.
+    Waiting for the lot made every regeneration a new wave behind the lot's slowest request, and the last
+    lots' waves ran at the build's end with the slots nearly idle."""
+    from acd.checks.rules import check_pair, text_flags
+
+    # The arguments check_lot passes (flags included), so its own check of the pair is a lookup.
+    instruction, chosen, rejected = row.get("instruction"), row.get("chosen"), row.get("rejected")
+    return bool(check_pair(instruction, chosen, rejected, bool(row["is_qcc"]), row.get("length_key"),
+                           row.get("length_constraint"), flags=text_flags(instruction, chosen, rejected),
+                           modality=row.get("modality"), grounding=media.get("grounding")))
+
+
+async def _chain(pair, media, first_attempt, last_attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+    """A pair's attempts from first_attempt on, until one passes the pair's own checks or last_attempt ran."""
+    for attempt in range(first_attempt, last_attempt + 1):
+        row, dls = await _chain_once(pair, media, attempt, backend, priority)
+        if row is None or attempt == last_attempt or not _rules_fail(row, media):
+            return row, dls
+    raise AssertionError("unreachable")
+
+
+def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, deadletters, timings, priority,
                     admission: _Admission) -> list[dict]:
+    """pending: pairs to generate; attempts: each pair's first attempt (by pair_id)."""
     from acd.backends import aio
 
     left = [0]  # chains that have left the admission budget
 
     async def chain(p):
         try:
-            return await _chain(p, media_by_key[p["media_key"]], attempt, backend, priority)
+            return await _chain(p, media_by_key[p["media_key"]], attempts[p["pair_id"]], last_attempt, backend,
+                                priority)
         finally:
             left[0] += 1
             admission.leave(1)
@@ -279,23 +321,23 @@ def generate_lot(
         judge = _TimedJudge(judge, timings)
 
     max_attempts = int(checks_cfg.get("max_attempts", 3))
+    last_attempt = attempt_offset + max_attempts - 1
     pending = plan.to_pylist()
+    next_attempt = {p["pair_id"]: attempt_offset for p in pending}  # each pair's next attempt
     final: dict[str, dict] = {}
     deadletters: list[dict] = []
     priority = next(_LOT_TICKETS)
 
     concurrent = supports_async(backend)
-    for attempt in range(attempt_offset, attempt_offset + max_attempts):
-        if not pending:
-            break
-        if concurrent:
-            generated = _by_pair_chains(pending, media_by_key, attempt, backend, deadletters, timings, priority,
-                                        _admission(backend, pairs_in_flight))
-        else:
-            generated = _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings)
+    while pending:
+        if concurrent:  # each pair retries its own rule failures inside its chain
+            generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
+                                        timings, priority, _admission(backend, pairs_in_flight))
+        else:  # batch backends: every pending pair is at the same attempt
+            generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
+                                         deadletters, timings)
         if not generated:
-            pending = []
-            continue
+            break
         t0 = time.perf_counter()
         with _CHECK_SLOTS if concurrent else contextlib.nullcontext():
             checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg,
@@ -303,9 +345,11 @@ def generate_lot(
         _add(timings, "check", t0)
         pending = []
         for row in checked:
-            if row["check_passed"] or attempt == attempt_offset + max_attempts - 1:
+            used = int(row["attempts"]) - 1  # the attempt this row came from (_finish)
+            if row["check_passed"] or used >= last_attempt:
                 final[row["pair_id"]] = row
             else:
+                next_attempt[row["pair_id"]] = used + 1
                 pending.append({k: row[k] for k in plan.column_names})
 
     # Pairs that only ever dead-lettered stay visible in the lot with the reason, never silently lost.

@@ -125,7 +125,24 @@ def vectorised_text_flags(instruction, chosen, rejected) -> list[list[bool]]:
 _FLAG_CODES = ("refusal_chosen", "refusal_rejected", "leak_instruction", "leak_chosen", "leak_rejected")
 
 
-def check_pair(
+def check_pair(*args, **kwargs) -> list[str]:
+    """All deterministic reason codes for one pair; [] when it is clean (see _check_pair).
+
+    Remembered for the last few thousand pairs: a model backend's generate stage checks each pair the moment
+    it is written (to ask again at once, see acd.generate._chain) and then again with its lot, with the same
+    arguments; the second time costs a lookup instead of the grammar and fact checks."""
+    try:
+        return list(_check_pair_memo(*args, **kwargs))
+    except TypeError:  # an unhashable argument (a grounding given as a dict)
+        return _check_pair(*args, **kwargs)
+
+
+@lru_cache(maxsize=8192)
+def _check_pair_memo(*args, **kwargs) -> tuple[str, ...]:
+    return tuple(_check_pair(*args, **kwargs))
+
+
+def _check_pair(
     instruction: str | None,
     chosen: str | None,
     rejected: str | None,

@@ -2,7 +2,8 @@
 
 Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
   * latency drawn from a seeded lognormal (median, sigma), spent while holding one of `slots` concurrency
-    slots (requests beyond that queue, as in vLLM's max-num-seqs);
+    slots (requests beyond that queue, as in vLLM's max-num-seqs); a client that disconnects first (its
+    timeout, a hedge that lost) has its request aborted and the slot freed, as vLLM's server does;
   * failure injection by rate and kind: "429" (with Retry-After), "500", "timeout" (hangs far beyond any
     client timeout), "malformed" (truncated JSON body), "empty" (choices: []), "length" (cut-off reply,
     finish_reason "length"); `first_n` makes the first n attempts of every distinct request fail;
@@ -156,6 +157,7 @@ class _State:
         self.busy_end: float | None = None
         self.slot_s = 0.0
         self._last_change = 0.0
+        self.in_flight_changes: list[tuple[float, int]] = []  # (monotonic time, requests in service after it)
 
     def _account(self, delta: int) -> None:
         """Requests in service changes by delta: integrate in_flight over time (slot-seconds)."""
@@ -166,6 +168,7 @@ class _State:
         self._last_change = now
         self.in_flight += delta
         self.busy_end = now
+        self.in_flight_changes.append((now, self.in_flight))
 
     def pick_fault(self, h: str) -> str | None:
         f = self.faults
@@ -175,6 +178,24 @@ class _State:
         if f.get("rate") and self.rng.random() < float(f["rate"]):
             return kinds[self.rng.randrange(len(kinds))]
         return None
+
+
+async def _served_before_disconnect(request, seconds: float) -> bool:
+    """Work for `seconds` unless the client disconnects first. A real server (vLLM's API server listens for
+    http.disconnect the same way) aborts a request whose client left, and frees its slot: a client that
+    times out or hedges a straggler must not find the slot still taken, and the slot time must not count."""
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work = asyncio.ensure_future(asyncio.sleep(seconds))
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return work.done()
+    finally:
+        for t in (work, gone):
+            t.cancel()
 
 
 def make_app(state: _State):
@@ -230,7 +251,9 @@ def make_app(state: _State):
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
                 delay = state.rng.lognormvariate(math.log(state.median), state.sigma) if state.median > 0 else 0.0
-                await asyncio.sleep(delay)
+                if not await _served_before_disconnect(request, delay):
+                    done("aborted")  # the client went away (a timeout, a hedge that lost): vLLM aborts it too
+                    return Response(status_code=499)
             finally:
                 state._account(-1)
         if fault == "500":
@@ -271,7 +294,8 @@ def make_app(state: _State):
                                "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4)}
         if request.query_params.get("arrivals"):
             out["arrivals"] = {h: v for h, v in state.arrivals.items()}
-            out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times}
+            out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times,
+                               "in_flight_changes": state.in_flight_changes}
         return js(out)
 
     async def set_faults(request: Request) -> Response:
