@@ -87,13 +87,21 @@ def shared_backend(cfg: dict[str, Any], slot_share: float = 1.0):
 # The media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
 # look their media up here instead of scanning every ingest part with DuckDB once per lot.
 MEDIA_INDEX = ("media_index", "all")
+# Which out dir the run's dataset was last exported to (absolute): where a review sync re-exports by default.
+EXPORTED_TO = "exported_to.json"
+
+
+def last_out_dir(run_dir: str | Path) -> Path | None:
+    """Where this run's dataset was last exported (EXPORTED_TO, written by export); None: never exported."""
+    path = Path(run_dir) / EXPORTED_TO
+    return Path(json.loads(path.read_text())["out_dir"]) if path.exists() else None
 
 
 class Build:
-    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, out_dir: str | Path):
+    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, out_dir: str | Path | None):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None  # None: a review sync with nowhere to export
         self.store = RunStore(self.run_dir)
         self._backend = None
         self._judge = None
@@ -103,7 +111,7 @@ class Build:
         self._record_recipe()
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path) -> "Build":
+    def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path | None) -> "Build":
         """Reopen a run from the recipe it recorded (review sync re-exports a run this way)."""
         recipe = json.loads((Path(run_dir) / "recipe.json").read_text())
         return cls(recipe, run_dir, out_dir)
@@ -372,7 +380,7 @@ class Build:
                 from acd.review.registry import register_run
 
                 # Syncs the webhook starts then also re-export this build's dataset.
-                register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve())
+                register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve() if self.out_dir else None)
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
         self.store.write_part("review_decisions", lot, rows_to_table([decision], DECISION_SCHEMA))
         return decision
@@ -468,6 +476,8 @@ class Build:
         """The export stage: {"manifest": ..., "timings": component seconds} (acd.stages reads the timings)."""
         from acd.export import write_outputs
 
+        if self.out_dir is None:
+            raise ValueError(f"{self.run_dir}: no out dir to export to")
         t: dict[str, float] = {}
         t0 = time.perf_counter()
         pairs = self.accepted_pairs()
@@ -480,12 +490,14 @@ class Build:
         t0 = _since(t, "queries", t0)
         manifest = write_outputs(pairs, media, self.run_dir, self.out_dir, self.recipe, stats, progress)
         _since(t, "write_outputs", t0)
+        from acd.atomicio import write_text
+
+        write_text(self.run_dir / EXPORTED_TO, json.dumps({"out_dir": str(self.out_dir.resolve())}))
         return {"manifest": manifest, "timings": t}
 
     def reexport(self) -> dict[str, Any]:
-        """After a review sync (CLI, sync-reviews flow, webhook; after regenerate_rejected): export again, so
-        rejected lots leave the dataset and corrections enter it, and rewrite the run report with the new
-        decisions."""
+        """After a review sync (acd.review.resync; after regenerate_rejected): export again, so rejected lots
+        leave the dataset and corrections enter it, and rewrite the run report with the new decisions."""
         from acd.report import write_html_report
 
         manifest = self.export()
