@@ -127,7 +127,7 @@ def cmd_review_sync(args) -> int:
         pairs = (result.manifest or {}).get("counts", {}).get("pairs")
         print(f"re-exported {result.out_dir}: {pairs} pairs; report {result.out_dir}/report.html")
     else:
-        print("not re-exported: the run has no exported dataset yet (pass --out DIR to export it)")
+        print(f"not re-exported: {result.note or 'the run has no exported dataset yet (pass --out DIR to export it)'}")
     return 0
 
 

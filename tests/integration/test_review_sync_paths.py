@@ -70,8 +70,25 @@ def test_cli_flow_and_webhook_syncs_take_one_path_with_one_result(ls_server, pre
                     ls.annotations.create(id=t["task_id"], completed_by=who, result=_verdict(lot == good, worse))
 
     env = {**prefect_stack.env, lss.TOKEN_ENV: ls_server.token, "ACD_WORKERS": "1"}
-    cli = subprocess.run([sys.executable, "-m", "acd.cli", "review", "sync", "--run-dir", str(runs["cli"])],
-                         env=env, cwd=lss.ROOT, capture_output=True, text=True, timeout=300)
+
+    def cli_sync():
+        return subprocess.run([sys.executable, "-m", "acd.cli", "review", "sync", "--run-dir", str(runs["cli"])],
+                              env=env, cwd=lss.ROOT, capture_output=True, text=True, timeout=300)
+
+    # While a build holds the run (here: this process), a sync stores decisions and leaves regeneration and
+    # the export to that build.
+    from acd import runlock
+
+    runlock.acquire(runs["cli"], driver="test")
+    try:
+        held = cli_sync()
+    finally:
+        runlock.release(runs["cli"])
+    assert held.returncode == 0, held.stderr[-3000:]
+    assert "not re-exported: decisions stored" in held.stdout and f"pid {__import__('os').getpid()}" in held.stdout
+    assert "regenerated" not in held.stdout and manifest_files(outs["cli"]) == before
+    assert not (runs["cli"] / "superseded").exists()
+    cli = cli_sync()
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert f"regenerated 1 rejected lot(s): {bad}" in cli.stdout
     assert f"re-exported {outs['cli'].resolve()}" in cli.stdout, cli.stdout
