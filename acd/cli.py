@@ -96,36 +96,38 @@ def cmd_schemas(args) -> int:
 
 
 def cmd_review_sync(args) -> int:
-    """Pull annotations from Label Studio, decide each lot, and re-export when --out is given."""
-    from acd.pipeline import Build
-    from acd.review import present, sync
+    """Pull annotations from Label Studio, decide each lot, regenerate rejected lots, re-export
+    (acd.review.resync: the same path as the sync-reviews flow and the webhook)."""
+    from acd.review import present
     from acd.review.labelstudio import LabelStudioUnavailable
+    from acd.review.resync import sync_and_reexport
+    from acd.runstore import RunStore
 
-    build = Build.from_run_dir(args.run_dir, args.out or "out/unused")
     try:
-        sync(args.run_dir, build.recipe)
+        result = sync_and_reexport(args.run_dir, out_dir=args.out)
     except LabelStudioUnavailable as e:  # one sentence, no traceback: nothing stored is lost, rerun later
         print(f"review sync stopped: {e}. Annotations read so far are kept; run `acd review sync` again "
               "when Label Studio answers.", file=sys.stderr)
         return 1
-    redone = build.regenerate_rejected()  # review.on_reject=regenerate; pushed for review again
-    if redone:
-        print(f"regenerated {len(redone)} rejected lot(s): {', '.join(redone)}")
-    s = build.store.sql
-    decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
-    for line in present.text_lines(decisions):
+    if result.regenerated:
+        print(f"regenerated {len(result.regenerated)} rejected lot(s): {', '.join(result.regenerated)}")
+    for line in present.text_lines(result.decisions):
         print(line)
-    if build.store.has_stage("review_annotators"):
+    store = RunStore(args.run_dir)
+    s = store.sql
+    if store.has_stage("review_annotators"):
         for a in s("select * from {review_annotators} order by annotator").to_pylist():
             print(f"annotator {a['annotator']}: {a['annotations']} verdicts, gold {a['gold_caught']}/{a['gold_seen']}"
                   f" ({present.rate(a['gold_accuracy'])}), skipped {a.get('skipped') or 0}, invalid {a.get('invalid') or 0}")
-    if build.store.has_stage("review_issues"):
+    if store.has_stage("review_issues"):
         for i in s("select * from {review_issues} where kind in ('invalid', 'skipped', 'correction_refused') "
                    "order by lot_id, kind, task_id").to_pylist():
             print(f"{i['kind']}: lot {i['lot_id']} task {i['task_id']} by {i['annotator']}: {i['reason'] or 'no reason given'}")
-    if args.out:
-        manifest = build.reexport()
-        print(f"re-exported {args.out}: {manifest.get('counts', {}).get('pairs')} pairs; report {args.out}/report.html")
+    if result.out_dir is not None:
+        pairs = (result.manifest or {}).get("counts", {}).get("pairs")
+        print(f"re-exported {result.out_dir}: {pairs} pairs; report {result.out_dir}/report.html")
+    else:
+        print(f"not re-exported: {result.note or 'the run has no exported dataset yet (pass --out DIR to export it)'}")
     return 0
 
 
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     rsub = r.add_subparsers(dest="review_command", required=True)
     rs = rsub.add_parser("sync", help="pull annotations, gate lots, re-export")
     rs.add_argument("--run-dir", required=True)
-    rs.add_argument("--out", default=None)
+    rs.add_argument("--out", default=None,
+                    help="re-export the dataset here (default: the out dir the run's build exported to)")
     rsub.add_parser("webhook", help="serve the Label Studio webhook that starts syncs (see --help)", add_help=False)
 
     sub.add_parser("eval", help="AnyCapEval (arguments are passed on; see `acd eval --help`)", add_help=False)

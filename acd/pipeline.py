@@ -1,21 +1,18 @@
-"""The build, stage by stage, as plain Python over the run directory. Prefect only wraps these calls.
+"""The build's units of work, as plain Python over the run directory: a `Build` and its stage methods.
 
-    ingest (per source batch) → plan (once) → generate+check (per lot) → review (per lot) → export (once)
-
-Every unit writes immutable parts under <run>/<stage>/<unit>/ and is skipped when its part exists, so a
-crashed or killed build resumes where it stopped and a finished build reruns in seconds. A `Build` holds
-only the recipe and paths (it pickles), so lot tasks can run in threads, processes or on Dask workers.
+The stages' order lives in acd.stages (STAGES); where their units run is an executor's choice
+(acd.local_executor for `acd build`, flows/build_acd.py for Prefect and Dask). Every unit writes immutable
+parts under <run>/<stage>/<unit>/ and is skipped when its part exists, so a crashed or killed build resumes
+where it stopped and a finished build reruns in seconds. A `Build` holds only the recipe and paths (it
+pickles), so lot tasks can run in threads, processes or on Dask workers.
 """
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +21,7 @@ from acd.plan import plan_pairs, stable_hash
 from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, QUARANTINE_SCHEMA, conform, dumps, rows_to_table
 from acd.recipe import load_recipe
 from acd.runstore import RunStore
-
-Progress = Callable[[str, int, int], None]
+from acd.stages import Progress
 
 DEADLETTER_SCHEMA = pa.schema(
     [
@@ -46,42 +42,6 @@ def recipe_fingerprint(recipe: dict[str, Any]) -> str:
 def default_run_dir(recipe: dict[str, Any], root: str | Path = "runs") -> Path:
     """runs/<name>-<hash of the recipe>: an edited recipe gets a fresh run, an unchanged one resumes."""
     return Path(root) / f"{recipe['name']}-{recipe_fingerprint(recipe)}"
-
-
-@dataclass
-class StageTimer:
-    seconds: dict[str, float] = field(default_factory=dict)
-    # Per stage: seconds spent inside the components (source.read, backend, checks, part writes, export
-    # writes), summed over units and workers; "workers" is how many processes ran the stage's units.
-    components: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def add(self, stage: str, dt: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
-
-    def add_components(self, stage: str, parts: dict[str, float] | None) -> None:
-        d = self.components.setdefault(stage, {})
-        for k, v in (parts or {}).items():
-            d[k] = d.get(k, 0.0) + v
-
-    def add_unit_results(self, stage: str, results: list) -> None:
-        """Unit results gathered by an executor that is not ours (the Prefect flow's task runner): their
-        "timings" summed, and "workers" = how many distinct processes/threads ran them (unit_worker)."""
-        workers = set()
-        for r in results:
-            if isinstance(r, dict):
-                self.add_components(stage, r.get("timings"))
-                workers.add(r.get("worker"))
-        workers.discard(None)
-        if workers:
-            self.add_components(stage, {"workers": float(len(workers))})
-
-
-def unit_worker() -> str:
-    """Who ran a unit: host, process and thread (a Dask worker process, a task-runner thread)."""
-    import socket
-    import threading
-
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def _since(timings: dict[str, float], key: str, t0: float) -> float:
@@ -127,13 +87,21 @@ def shared_backend(cfg: dict[str, Any], slot_share: float = 1.0):
 # The media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
 # look their media up here instead of scanning every ingest part with DuckDB once per lot.
 MEDIA_INDEX = ("media_index", "all")
+# Which out dir the run's dataset was last exported to (absolute): where a review sync re-exports by default.
+EXPORTED_TO = "exported_to.json"
+
+
+def last_out_dir(run_dir: str | Path) -> Path | None:
+    """Where this run's dataset was last exported (EXPORTED_TO, written by export); None: never exported."""
+    path = Path(run_dir) / EXPORTED_TO
+    return Path(json.loads(path.read_text())["out_dir"]) if path.exists() else None
 
 
 class Build:
-    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, out_dir: str | Path):
+    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, out_dir: str | Path | None):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None  # None: a review sync with nowhere to export
         self.store = RunStore(self.run_dir)
         self._backend = None
         self._judge = None
@@ -143,7 +111,7 @@ class Build:
         self._record_recipe()
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path) -> "Build":
+    def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path | None) -> "Build":
         """Reopen a run from the recipe it recorded (review sync re-exports a run this way)."""
         recipe = json.loads((Path(run_dir) / "recipe.json").read_text())
         return cls(recipe, run_dir, out_dir)
@@ -445,7 +413,7 @@ class Build:
                 from acd.review.registry import register_run
 
                 # Syncs the webhook starts then also re-export this build's dataset.
-                register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve())
+                register_run(self.run_dir, cfg, out_dir=self.out_dir.resolve() if self.out_dir else None)
         self.store.write_part("review", lot, conform(reviewed, PAIR_SCHEMA))
         self.store.write_part("review_decisions", lot, rows_to_table([decision], DECISION_SCHEMA))
         return decision
@@ -484,6 +452,13 @@ class Build:
             self.generate(lot)
             self.review(lot)
         return redo
+
+    def regenerate_and_review(self) -> list[dict[str, Any]] | None:
+        """The build's regenerate stage: regenerate_rejected, then every lot's current decision (None when no
+        lot was regenerated: the review stage's decisions stand)."""
+        if not self.regenerate_rejected():
+            return None
+        return [self.review(lot) for lot in self.plan()]
 
     # --- export ----------------------------------------------------------------------------------------
     def accepted_pairs(self) -> pa.Table:
@@ -527,8 +502,15 @@ class Build:
         }
 
     def export(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Write the dataset to out_dir; returns its manifest."""
+        return self.export_stage(progress)["manifest"]
+
+    def export_stage(self, progress: Progress | None = None) -> dict[str, Any]:
+        """The export stage: {"manifest": ..., "timings": component seconds} (acd.stages reads the timings)."""
         from acd.export import write_outputs
 
+        if self.out_dir is None:
+            raise ValueError(f"{self.run_dir}: no out dir to export to")
         t: dict[str, float] = {}
         t0 = time.perf_counter()
         pairs = self.accepted_pairs()
@@ -541,13 +523,14 @@ class Build:
         t0 = _since(t, "queries", t0)
         manifest = write_outputs(pairs, media, self.run_dir, self.out_dir, self.recipe, stats, progress)
         _since(t, "write_outputs", t0)
-        self.export_timings = t  # read by the driver (_run_stages); not part of the result
-        return manifest
+        from acd.atomicio import write_text
+
+        write_text(self.run_dir / EXPORTED_TO, json.dumps({"out_dir": str(self.out_dir.resolve())}))
+        return {"manifest": manifest, "timings": t}
 
     def reexport(self) -> dict[str, Any]:
-        """After a review sync (CLI, sync-reviews flow, webhook; after regenerate_rejected): export again, so
-        rejected lots leave the dataset and corrections enter it, and rewrite the run report with the new
-        decisions."""
+        """After a review sync (acd.review.resync; after regenerate_rejected): export again, so rejected lots
+        leave the dataset and corrections enter it, and rewrite the run report with the new decisions."""
         from acd.report import write_html_report
 
         manifest = self.export()
@@ -583,13 +566,17 @@ def run_build(
     run_dir: str | Path | None = None,
     overrides: dict | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run every stage from this process (the CLI's path; the Prefect flow fans the same calls out).
+    """Every stage (acd.stages) from this process: the CLI's path; the Prefect flow runs the same stages.
 
     Synthetic/folder/manifest source batches and grounded-backend lots run in a pool of ACD_WORKERS
-    processes (default: one per core; ACD_WORKERS=1 runs them here); everything else runs here. Stage and
-    component seconds go to <run>/timings.json."""
+    processes (default: one per core; ACD_WORKERS=1 runs them here), a model backend's lots on threads of
+    this process; everything else runs here (acd.local_executor). Stage and component seconds go to
+    <run>/timings.json."""
     from acd import runlock
+    from acd.local_executor import LocalExecutor
+    from acd.stages import run_stages
 
     recipe = load_recipe(recipe_name, overrides)
     build = Build(recipe, run_dir or default_run_dir(recipe), out_dir)
@@ -598,193 +585,15 @@ def run_build(
         from acd.atomicio import sweep_dead_temps
 
         sweep_dead_temps(build.run_dir, build.out_dir)  # a killed writer's half files (only the lock holder sweeps)
-        return _run_stages(build, progress or (lambda stage, done, total: None))
+        done = run_stages(build, LocalExecutor(build, workers), progress or (lambda stage, done, total: None))
     finally:
         runlock.release(build.run_dir)
-
-
-# --- the CLI's driver: units in a small process pool (2 cores = 2 workers), everything else here ----------
-_WORKER_BUILD: Build | None = None
-
-
-def default_workers() -> int:
-    """ACD_WORKERS (1 = run every unit in this process), else one worker per CPU core, at most 8."""
-    env = os.environ.get("ACD_WORKERS", "").strip()
-    if env:
-        return max(1, int(env))
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _worker_init(build_state: bytes, parent_pid: int) -> None:
-    """Runs first in each worker: die with the driver (a SIGKILLed build leaves no orphan writing parts),
-    one BLAS/torch thread per worker (the workers already fill the cores), and the Build unpickled once so
-    its backend, judge model and media index are built once per worker, not once per unit."""
-    import pickle
-    import signal
-
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("MKL_NUM_THREADS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    global _WORKER_BUILD
-    _WORKER_BUILD = pickle.loads(build_state)
-
-
-def _release_memory() -> None:
-    """Hand freed heap back to the OS between units: Arrow's pool and glibc otherwise keep each lot's
-    high-water mark (measured: ~1.07 GiB vs ~0.79 GiB per worker after 40 lots of 2048 pairs)."""
-    try:
-        pa.default_memory_pool().release_unused()
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker_call(method: str, unit: str):
-    t0 = time.perf_counter()
-    result = getattr(_WORKER_BUILD, method)(unit)
-    dt = time.perf_counter() - t0
-    _release_memory()
-    return result, dt
-
-
-class _Units:
-    """Runs a stage's units in this process or in a process pool (created once, reused across stages)."""
-
-    def __init__(self, build: Build, workers: int):
-        self.build, self.workers, self.pool = build, workers, None
-
-    def map(self, method: str, units: list[str], on_done: Callable[[int, Any], None], parallel: bool = True,
-            threads: int = 0) -> list[Any]:
-        """parallel: units in the process pool; threads > 1: units on that many threads of this process
-        (lots of a model backend: they wait on the endpoint, and share its slots through one backend loop);
-        else one after another here."""
-        results: list[Any] = [None] * len(units)
-        if threads > 1 and len(units) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            def timed(unit):
-                t0 = time.perf_counter()
-                return getattr(self.build, method)(unit), time.perf_counter() - t0
-
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"acd-{method}") as pool:
-                return self._windowed(pool, timed, units, on_done, results, window=threads)
-        if not parallel or self.workers <= 1 or len(units) <= 1:
-            for i, unit in enumerate(units):
-                t0 = time.perf_counter()
-                results[i] = getattr(self.build, method)(unit)
-                on_done(i, (results[i], time.perf_counter() - t0))
-            return results
-        # A bounded window of submissions (not all at once) keeps the driver's memory flat.
-        return self._windowed(self._pool(), partial(_worker_call, method), units, on_done, results,
-                              window=self.workers * 2)
-
-    @staticmethod
-    def _windowed(pool, fn, units, on_done, results, window: int) -> list[Any]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        pending, nxt = {}, 0
-        try:
-            while nxt < len(units) or pending:
-                while nxt < len(units) and len(pending) < window:
-                    pending[pool.submit(fn, units[nxt])] = nxt
-                    nxt += 1
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = pending.pop(fut)
-                    out = fut.result()
-                    results[i] = out[0]
-                    on_done(i, out)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-        return results
-
-    def _pool(self):
-        if self.pool is None:
-            import multiprocessing as mp
-            import pickle
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                initargs=(pickle.dumps(self.build), os.getpid()),
-            )
-        return self.pool
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-
-def _run_stages(build: Build, progress: Progress, workers: int | None = None) -> dict[str, Any]:
-    timer = StageTimer()
-    units = _Units(build, default_workers() if workers is None else workers)
-
-    # Processes only where the work is local CPU: synthesising media and the grounded writer (+ offline judge).
-    # Model backends are I/O-bound and async inside one process; a pool would multiply their per-process
-    # in-flight limits and rate pacing (openai) or load the model once per worker (vllm).
-    recipe = build.recipe
-    parallel = {
-        "ingest": recipe["source"].get("kind") in ("synthetic", "folder", "manifest"),
-        "generate": recipe["backend"].get("name") == "grounded",
-        "review": False,  # cheap, and a Label Studio push belongs to one client
-    }
-
-    def stage(name, unit_names, method):
-        t0 = time.perf_counter()
-        busy = 0.0
-
-        def on_done(i, out):
-            nonlocal busy
-            result, dt = out
-            busy += dt
-            if isinstance(result, dict):
-                timer.add_components(name, result.pop("timings", None))
-            progress(name, i + 1, len(unit_names))
-
-        threads = build.lot_threads() if name == "generate" else 0
-        results = units.map(method, unit_names, on_done, parallel=parallel[name], threads=threads)
-        timer.add(name, time.perf_counter() - t0)
-        n = min(units.workers, max(len(unit_names), 1)) if parallel[name] else 1
-        timer.add_components(name, {"unit_seconds": busy, "workers": float(n)})
-        return results
-
-    try:
-        stage("ingest", build.ingest_batches(), "ingest")
-        t0 = time.perf_counter()
-        lots = build.plan()
-        timer.add("plan", time.perf_counter() - t0)
-        if build.concurrent_lots:
-            build.prepare_concurrent_lots()
-        stage("generate", lots, "generate")
-    finally:
-        units.close()  # the workers' memory (judge model, caches) is gone before review and export
-    decisions = stage("review", lots, "review")
-    if build.regenerate_rejected():
-        decisions = [build.review(lot) for lot in lots]
-    t0 = time.perf_counter()
-    manifest = build.export(progress)
-    timer.add("export", time.perf_counter() - t0)
-    timer.add_components("export", getattr(build, "export_timings", None))
-    build.finish(timer.seconds, timer.components)
     return {
         "run_dir": str(build.run_dir),
         "out_dir": str(build.out_dir),
-        "lots": len(lots),
-        "decisions": decisions,
-        "manifest": manifest,
-        "seconds": timer.seconds,
-        "components": timer.components,
+        "lots": len(done["plan"]),
+        "decisions": done["review"],
+        "manifest": done["export"]["manifest"],
+        "seconds": done["seconds"],
+        "components": done["components"],
     }

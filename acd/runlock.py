@@ -116,6 +116,11 @@ def acquire(run_dir: str | Path, **owner) -> dict | None:
     return stale
 
 
+def held(run_dir: str | Path) -> bool:
+    """Whether this process holds the run directory's lock."""
+    return str((Path(run_dir) / LOCK_NAME).resolve()) in _HELD
+
+
 def release(run_dir: str | Path) -> None:
     """A clean end: remove the lock file (the next driver finds nothing stale), then drop the lock."""
     key = str((Path(run_dir) / LOCK_NAME).resolve())

@@ -1,4 +1,6 @@
-"""build-acd: the Prefect flow. Thin: lot-sized tasks around the engine in acd.pipeline.
+"""build-acd: the Prefect flow. Thin: the engine's stages (acd.stages.STAGES, in their order) run by a
+PrefectExecutor, which submits each unit as a Prefect task named after its stage (ingest-batch, plan,
+generate-lot, review-lot, export) through the flow's task runner.
 
 Tasks are lots and source batches, never single items (the SQLite server drops task runs beyond ~10k).
 Resume is the engine's (parts on disk), so a rerun after a crash redoes only missing parts; Prefect's
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from acd import runlock
 from acd.atomicio import sweep_dead_temps
 from acd.errors import AcdError
-from acd.pipeline import Build, StageTimer, default_run_dir
+from acd.pipeline import Build, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
+from acd.stages import IO, STAGES, Executor, Stage, call_unit, run_stages, windowed
 
 
 def _task_runner():
@@ -81,38 +83,13 @@ def _pickle_tasks_by_value() -> None:
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
-def _by(result):
-    """Tag a unit's result with who ran it (the report's "workers" column under Prefect)."""
-    from acd.pipeline import unit_worker
-
-    if isinstance(result, dict):
-        result["worker"] = unit_worker()
-    return result
+def _unit(build: Build, method: str, unit: str | None = None) -> tuple:
+    """One unit of a stage (or a once-stage: plan, export), exactly as the CLI's executor runs it."""
+    return call_unit(build, method, *(() if unit is None else (unit,)))
 
 
-@task(name="ingest-batch", retries=1, **_TASK)
-def ingest_batch(build: Build, batch: str) -> dict:
-    return _by(build.ingest(batch))
-
-
-@task(name="plan", **_TASK)
-def plan(build: Build) -> list[str]:
-    return build.plan()
-
-
-@task(name="generate-lot", retries=1, **_TASK)
-def generate_lot(build: Build, lot: str) -> dict:
-    return _by(build.generate(lot))
-
-
-@task(name="review-lot", **_TASK)
-def review_lot(build: Build, lot: str) -> dict:
-    return build.review(lot)
-
-
-@task(name="export", **_TASK)
-def export(build: Build) -> dict:
-    return build.export()
+# One task per stage that has a task name, made from the engine's stage list (its names and retries).
+TASKS = {st.name: task(name=st.task, retries=st.retries, **_TASK)(_unit) for st in STAGES if st.task}
 
 
 def _parse_overrides(overrides: dict | str | None) -> dict:
@@ -211,65 +188,45 @@ def _take_over_run_dir(build: Build, logger) -> dict | None:
     return stale
 
 
-def _run_units(task_fn, build: Build, units: list[str], window: int, progress, stage: str) -> list:
-    """Submit a stage's units as tasks, at most `window` in flight; results in unit order."""
+def _first_done(futures: list):
+    from itertools import islice
+
     from prefect.futures import as_completed
 
-    progress.start(stage, len(units))
-    results: list = [None] * len(units)
-    pending: dict = {}
-    nxt = finished = 0
-    while nxt < len(units) or pending:
-        while nxt < len(units) and len(pending) < window:
-            pending[task_fn.submit(build, units[nxt])] = nxt
-            nxt += 1
-        for fut in as_completed(list(pending)):
-            results[pending.pop(fut)] = fut.result()
-            finished += 1
-            progress(stage, finished, len(units))
-            break
-    return results
+    return islice(as_completed(futures), 1)
+
+
+class PrefectExecutor(Executor):
+    """Every unit (and plan, export) as a task of the flow's task runner: threads, or Dask workers.
+
+    At most a window of a stage's tasks is in flight: build.lot_threads() for a model backend's lots (they wait
+    on the endpoint), cpu_threads() otherwise. After review it waits for human review (review.wait)."""
+
+    def __init__(self, spec: dict, logger):
+        self.spec, self.logger = spec, logger
+
+    def run_units(self, build: Build, stage: Stage, units: list[str], where: str, on_done) -> list:
+        window = build.lot_threads() if where == IO else cpu_threads()
+        fn = TASKS[stage.name]
+        return windowed(lambda u: fn.submit(build, stage.method, u), units, window, on_done, _first_done)
+
+    def run_once(self, build: Build, stage: Stage, progress) -> tuple:
+        if stage.task is None:  # runs where the flow runs (regenerate: a handful of lots, after review)
+            return call_unit(build, stage.method)
+        return TASKS[stage.name].submit(build, stage.method).result()
+
+    def after(self, build: Build, stage: Stage, result):
+        if stage.name == "review":
+            return _wait_for_humans(build, self.spec, list(build.plan()), result, self.logger)
+        if stage.name == "plan":
+            self.logger.info("planned %d lots", len(result))
+        return result
 
 
 def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool,
            downstream_params: dict | None = None) -> dict:
-    seconds: dict[str, float] = {}
-    timer = StageTimer(seconds)  # components and workers per stage, for timings.json and the report
-
-    t0 = time.perf_counter()
-    batches = build.ingest_batches()
-    timer.add_unit_results("ingest", _run_units(ingest_batch, build, batches, cpu_threads(), progress, "ingest"))
-    seconds["ingest"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    progress.start("plan", 1)
-    lots = plan.submit(build).result()
-    progress("plan", 1, 1)
-    seconds["plan"] = time.perf_counter() - t0
-    logger.info("planned %d lots", len(lots))
-
-    t0 = time.perf_counter()
-    # Model backends: many lots in flight, their requests sharing the endpoints' slots (one backend loop per
-    # process); CPU-bound lots (grounded): one per thread.
-    window = build.lot_threads() if build.concurrent_lots else cpu_threads()
-    if build.concurrent_lots:
-        build.prepare_concurrent_lots()
-    timer.add_unit_results("generate", _run_units(generate_lot, build, lots, window, progress, "generate"))
-    seconds["generate"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    decisions = _run_units(review_lot, build, lots, cpu_threads(), progress, "review")
-    seconds["review"] = time.perf_counter() - t0
-    decisions = _wait_for_humans(build, spec, lots, decisions, logger)
-    if build.regenerate_rejected():  # review.on_reject=regenerate
-        decisions = [build.review(lot) for lot in lots]
-
-    t0 = time.perf_counter()
-    progress.start("export", 1)
-    manifest = export.submit(build).result()
-    progress("export", 1, 1)
-    seconds["export"] = time.perf_counter() - t0
-    build.finish(seconds, timer.components)
+    done = run_stages(build, PrefectExecutor(spec, logger), progress)
+    lots, decisions, manifest, seconds = done["plan"], done["review"], done["export"]["manifest"], done["seconds"]
 
     from acd.report import markdown_report
 

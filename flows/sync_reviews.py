@@ -1,4 +1,6 @@
-"""Prefect flow `sync-reviews`: pull Label Studio annotations into a run dir and decide its lots.
+"""Prefect flow `sync-reviews`: the review sync of a run dir (acd.review.resync.sync_and_reexport, the path
+`acd review sync` and the webhook take too): pull Label Studio annotations, decide its lots, regenerate
+rejected ones, re-export the dataset.
 
 Thin: all logic is acd.review. Run it on a schedule, by hand (`make labelstudio-sync RUN=...`), or from a
 Label Studio webhook. The token comes from the env var / Prefect Secret named in the recipe's
@@ -19,20 +21,31 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 
-from acd.recipe import load_recipe
-from acd.review import sync
-
 WAIT_FILE = "review_wait.json"
 
 
-@task(name="sync-review-annotations")
-def sync_task(run_dir: str, recipe: str, label_studio_url: str | None, document_root: str | None) -> list[dict]:
-    cfg = load_recipe(recipe)
+def _review_block(run_dir: str, recipe: str | None, label_studio_url: str | None, document_root: str | None) -> dict | None:
+    """The review block to pull with: the run's own (None), or `recipe`'s, or either pointed at another server."""
+    if not (recipe or label_studio_url):
+        return None
+    from acd.recipe import load_recipe
+
+    own = Path(run_dir) / "recipe.json"
+    review = load_recipe(recipe)["review"] if recipe else json.loads(own.read_text())["review"] if own.exists() else {}
     if label_studio_url:  # point a recipe without a label_studio block at a server (the token stays in env)
-        ls = dict(cfg["review"].get("label_studio") or {})
+        ls = dict(review.get("label_studio") or {})
         ls.update(url=label_studio_url, **({"document_root": document_root} if document_root else {}))
-        cfg["review"]["label_studio"] = ls
-    return sync(run_dir, cfg).to_pylist()
+        review = {**review, "label_studio": ls}
+    return review
+
+
+@task(name="sync-and-reexport")
+def sync_task(run_dir: str, review: dict | None, out_dir: str | None) -> dict:
+    from acd.review.resync import sync_and_reexport
+
+    r = sync_and_reexport(run_dir, out_dir=out_dir, review=review)
+    return {"decisions": r.decisions, "regenerated": r.regenerated, "out_dir": str(r.out_dir) if r.out_dir else None,
+            "pairs": (r.manifest or {}).get("counts", {}).get("pairs")}
 
 
 def _report(decisions: list[dict]) -> str:
@@ -41,24 +54,18 @@ def _report(decisions: list[dict]) -> str:
     return present.markdown_table([present.lot_row(d) for d in decisions])
 
 
-@task(name="re-export")
-def reexport_task(run_dir: str, out_dir: str) -> dict:
-    from acd.pipeline import Build
-
-    build = Build.from_run_dir(run_dir, out_dir)
-    build.regenerate_rejected()  # review.on_reject=regenerate: new captions, pushed for review again
-    return build.reexport()
-
-
 @flow(name="sync-reviews")
-def sync_reviews(run_dir: str, recipe: str = "demo", label_studio_url: str | None = None,
+def sync_reviews(run_dir: str, recipe: str | None = None, label_studio_url: str | None = None,
                  document_root: str | None = None, out_dir: str | None = None) -> list[dict]:
-    """Pull annotations, decide lots; with out_dir, re-export so lots annotators rejected leave the dataset."""
+    """Pull annotations, decide lots, regenerate rejected ones and re-export: into out_dir, else into the out
+    dir the run's build exported to. `recipe`: review settings from this recipe instead of the run's own."""
     log = get_run_logger()
-    decisions = sync_task(run_dir, recipe, label_studio_url, document_root)
-    if out_dir:
-        manifest = reexport_task(run_dir, out_dir)
-        log.info("re-exported %s: %s pairs", out_dir, manifest.get("counts", {}).get("pairs"))
+    result = sync_task(run_dir, _review_block(run_dir, recipe, label_studio_url, document_root), out_dir)
+    decisions = result["decisions"]
+    if result["regenerated"]:
+        log.info("regenerated %d rejected lot(s): %s", len(result["regenerated"]), ", ".join(result["regenerated"]))
+    if result["out_dir"]:
+        log.info("re-exported %s: %s pairs", result["out_dir"], result["pairs"])
     create_markdown_artifact(_report(decisions), key="review-decisions", description=f"review of {run_dir}")
     # Pending: no human verdict yet or needs_more (the automatic decision stands meanwhile).
     open_lots = [d["lot_id"] for d in decisions if d.get("pending") or d["decision"] == "needs_more"]
@@ -89,10 +96,10 @@ def wait_for_reviews(run_dir: str, timeout_s: int = 7 * 24 * 3600) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
-    ap.add_argument("--recipe", default="demo")
+    ap.add_argument("--recipe", default=None, help="review settings from this recipe (default: the run's own)")
     ap.add_argument("--url", default=None, help="Label Studio URL when the recipe has no label_studio block")
     ap.add_argument("--document-root", default=None)
-    ap.add_argument("--out", default=None, help="re-export the dataset here after the sync")
+    ap.add_argument("--out", default=None, help="re-export here (default: the out dir the run's build exported to)")
     a = ap.parse_args()
     for d in sync_reviews(a.run, a.recipe, a.url, a.document_root, a.out):
         print(json.dumps(d))

@@ -1,7 +1,8 @@
 # Label Studio for human review: its own venv (.venv-labelstudio, label-studio==1.23.2), headless on 127.0.0.1.
 #   make labelstudio        install if missing, start (idempotent), print URL + login
 #   make labelstudio-stop
-#   make labelstudio-sync RUN=runs/demo RECIPE=demo   pull annotations and decide lots (sync-reviews flow)
+#   make labelstudio-sync RUN=runs/demo [OUT=out/demo] [RECIPE=...]   pull annotations, decide lots, regenerate
+#                           rejected ones, re-export (sync-reviews flow; default OUT: where the build exported)
 .PHONY: labelstudio labelstudio-stop labelstudio-sync
 
 labelstudio:
@@ -12,4 +13,4 @@ labelstudio-stop:
 
 labelstudio-sync: venv
 	LABEL_STUDIO_API_KEY=$${LABEL_STUDIO_API_KEY:-$$(cat .cache/labelstudio/data/acd-token)} \
-	  $(PY) flows/sync_reviews.py --run $(RUN) --recipe $(or $(RECIPE),demo)
+	  $(PY) flows/sync_reviews.py --run $(RUN) $(if $(OUT),--out $(OUT)) $(if $(RECIPE),--recipe $(RECIPE))

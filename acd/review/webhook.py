@@ -14,8 +14,10 @@ Which runs exist: push_lot writes <state dir>/runs/<run_id>.json (run dir, the r
 with, its projects; acd.review.registry) when review.label_studio.webhook_url is set, and registers the webhook on the project.
 The state dir is $ACD_REVIEW_STATE_DIR or <project>/.cache/review-webhook. --run-dir serves one run only.
 
-The sync is in-process (acd.review.sync, then a re-export when an out dir is known) or, with --prefect and
-$PREFECT_API_URL set, a run of the `sync-reviews/default` deployment (which also resumes a waiting build).
+The sync is acd.review.resync.sync_and_reexport (as `acd review sync` and the sync-reviews flow: pull, decide,
+regenerate rejected lots, re-export into --out / the registry's out dir, else where the run's build exported),
+in-process or, with --prefect and $PREFECT_API_URL set, in a run of the `sync-reviews/default` deployment
+(which also resumes a waiting build).
 
 Secret: when $ACD_WEBHOOK_SECRET is set, requests must carry it in the X-ACD-Webhook-Secret header (push_lot
 puts that header into the webhook it registers); anything else gets 403 and triggers nothing. The secret is
@@ -163,20 +165,15 @@ class Debouncer:
 # ---- the two ways to sync ---------------------------------------------------------------------------------
 
 def sync_in_process(target: Target) -> list[dict]:
-    from acd.review.stage import sync
+    """The review sync every driver takes (acd.review.resync): pull, decide, regenerate rejected lots, re-export
+    into the target's out dir, else where the run's build exported."""
+    from acd.review.resync import sync_and_reexport
 
-    decisions = sync(target.run_dir, {"review": target.review}).to_pylist()
-    log.info("webhook sync %s: %s", target.run_id, {d["lot_id"]: d["decision"] for d in decisions})
-    if target.out_dir:
-        from acd.pipeline import Build
-
-        build = Build.from_run_dir(target.run_dir, target.out_dir)
-        build.regenerate_rejected()  # as the CLI and the sync-reviews flow do
-        manifest = build.reexport()
-        log.info("re-exported %s: %s pairs", target.out_dir, manifest.get("counts", {}).get("pairs"))
+    result = sync_and_reexport(target.run_dir, out_dir=target.out_dir, review=target.review)
+    log.info("webhook sync %s: %s", target.run_id, {d["lot_id"]: d["decision"] for d in result.decisions})
     if (target.run_dir / "review_wait.json").exists():
         log.warning("%s has a waiting build flow: only the sync-reviews deployment (--prefect) resumes it", target.run_id)
-    return decisions
+    return result.decisions
 
 
 def sync_by_deployment(deployment: str = DEPLOYMENT, wait_s: float = 600) -> Callable[[Target], Any]:
@@ -186,8 +183,6 @@ def sync_by_deployment(deployment: str = DEPLOYMENT, wait_s: float = 600) -> Cal
     def work(target: Target):
         from prefect.deployments import run_deployment
 
-        if not target.recipe:
-            raise ValueError(f"{target.run_id}: the deployment needs a recipe (no recipe.json in the run dir: pass --recipe)")
         ls = (target.review or {}).get("label_studio") or {}
         params = {"run_dir": str(target.run_dir), "recipe": target.recipe, "out_dir": target.out_dir,
                   "label_studio_url": ls.get("url"), "document_root": ls.get("document_root")}

@@ -1,4 +1,6 @@
-"""Several machines: build-acd's lot tasks on a Dask cluster (prefect-dask) give the same bytes as one process.
+"""One recipe, three drivers, the same bytes: `acd build`'s path (acd.pipeline.run_build, one process and its
+pool), the build-acd flow on its thread task runner, and the flow's lot tasks on a Dask cluster (prefect-dask;
+several machines). All three walk acd.stages.STAGES; timings.json has the same shape under each.
 
 The task runner is chosen when flows/build_acd.py is imported, from ACD_DASK_WORKERS / ACD_DASK_ADDRESS, so
 the Dask build runs in a subprocess with that env, reporting to the session's real Prefect server.
@@ -27,7 +29,9 @@ SCRIPT = """
 import json, os, sys
 from flows.build_acd import build_acd
 from prefect_dask import DaskTaskRunner
-assert isinstance(build_acd.task_runner, DaskTaskRunner), build_acd.task_runner
+from prefect.task_runners import ThreadPoolTaskRunner
+want = DaskTaskRunner if os.environ.get("ACD_DASK_WORKERS") or os.environ.get("ACD_DASK_ADDRESS") else ThreadPoolTaskRunner
+assert isinstance(build_acd.task_runner, want), build_acd.task_runner
 result = build_acd(recipe="demo", out_dir=sys.argv[1], run_dir=sys.argv[2], overrides=json.loads(sys.argv[3]))
 print("RESULT " + json.dumps(result))
 """
@@ -57,7 +61,7 @@ def reference_build(tmp_path_factory, tiny_recipe):
     t0 = time.monotonic()
     ref = run_build("demo", tmp / "out", run_dir=tmp / "run", overrides=overrides)
     print(f"single-process build {time.monotonic() - t0:.1f}s")
-    return {"out": tmp / "out", "lots": ref["lots"], "overrides": overrides}
+    return {"out": tmp / "out", "run": tmp / "run", "lots": ref["lots"], "overrides": overrides}
 
 
 def _dask_build(env: dict, tmp_path: Path, overrides: dict, during=None) -> tuple[dict, str, float]:
@@ -85,8 +89,24 @@ def _assert_same_bytes(a_out: Path, b_out: Path) -> None:
     a, b = manifest_files(a_out), manifest_files(b_out)
     assert sorted(a) == sorted(b)
     differ = [p for p in a if a[p] != b[p]]
-    assert not differ, f"files differ between the Dask and the single-process build: {differ[:10]}"
+    assert not differ, f"files differ between the flow/Dask and the single-process build: {differ[:10]}"
     assert len(a) > 10
+
+
+def _timings_shape(run: Path) -> dict:
+    t = json.loads((run / "timings.json").read_text())
+    return {stage: sorted(v) if isinstance(v, dict) else "seconds" for stage, v in t.items()}
+
+
+def test_flow_build_matches_single_process(prefect_stack, tmp_path, reference_build):
+    """The flow on its default thread task runner: the CLI's bytes, and timings.json in the CLI's shape."""
+    env = {k: v for k, v in prefect_stack.env.items() if not k.startswith("ACD_DASK_")}
+    result, log, seconds = _dask_build(env, tmp_path, reference_build["overrides"])
+    print(f"flow (thread task runner) build {seconds:.1f}s incl. interpreter start")
+    assert "LocalCluster" not in log
+    assert result["lots"] == reference_build["lots"] > 2
+    _assert_same_bytes(tmp_path / "dask-out", reference_build["out"])
+    assert _timings_shape(tmp_path / "dask-run") == _timings_shape(reference_build["run"])
 
 
 def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path, reference_build):
@@ -99,6 +119,9 @@ def test_dask_local_cluster_build_matches_single_process(prefect_stack, tmp_path
     assert "LocalCluster" in log, log[-3000:]
     assert result["lots"] == reference_build["lots"] > 2
     _assert_same_bytes(tmp_path / "dask-out", reference_build["out"])
+    assert _timings_shape(tmp_path / "dask-run") == _timings_shape(reference_build["run"])
+    timings = json.loads((tmp_path / "dask-run" / "timings.json").read_text())
+    assert timings["generate"]["workers"] == 2  # the lots ran in both Dask worker processes
 
 
 def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp_path, reference_build):
