@@ -101,6 +101,28 @@ def _wall(v) -> float | None:
     return v.get("seconds") if isinstance(v, dict) else v
 
 
+def engine_seconds(timings: dict) -> dict[str, float]:
+    """Per stage of one run: the seconds the engine worked (its units' seconds, divided by the worker processes
+    that ran them side by side; at most the stage's wall). The rest of a stage's wall is orchestration: the
+    driver and executor dispatching, waiting, uneven last units, progress."""
+    out = {}
+    for stage, v in timings.items():
+        if isinstance(v, dict) and "unit_seconds" in v:
+            out[stage] = min(v["seconds"], v["unit_seconds"] / max(v.get("workers", 1.0), 1.0))
+    return out
+
+
+def _orchestration_line(timings: dict) -> str:
+    engine = engine_seconds(timings)
+    wall = sum(_wall(v) or 0.0 for k, v in timings.items() if k in engine)
+    if not engine or not wall:
+        return ""
+    over = wall - sum(engine.values())
+    return (f"Latest run: {wall:.1f} s in the stages, of which the engine worked {sum(engine.values()):.1f} s "
+            f"(unit seconds per worker process) and orchestration took {over:.1f} s ({100 * over / wall:.1f}%; "
+            "interpreter start and this report come on top).\n")
+
+
 def _stage_rows(timings: dict, units: dict, history: list[dict] | None = None) -> list[dict]:
     """One row per stage: wall seconds over all runs (what a resumed build really took) and in the latest
     run, what the stage processed and how fast (over all runs), and the latest run's component seconds."""
@@ -154,7 +176,8 @@ def markdown_report(build, data: dict | None = None) -> str:
         parts += ["## Time and throughput per stage\n",
                   _table(_stage_rows(d["timings"], d["units"], history),
                          ["stage", "wall s (all runs)", "workers", "processed", "per second", "latest run s",
-                          "components, latest run (s, summed over workers)"])]
+                          "components, latest run (s, summed over workers)"]),
+                  _orchestration_line(d["timings"])]
         if history:
             parts += ["## Runs of this build\n", _table(_run_rows(history), ["run", "finished (UTC)", "wall s", "per stage (s)"])]
     return "\n".join(parts)

@@ -184,9 +184,11 @@ def run_stages(build, executor: Executor, progress: Progress) -> dict[str, Any]:
             if st.units is None:
                 if st.reported:
                     progress(st.name, 0, 1)
-                result, _, _ = executor.run_once(build, st, progress)
+                result, dt, _ = executor.run_once(build, st, progress)
                 if isinstance(result, dict):
                     timer.add_components(st.name, result.pop("timings", None))
+                # The engine's own seconds, as for unit stages: the rest of the stage's wall is the driver's.
+                timer.add_components(st.name, {"unit_seconds": dt, "workers": 1.0})
                 if st.reported:
                     progress(st.name, 1, 1)
             else:

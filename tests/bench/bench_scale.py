@@ -4,11 +4,16 @@ Runs `python -m acd.cli build` as a subprocess in a fresh run directory and repo
   - wall time of the whole build (process start to exit),
   - peak RSS of the whole process tree (driver + pool workers, summed, sampled every 0.25 s with psutil)
     and the largest single process (getrusage RUSAGE_CHILDREN),
-  - seconds per stage and, from <run>/timings.json, the seconds spent inside the components:
-    media synthesis (source.read, incl. writing the media files), generation (backend.generate + checks
-    incl. the judge), file writes (Parquet parts, export outputs),
-  - orchestration overhead = wall - (synthesis + generation + file writes), where component seconds of a
-    stage that ran in N worker processes count as component_seconds / N (they ran side by side),
+  - seconds per stage and, from <run>/timings.json, the seconds the engine spent in each stage's units
+    (`unit_seconds`: the Build method of every source batch, lot, the planner, the export) and inside its
+    named components (source.read, backend.generate, checks incl. the judge, Parquet and export writes),
+  - orchestration overhead = wall - engine work, where engine work is each stage's unit seconds, divided
+    by N for a stage whose units ran in N worker processes side by side. What is left is what the driver
+    and executor add: interpreter start and imports, pools, dispatch and waiting, uneven last units, the
+    progress display and the HTML report. The goal (<= 5%) is on this figure.
+  - beside it, the stricter figure of earlier versions (wall - the named components only): it also
+    counts as overhead the engine's own bookkeeping inside units (building requests and rows, reading a
+    lot's plan and media, the planner, the review gate),
   - the machine's load (1-minute load average sampled during the run) and the build's CPU utilisation.
 
 Goals: wall <= 30 min, peak tree RSS <= 4 GiB, overhead <= 5%. Exit status 1 when one is missed.
@@ -42,7 +47,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 GOALS = {"wall_s": 30 * 60, "rss_bytes": 4 * 2**30, "overhead": 0.05}
 
-# Which component timers count as real work, per stage (see acd/pipeline.py: Build.ingest/generate/export).
+# The stricter, earlier definition: only these named component timers count as work, per stage (see
+# acd/pipeline.py: Build.ingest/generate/export).
 WORK = {
     "ingest": {"synthesis": ["source_read"], "file_writes": ["part_write"]},
     "generate": {"generation": ["backend", "check"], "file_writes": ["part_write"]},
@@ -160,12 +166,12 @@ def curve(args) -> int:
 def _print_curve(results: list[dict]) -> None:
     base = results[0]
     print("\nscale curve (ratios to the smallest build; linear time: time ratio = size ratio; flat RSS: 1.0)")
-    print(f"{'pairs':>9} {'wall s':>8} {'s/1k pairs':>10} {'peak RSS GiB':>13} {'overhead':>9} "
+    print(f"{'pairs':>9} {'wall s':>8} {'s/1k pairs':>10} {'peak RSS GiB':>13} {'overhead':>9} {'strict':>7} "
           f"{'out B/pair':>11} {'run B/pair':>11} {'size x':>7} {'time x':>7} {'RSS x':>6} {'load':>5}")
     for r in results:
         p = r["pairs_total"]
         print(f"{p:>9,} {r['wall_s']:>8.1f} {1000 * r['wall_s'] / p:>10.2f} {r['peak_rss_tree_bytes'] / 2**30:>13.2f} "
-              f"{100 * r['overhead_share']:>8.1f}% {r['out_bytes'] / p:>11,.0f} {r['run_bytes'] / p:>11,.0f} "
+              f"{100 * r['overhead_share']:>8.1f}% {100 * r['strict_overhead_share']:>6.1f}% {r['out_bytes'] / p:>11,.0f} {r['run_bytes'] / p:>11,.0f} "
               f"{p / base['pairs_total']:>7.2f} {r['wall_s'] / base['wall_s']:>7.2f} "
               f"{r['peak_rss_tree_bytes'] / base['peak_rss_tree_bytes']:>6.2f} {r['load_avg_mean']:>5.1f}")
     print(f"(machine: {os.cpu_count()} cores shared with other users; 'load' = mean 1-min load average during "
@@ -225,7 +231,11 @@ def run_once(args, scale: float, work: Path) -> dict | None:
         print(f"{stage:<10}{v['seconds']:>9.1f}{workers:>9.0f}  {comps}")
         for kind, keys in WORK.get(stage, {}).items():
             work_s[kind] += sum(v.get(k, 0.0) for k in keys) / workers
-    useful = sum(work_s.values())
+    strict_useful = sum(work_s.values())
+    from acd.report import engine_seconds  # the run report's own definition of the engine's work
+
+    engine_s = engine_seconds(timings)
+    useful = sum(engine_s.values())
     # Peak tree RSS per stage: stage windows laid end to end after the process start (approximate: the
     # start-up seconds are taken as all coming before ingest).
     t_edge, windows = wall - stage_sum, []
@@ -240,12 +250,15 @@ def run_once(args, scale: float, work: Path) -> dict | None:
             tot, each = max(inside, key=lambda x: x[0])
             rss_by_stage[stage] = {"tree": tot, "processes": sorted(each, reverse=True)}
     overhead = wall - useful
+    strict_overhead = wall - strict_useful
     load_avg = sum(sampler.loads) / len(sampler.loads) if sampler.loads else os.getloadavg()[0]
 
     print(f"\npairs exported: {pairs}")
     print(f"wall {wall:.1f} s (stages {stage_sum:.1f} s, process start/imports/report {wall - stage_sum:.1f} s)")
-    print(f"work (per-worker-normalised): synthesis {work_s['synthesis']:.1f} s, generation+checks "
-          f"{work_s['generation']:.1f} s, file writes {work_s['file_writes']:.1f} s = {useful:.1f} s")
+    print("engine work (unit seconds, per-worker-normalised): "
+          + ", ".join(f"{k} {x:.1f} s" for k, x in engine_s.items()) + f" = {useful:.1f} s")
+    print(f"of which named components: synthesis {work_s['synthesis']:.1f} s, generation+checks "
+          f"{work_s['generation']:.1f} s, file writes {work_s['file_writes']:.1f} s = {strict_useful:.1f} s")
     print(f"CPU time of the build {cpu:.0f} s = {cpu / wall:.2f} cores busy on average "
           f"(machine: {os.cpu_count()} cores, mean 1-min load average during the run {load_avg:.2f}, "
           f"max {max(sampler.loads, default=load_avg):.2f})")
@@ -263,7 +276,8 @@ def run_once(args, scale: float, work: Path) -> dict | None:
     print(f"  wall      {wall:8.1f} s   / {GOALS['wall_s']} s goal  = {ratios['wall']:.2f}")
     print(f"  peak RSS  {sampler.peak / 2**30:8.2f} GiB / 4 GiB goal  = {ratios['rss']:.2f}")
     print(f"  overhead  {100 * overhead / wall:8.1f} %   / 5 % goal     = {ratios['overhead']:.2f}"
-          f"   ({overhead:.1f} s of {wall:.1f} s)")
+          f"   ({overhead:.1f} s of {wall:.1f} s: wall - engine work)")
+    print(f"  (stricter: wall - named components = {strict_overhead:.1f} s = {100 * strict_overhead / wall:.1f} %)")
     print(f"disk: output {out_bytes / 2**20:.1f} MiB ({out_bytes / max(pairs_total, 1):,.0f} B/pair), run directory "
           f"{run_bytes / 2**20:.1f} MiB ({run_bytes / max(pairs_total, 1):,.0f} B/pair)")
     result = {
@@ -273,6 +287,7 @@ def run_once(args, scale: float, work: Path) -> dict | None:
         "load_avg_mean": load_avg, "load_avg_max": max(sampler.loads, default=load_avg),
         "load_before": load_before, "cores": os.cpu_count(), "timings": timings, "work_s": work_s,
         "overhead_s": overhead, "rss_by_stage": rss_by_stage, "overhead_share": overhead / wall, "ratios": ratios,
+        "engine_s": engine_s, "strict_overhead_s": strict_overhead, "strict_overhead_share": strict_overhead / wall,
     }
     (work / "bench-scale.json").write_text(json.dumps(result, indent=2))
     if not args.keep:
