@@ -212,17 +212,29 @@ class Writer:
     def u(self, group: str, *parts: dict | None, k: int = 3, **extra: Any) -> list[str]:
         """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
         (a fact said with one word less, so word counts can be met exactly without padding)."""
-        ctx = self.f.ctx(*parts, **extra)
-        for key in ("where", "end_where", "when", "abg", "indef", "ref", "s_indef"):  # same fact, other wording
-            opts = ctx.get(f"{key}_opts")
-            if opts and key not in extra:
-                ctx[key] = self.rng.choice(opts)
+        ctx = self._vary(self.f.ctx(*parts, **extra), extra)
         out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
         if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
             out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
         self._groups[id(out)] = (out, [(group, ctx)])
         return out
+
+    _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
+               "lighting", "decor", "mood", "adjs", "parts")
+
+    def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""
+        for key in self._VARIED:
+            opts = ctx.get(f"{key}_opts")
+            if opts and key not in (fixed or ()):
+                ctx[key] = self.rng.choice(opts)
+        if ctx.get("mood_opts"):
+            ctx["mood_indef"] = article(ctx["mood"])
+        rel = ctx.get("rel")
+        if rel:
+            ctx["rel"] = self.rng.choice([rel] + list(self.f.lex.get("relation_alt", {}).get(rel, [])))
+        return ctx
 
     def join_units(self, *units: list[str]) -> list[str]:
         """One unit made of several units' phrasings (alternatives for the same slot), redrawable."""
@@ -317,35 +329,39 @@ class Writer:
             units += self._setting_units(full=True)
             if video:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
+            units += self._box_units(objs)
             units.append(u("count"))
-            return units, 1, rng.randint(5, 7)
+            return units, 1, rng.randint(7, 10)
         if itype == "narrative":
             units = [u("narr_open")]
-            for o in objs[:3]:
+            if video:  # who is there first, then what they do
+                units += self._event_units(f.events[:1])
+            for o in objs[:4]:
                 units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
             if video:
-                units += self._event_units(f.events)
-            units += [u("narr_close"), u("lighting"), u("background"), u("background_decor")]
-            return units, 2 if objs else 1, rng.randint(4, 6)  # a story names at least one thing in it
+                units += self._event_units(f.events[1:])
+            units += [u("narr_close"), u("background_decor"), u("lighting"), u("background")]
+            units += self._box_units(objs)[:2]
+            return units, 2 if objs else 1, rng.randint(6, 8)  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
-            ctx = f.ctx()
+            ctx = self._vary(f.ctx())
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
-            units += [u("theme_obj", o) for o in objs[:2]]
-            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background"), u("background_decor")]
-            return units, 1, rng.randint(3, 4)
+            units += [u("theme_obj", o) for o in objs[:3]]
+            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
+            return units, 1, rng.randint(5, 6)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
             viewer = f.by_id.get(plan.viewer_id) if plan.viewer_id else None
             vctx = {"vref": viewer["ref"], "vwhere": viewer["where"]} if viewer else {}
-            units = [pick_from(spec["open"], f.ctx(vctx), rng, 2, self.used)]
+            units = [pick_from(spec["open"], self._vary(f.ctx(vctx)), rng, 2, self.used)]
             for o in objs:
                 if o is viewer:
                     continue
                 rel = relation(o, viewer) if viewer else None
-                units.append(pick_from(spec["object"], f.ctx(o, vctx, rel=rel), rng, 2, self.used))
-            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting"), u("background_decor")]
-            return units, 2 if len(units) > 3 else 1, rng.randint(3, 4)  # the view names what it sees
+                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, rel=rel)), rng, 2, self.used))
+            units += [pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used), u("background_decor"), u("lighting")]
+            return units, 2 if len(units) > 3 else 1, rng.randint(4, 5)  # the view names what it sees
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
@@ -357,14 +373,15 @@ class Writer:
             if ex:  # belt and braces: no variant may carry the excluded category word
                 rx = re.compile(r"\b" + re.escape(ex["cat"].lower()) + r"s?\b")
                 units = [[v for v in un if not rx.search(v.lower())] for un in units]
-            return units, 1, rng.randint(3, 4)
+            return units, 1, rng.randint(5, 7)
         if itype == "appearance":
             targets = targets or objs[:1]
             units = [u("obj_appearance", o) for o in targets]
             for o in targets:
                 units += [u("obj_attrs", o), u("obj_size", o)]
+            units += [u("obj_width", o) for o in targets]
             units += [u("obj_position", o) for o in targets] + [u("lighting"), u("background")]
-            return units, len(targets), len(targets) + 1
+            return units, len(targets), len(targets) + 2
         if itype == "position":
             targets = targets or objs[:1]
             units = [u("obj_position", o) for o in targets]
@@ -375,8 +392,10 @@ class Writer:
             units += [u("obj_position_detail", o) for o in targets]
             if video:
                 units += [u("obj_end", o) for o in targets]
+            if len(objs) >= 3:
+                units += [u("lineup", lineup=self._lineup(objs))]
             units += [u("background")]
-            return units, len(targets), len(targets) + 1
+            return units, len(targets), len(targets) + 2
         if itype == "action":
             o = targets[0] if targets else (objs[0] if objs else None)
             if o is None:
@@ -386,7 +405,7 @@ class Writer:
                 units += [u("obj_intro_video", o), u("obj_end", o)]
             units += self._event_units([e for e in f.events if o in e["objs"]])
             units += [u("camera_subject", o), u("duration"), u("background")]
-            return units, 1, rng.randint(2, 3)
+            return units, 1, rng.randint(3, 4)
         if itype == "event":
             ev = self._event_units(f.events)
             if not ev:
@@ -401,13 +420,39 @@ class Writer:
             units = [u("camera"), u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             if o:
                 units.append(u("camera_subject", o))
-            units += [u("duration"), u("background"), u("lighting")]
-            return units, 1, rng.randint(2, 3)
+            units += [u("duration"), u("background"), u("background_decor"), u("lighting")]
+            return units, 1, rng.randint(3, 5)
         if itype == "background":
             units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
                      u("viewpoint"), u("duration")]
-            return units, 1, rng.randint(2, 3)
+            return units, 1, rng.randint(4, 6)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
+
+    def _lineup(self, objs: list[dict]) -> str | None:
+        """'the house, the ball, and the star' in left-to-right order, when the boxes are clearly apart."""
+        xs = sorted((o for o in objs if o.get("_cx") is not None), key=lambda o: o["_cx"])
+        if len(xs) < 3 or len(xs) != len(objs) or any(b["_cx"] - a["_cx"] < 0.1 for a, b in zip(xs, xs[1:])):
+            return None
+        return join_and([o["ref"] for o in xs])
+
+    def _box_units(self, objs: list[dict]) -> list[list[str]]:
+        """Facts read off the objects' boxes: which is largest/smallest, left-to-right order, widths."""
+        u = self.u
+        out: list[list[str]] = []
+        sized = sorted((o for o in objs if o.get("_area")), key=lambda o: -o["_area"])
+        if len(sized) >= 2 and len(sized) == len(objs):
+            big, second, small, prev = sized[0], sized[1], sized[-1], sized[-2]
+            if big["_area"] >= 1.5 * second["_area"]:
+                out.append(u("size_rank", big))
+            if len(sized) >= 3 and small["_area"] * 1.5 <= prev["_area"]:
+                out.append(u("size_small", small))
+            elif len(sized) == 2 and not out and big["_area"] >= 1.3 * small["_area"]:
+                out.append(u("compare_size", a_ref=big["ref"], b_ref=small["ref"]))
+        line = self._lineup(objs)
+        if line:
+            out.append(u("lineup", lineup=line))
+        out += [u("obj_width", o) for o in objs[:3]]
+        return [x for x in out if x]
 
     def _scene_units(self, objs: list[dict]) -> list[list[str]]:
         return [self.u("scene_intro") if objs else self.u("scene_empty")]
@@ -469,27 +514,43 @@ class Writer:
             for s in snds:
                 units.append(u("sound_full", s))
             for s in snds:
-                units += [u("sound_quality", s), u("sound_pattern", s), u("sound_span", s)]
-            return units + setting, 1, rng.randint(4, 6)
+                units += [u("sound_quality", s), u("sound_pattern", s), self._between(s), u("sound_kind", s),
+                          u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
+            units.append(u("sound_order"))
+            return [x for x in units if x] + setting, 1, rng.randint(7, 9)
         if itype == "event":
             ev = []
             for e in f.events:
                 one = len(e["objs"]) == 1
                 ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]),
                            start_v="starts" if one else "start", stop_v="stops" if one else "stop",
-                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade")
+                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade",
+                           enter_v="enters" if one else "enter", end_v="ends" if one else "end",
+                           fall_v="falls" if one else "fall")
                 ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
             if not ev:
                 ev = [u("audio_empty")]
-            return ev + setting, len(ev), min(len(ev), 6)  # every start and stop is asked for
+            more = [u("sound_order")] + [self._between(s) for s in snds] + [u("sound_quality", s) for s in snds]
+            return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)  # every start and stop is asked for
         if itype == "narrative":
-            units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds] + [u("narr_audio_close")] + setting
-            return units, 1, rng.randint(4, 5)
+            units = [u("narr_audio_open")]
+            for s in snds:
+                units += [x for x in (self._between(s), u("narr_sound", s)) if x]
+            units += [u("narr_audio_close")] + setting + [u("sound_quality", s) for s in snds]
+            return units, 1, rng.randint(5, 7)
         raise ValueError(f"no caption recipe for audio/{itype}")
+
+    def _between(self, s: dict) -> list[str]:
+        """What lies between a sound and the one before it: a pause, or an overlap."""
+        if s.get("gap"):
+            return self.u("sound_gap", s)
+        if s.get("overlap") and s.get("prev_ref"):
+            return self.u("sound_overlap", s)
+        return []
 
     # ---------------------------------------------------------------- poems
     def _couplets(self, group: str, *parts: dict | None, k: int = 2) -> list[tuple[str, str]]:
-        ctx = self.f.ctx(*parts)
+        ctx = self._vary(self.f.ctx(*parts))
         ok = [c for c in self.ph.poem[group] if c[0].ok(ctx) and c[1].ok(ctx)]
         if not ok:
             return []
@@ -513,14 +574,15 @@ class Writer:
             units += [c("background"), c("mood")]
             n_full = len([x for x in units if x])
             # second-round couplets give long forms (exactly 60 words) room; short ones fit tight limits
-            units += [c("object", o) for o in f.objs[:3]] + [c("background")]
-            units += [c("object_short", o) for o in f.objs[:2]] + [c("short")]
+            units += [c("motion" if o.get("moving") else "object", o) for o in f.objs[:3]] + [c("background")]
+            units += [c("object_short", o) for o in f.objs[:2] if not o.get("moving")] + [c("short")]
         units = [x for x in units if x]
         if units:  # short couplets as alternatives for the first couplet, for "exactly 10 words"
             if f.modality == "audio":
                 units[0] = units[0] + c("audio_short", f.sounds[0] if f.sounds else None, k=3)
             else:
-                units[0] = units[0] + (c("object_short", f.objs[0]) if f.objs else []) + c("short", k=3)
+                still = f.objs and not f.objs[0].get("moving")
+                units[0] = units[0] + (c("object_short", f.objs[0]) if still else []) + c("short", k=3)
         if lite:
             units = units[:2]
         if not units:
