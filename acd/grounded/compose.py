@@ -231,6 +231,12 @@ class Writer:
                 ctx[key] = self.rng.choice(opts)
         if ctx.get("mood_opts"):
             ctx["mood_indef"] = article(ctx["mood"])
+        if ctx.get("decor_parts") and "decor" not in (fixed or ()):
+            ctx["decor"] = join_and([self.rng.choice(opts) for opts in ctx["decor_parts"]])
+        if ctx.get("indef_adj") and "indef" not in (fixed or ()) and self.rng.random() < 0.35:
+            ctx["indef"], adj = self.rng.choice(ctx["indef_adj"])
+            rest = [a for a in (ctx.get("_adjs") or []) if a != adj]
+            ctx["adjs"] = join_and(rest) or None  # the adjective is said once
         rel = ctx.get("rel")
         if rel:
             ctx["rel"] = self.rng.choice([rel] + list(self.f.lex.get("relation_alt", {}).get(rel, [])))

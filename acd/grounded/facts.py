@@ -195,8 +195,8 @@ class Facts:
             decor = [d for d in (scene.get("decorations") or []) if d]
             sc["decor"] = join_and(decor) or None          # "white clouds and blades of grass"
             dalt = lex.get("decor_alt", {})
-            sc["decor_opts"] = [join_and([([d] + list(dalt.get(d, [])))[i % (1 + len(dalt.get(d, [])))] for d in decor])
-                                for i in range(3)] if decor else None
+            # each decoration's own wordings, drawn independently per sentence (compose.Writer._vary)
+            sc["decor_parts"] = [[d] + list(dalt.get(d, [])) for d in decor] if decor else None
             sc["lighting_opts"] = ([sc["lighting"]] + list(lex.get("lighting_alt", {}).get(sc["lighting"], []))
                                    if sc.get("lighting") else None)
             sc["decor1"] = decor[0] if decor else None
@@ -249,9 +249,13 @@ class Facts:
                 "indef_lean": article(" ".join(x for x in (colour, cat) if x)),
                 "indef_opts": [article(" ".join(x for x in (sz, colour, cat) if x))
                                for sz in [size] + list(lex.get("size_alt", {}).get(size, []))] if size else None,
+                # "a small round red ball": one of its adjectives said inside the noun phrase (then not again)
+                "indef_adj": [(article(" ".join(x for x in (size, a, colour, cat) if x)), a) for a in adjs[:2]
+                              if " " not in a] or None,
                 "ref_opts": [ref] + ([f"the {cat}"] if cats[o.get("category")] == 1 else [])
                             + ([f"this {ref_core}"] if cc[(colour, o.get("category"))] == 1 else []),
                 "adjs": join_and(adjs[:2]) or None,          # "round and shiny"
+                "_adjs": adjs[:2],
                 "parts": join_and(parts[:2]) or None,        # "a long tail and pointed ears"
                 "adjs_opts": [join_and(adjs[:2]), join_and(adjs[:2][::-1])] if len(adjs) > 1 else None,
                 "parts_opts": [join_and(parts[:2]), join_and(parts[:2][::-1])] if len(parts) > 1 else None,

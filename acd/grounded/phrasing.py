@@ -36,6 +36,8 @@ class Tpl:
     __slots__ = ("text", "fields", "alts")
 
     def __init__(self, text: str):
+        if "[" in _ALT.sub("", text) or "]" in _ALT.sub("", text):  # e.g. a placeholder inside [a|b]
+            raise ValueError(f"phrasing template has a malformed [a|b] choice: {text!r}")
         self.text = text
         self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(_ALT.sub("", text)) if f}))
         self.alts = bool(_ALT.search(text))
