@@ -19,6 +19,9 @@ from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
+_DEF = "#def"
+_DEF_CACHE: dict[tuple[int, str], tuple] = {}
+_INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
 FALLBACKS = {"prose": 0, "poem": 0}  # how often no phrasing met a word target (the nearest caption was written)
 
 
@@ -38,6 +41,7 @@ class Writer:
     def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
         self.ph, self.f, self.rng = ph, facts, rng
         self.used: set[int] = set()  # templates already drawn for the caption being written
+        self.definite = False  # objects already introduced by the caption's first sentence
         self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
 
     # ================================================================ instructions
@@ -213,12 +217,28 @@ class Writer:
         """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
         (a fact said with one word less, so word counts can be met exactly without padding)."""
         ctx = self._vary(self.f.ctx(*parts, **extra), extra)
-        out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
-        if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
+        if self.definite and ctx.get("ref_opts") and "indef" not in extra:
+            # the caption's first sentence already introduced this object: name it as "the ..." now
+            group = group + _DEF
+            ctx["indef"] = ctx["ref"]
+            ctx["indef_lean"] = min(ctx["ref_opts"], key=len)
+            ctx["size"] = None
+        out = pick_from(self._tpls(group), ctx, self.rng, k, self.used)
+        if ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
-            out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
+            out += [t for t in pick_from(self._tpls(group), lean, self.rng, k) if t not in out]
         self._groups[id(out)] = (out, [(group, ctx)])
         return out
+
+    def _tpls(self, group: str) -> tuple:
+        """A group's templates; 'group#def' keeps those that read well with a definite noun phrase
+        ("There is the ball" does not)."""
+        if not group.endswith(_DEF):
+            return self.ph.sentences[group]
+        key = (id(self.ph), group)
+        if key not in _DEF_CACHE:
+            _DEF_CACHE[key] = tuple(t for t in self.ph.sentences[group[: -len(_DEF)]] if not _INDEF_ONLY.search(t.text))
+        return _DEF_CACHE[key]
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
                "lighting", "decor", "mood", "adjs", "parts")
@@ -257,7 +277,7 @@ class Writer:
         srcs = self._sources(unit)
         out = list(unit)
         for group, ctx in srcs:
-            out += [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in out]
+            out += [t for t in pick_from(self._tpls(group), ctx, self.rng, 8) if t not in out]
         self._groups[id(out)] = (out, srcs)
         return out
 
@@ -329,7 +349,9 @@ class Writer:
             first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
+            self.definite = bool(objs)
             units = [scene[0]] + self._object_units(objs)
+            self.definite = False
             if len(objs) >= 2:
                 units.append(u("relation", a_ref=objs[0]["ref"], b_ref=objs[1]["ref"], rel=relation(objs[0], objs[1])))
             units += self._setting_units(full=True)
@@ -353,7 +375,9 @@ class Writer:
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = self._vary(f.ctx())
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
+            self.definite = bool(objs)
             units += [u("theme_obj", o) for o in objs[:3]]
+            self.definite = False
             units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
             return units, 1, rng.randint(5, 6)
         if itype == "perspective":
@@ -373,7 +397,10 @@ class Writer:
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
             ol = objects_list(keep, f.lex["numbers"])
             first = u("scene_intro", objects_list=ol) if keep else u("scene_empty")
-            units = [first or u("background")] + self._object_units(keep) + self._setting_units(full=True)
+            self.definite = bool(keep)
+            units = [first or u("background")] + self._object_units(keep)
+            self.definite = False
+            units += self._setting_units(full=True)
             if video:
                 units += [u("camera")] + self._event_units([e for e in f.events if not ex or ex not in e["objs"]])
             if ex:  # belt and braces: no variant may carry the excluded category word

@@ -81,6 +81,8 @@ def _orders(objs: list[dict], numbers: list[str]) -> list[str] | None:
         return None
     out = [objects_list(objs, numbers), objects_list(objs[::-1], numbers),
            objects_list(objs[1:] + objs[:1], numbers)]
+    lean = [dict(o, indef=o["indef_lean"], size=None) for o in objs]  # sizes are said in later sentences
+    out += [objects_list(lean, numbers), objects_list(lean[::-1], numbers)]
     return list(dict.fromkeys(x for x in out if x))
 
 

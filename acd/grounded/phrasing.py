@@ -58,6 +58,38 @@ class Tpl:
         return f"Tpl({self.text!r})"
 
 
+_PLAIN = re.compile(r"(\{[^}]*\}|\[[^\]]*\])|([A-Za-z]+)")
+_KEEP_AFTER = {"a", "an"}  # "a whole" -> "a entire" would need another article
+_KEEP_BEFORE = {"off", "like", "out", "up", "away"}  # phrasal verbs: "gives off" is not "lends off"
+
+
+def with_synonyms(text: str, table: dict[str, list[str]]) -> str:
+    """`text` with each plain word that has synonyms turned into a choice: 'shows' -> '[shows|displays]'.
+
+    Placeholders and existing choices are left alone; a word after 'a'/'an' or before a particle keeps its
+    form. The table (captions.yaml `synonyms`) lists words whose listed forms read the same in any
+    template (same inflection, same claim)."""
+    if not table:
+        return text
+    parts = list(_PLAIN.finditer(text))
+    out, last = [], 0
+    for k, m in enumerate(parts):
+        out.append(text[last:m.start()])
+        last = m.end()
+        word = m.group(2)
+        alts = table.get(word.lower()) if word else None
+        prev = parts[k - 1].group(2) if k > 0 else None
+        nxt = parts[k + 1].group(2) if k + 1 < len(parts) else None
+        if (not alts or (prev and prev.lower() in _KEEP_AFTER) or (nxt and nxt.lower() in _KEEP_BEFORE)
+                or "[" in text[max(0, m.start() - 1):m.start()]):
+            out.append(m.group(0))
+            continue
+        forms = [word] + [a[:1].upper() + a[1:] if word[:1].isupper() else a for a in alts]
+        out.append("[" + "|".join(forms) + "]")
+    out.append(text[last:])
+    return "".join(out)
+
+
 def cap(text: str) -> str:
     """Capitalise the first letter (templates may start with a placeholder like {indef})."""
     return text[:1].upper() + text[1:] if text else text
@@ -130,8 +162,10 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         for modality in ("image", "video", "audio"):
             texts = list(per.get("any", [])) + list(per.get(modality, []))
             instruction_tpls[(itype, modality)] = tuple(Tpl(t) for t in texts)
+    syn = cap_.get("synonyms") or {}
     style_tpls = {
-        kind: {sid: {part: tuple(Tpl(t) for t in spec.get(part, [])) for part in ("phrases", "open", "object", "close")}
+        kind: {sid: {part: tuple(Tpl(t if part == "phrases" else with_synonyms(t, syn)) for t in spec.get(part, []))
+                     for part in ("phrases", "open", "object", "close")}
                for sid, spec in sty[kind].items()}
         for kind in ("themes", "viewpoints")
     }
@@ -147,7 +181,7 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         instructions=ins,
         styles=sty,
         lexicon=cap_["lexicon"],
-        sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
+        sentences={g: tuple(Tpl(with_synonyms(t, syn)) for t in ts) for g, ts in cap_["sentences"].items()},
         poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
         poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
         instruction_tpls=instruction_tpls,
