@@ -241,7 +241,7 @@ class Writer:
         return _DEF_CACHE[key]
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
-               "lighting", "decor", "mood", "adjs", "parts")
+               "lighting", "decor", "mood", "adjs", "parts", "cam")
 
     def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""
@@ -559,7 +559,7 @@ class Writer:
                            start_v="starts" if one else "start", stop_v="stops" if one else "stop",
                            begin_v="begins" if one else "begin", fade_v="fades" if one else "fade",
                            enter_v="enters" if one else "enter", end_v="ends" if one else "end",
-                           fall_v="falls" if one else "fall")
+                           fall_v="falls" if one else "fall", is_v="is" if one else "are")
                 ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
             if not ev:
                 ev = [u("audio_empty")]

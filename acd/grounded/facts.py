@@ -216,6 +216,8 @@ class Facts:
                 speed_adv = lex["speed_adv"].get(cam.get("speed"), "smoothly")
                 tpl = lex["camera"].get(self.camera, "moves ({motion})")
                 sc["cam"] = tpl.format(speed_adv=speed_adv, motion=self.camera)
+                sc["cam_opts"] = [sc["cam"]] + [t.format(speed_adv=speed_adv, motion=self.camera)
+                                                for t in lex.get("camera_alt", {}).get(self.camera, [])]
             self._video_events(g.get("events") or [])
         self.scene = sc
 
