@@ -56,6 +56,9 @@ def _vocab() -> dict[str, Any]:
             positions[phrase] = pos
     for pos, phrase in lex["edge_note"].items():
         positions[phrase] = pos
+    for pos, phrases in lex.get("edge_note_alt", {}).items():
+        for phrase in phrases:
+            positions[phrase] = pos
     for pos in lex["where"]:  # "at the top left", "the top-left ball" (the writer's short and ref forms)
         positions[f"at the {pos}"] = pos
         if " " in pos:

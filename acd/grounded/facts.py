@@ -192,6 +192,8 @@ class Facts:
                 bg_indef_opts=[article(bg)] + list(lex.get("background_alt", {}).get(bg, [])) if bg else None,
                 lighting=lex["lighting_names"].get(scene.get("lighting"), scene.get("lighting")),
                 vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
+                vp_indef_opts=[article(scene["viewpoint"])] + list(lex.get("viewpoint_alt", {}).get(scene["viewpoint"], []))
+                if scene.get("viewpoint") else None,
                 viewpoint=scene.get("viewpoint"),
             )
             decor = [d for d in (scene.get("decorations") or []) if d]
@@ -265,6 +267,8 @@ class Facts:
                 "parts_opts": [join_and(parts[:2]), join_and(parts[:2][::-1])] if len(parts) > 1 else None,
                 "part1": parts[0] if parts else None,
                 "where": where, "at_pos": f"at the {pos}" if pos else None, "edge_note": lex["edge_note"].get(pos),
+                "edge_note_opts": [lex["edge_note"][pos]] + list(lex.get("edge_note_alt", {}).get(pos, []))
+                if pos in lex["edge_note"] else None,
                 "moving": moving,
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,

@@ -60,7 +60,7 @@ class Tpl:
 
 _PLAIN = re.compile(r"(\{[^}]*\}|\[[^\]]*\])|([A-Za-z]+)")
 _KEEP_AFTER = {"a", "an"}  # "a whole" -> "a entire" would need another article
-_KEEP_BEFORE = {"off", "like", "out", "up", "away"}  # phrasal verbs: "gives off" is not "lends off"
+_KEEP_BEFORE = {"off", "like", "out", "up", "away", "of", "put"}  # phrasal verbs: "gives off" is not "lends off"
 
 
 def with_synonyms(text: str, table: dict[str, list[str]]) -> str:
