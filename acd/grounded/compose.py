@@ -347,6 +347,9 @@ class Writer:
 
         if itype == "brief":
             main = objs[0] if objs else None
+            if len(objs) > 2:  # a brief caption names many things without their sizes
+                lean = objects_list([dict(o, indef=o["indef_lean"], size=None) for o in objs], f.lex["numbers"])
+                scene = [u("scene_intro", objects_list=lean)]
             first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
@@ -392,7 +395,8 @@ class Writer:
                 rel = relation(o, viewer) if viewer else None
                 units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, rel=rel)), rng, 2, self.used))
             units += [pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used), u("background_decor"), u("lighting")]
-            return units, 2 if len(units) > 3 else 1, rng.randint(4, 5)  # the view names what it sees
+            natural = rng.randint(3, 4) if video else rng.randint(4, 5)  # the release's video views are shorter
+            return units, 2 if len(units) > 3 else 1, natural  # the view names what it sees
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
@@ -429,7 +433,7 @@ class Writer:
             if len(objs) >= 3:
                 units += [u("lineup", lineup=self._lineup(objs))]
             units += [u("background")]
-            return units, len(targets), len(targets) + 2
+            return units, len(targets), len(targets) + (1 if video else 2)
         if itype == "action":
             o = targets[0] if targets else (objs[0] if objs else None)
             if o is None:
@@ -621,7 +625,7 @@ class Writer:
             units = units[:2]
         if not units:
             units = [[("Quiet", "still")]]
-        natural = max(1, min(rng.randint(2, 4), n_full))
+        natural = max(1, min(rng.randint(1, 3) if f.modality == "audio" else rng.randint(2, 4), n_full))
         if target is None:
             if lc is None or lc.form == "none":
                 target = Target(None, natural, natural, natural)
