@@ -463,6 +463,9 @@ class Writer:
         if itype == "background":
             units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
                      u("viewpoint"), u("duration")]
+            if video:  # what the camera does to the backdrop is a fact about the background too
+                still = (f.g.get("camera") or {}).get("motion") in (None, "static")
+                units.append(u("camera_still_decor" if still else "camera_decor"))
             return units, 1, rng.randint(4, 6)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
 
@@ -625,7 +628,7 @@ class Writer:
             units = units[:2]
         if not units:
             units = [[("Quiet", "still")]]
-        natural = max(1, min(rng.randint(1, 3) if f.modality == "audio" else rng.randint(2, 4), n_full))
+        natural = max(1, min(2 if f.modality == "audio" else rng.randint(2, 4), n_full))  # release: audio poems are short
         if target is None:
             if lc is None or lc.form == "none":
                 target = Target(None, natural, natural, natural)
