@@ -19,6 +19,9 @@ from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
+_NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
+            "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
+_INTRO_TYPES = ("brief", "detail", "narrative", "theme", "perspective", "instance")  # unit 0 sets the scene
 _DEF = "#def"
 _DEF_CACHE: dict[tuple[int, str], tuple] = {}
 _INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
@@ -177,11 +180,20 @@ class Writer:
         if lite:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
+        self._about_main = (set(), set())
         if units and tiny in self.ph.sentences and not force_first:
-            units[0] = self.join_units(units[0], self.u(tiny, self._main(itype, plan), k=3))
+            main = self._main(itype, plan)
+            short = self.u(tiny, main, k=3)
+            if main and itype in _INTRO_TYPES:  # a first sentence about one thing: its own later sentences go
+                self._about_main = (set(short), {i for i, un in enumerate(units) if i and any(
+                    c.get("id") == main.get("id") for _, c in self._sources(un))})
+            units[0] = self.join_units(units[0], short)
             if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
                 units[0] = self.join_units(units[0], self.u("scene_tiny", k=3))  # short, still names everything
-        units = [u for u in units if u]
+        if any(not u for u in units):  # keep the about-main unit indices in step with the list
+            keep = [i for i, u in enumerate(units) if u]
+            self._about_main = (self._about_main[0], {keep.index(i) for i in self._about_main[1] if i in keep})
+            units = [units[i] for i in keep]
         if not lite:
             units += self._extra_units(units, itype)
         units += self._fillers(itype)
@@ -322,6 +334,20 @@ class Writer:
                 picked.append(units[-1 - (len(picked) % 2)][0])
             return " ".join(picked)
         wcs = [[count_words(b) for b in u] for u in units]
+        main_first, main_units = getattr(self, "_about_main", (set(), set()))
+        if main_first and not force:
+            # either the first sentence lists the scene, or it is about the main thing and that thing's
+            # later sentences are left out (never the same thing introduced twice)
+            no = t.hi + 1  # a weight no total can use
+            wa = [[w if b not in main_first else no for b, w in zip(units[0], wcs[0])]] + wcs[1:]
+            picks = choose_words(wa, n_core, t.lo, t.hi, t.pref)
+            if picks is None:
+                wb = [[w if b in main_first else no for b, w in zip(units[0], wcs[0])]]
+                wb += [[no] * len(w) if i + 1 in main_units else w for i, w in enumerate(wcs[1:])]
+                picks = choose_words(wb, 1, t.lo, t.hi, t.pref)
+            if picks is not None:
+                return " ".join(units[i][j] for i, j in picks)
+            return None
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
         if picks is None:
             if not force:
@@ -350,7 +376,7 @@ class Writer:
             if len(objs) > 2:  # a brief caption names many things without their sizes
                 lean = objects_list([dict(o, indef=o["indef_lean"], size=None) for o in objs], f.lex["numbers"])
                 scene = [u("scene_intro", objects_list=lean)]
-            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
+            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [])
             return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
         if itype == "detail":
             self.definite = bool(objs)
@@ -422,12 +448,12 @@ class Writer:
             return units, len(targets), len(targets) + 2
         if itype == "position":
             targets = targets or objs[:1]
-            units = [u("obj_position", o) for o in targets]
+            units = [u("obj_intro_video" if o.get("moving") else "obj_position", o) for o in targets]
             others = [o for o in objs if o not in targets]
             pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
             pairs += [(a, b) for a in targets for b in others][:2]
             units += [u("relation", a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b)) for a, b in pairs]
-            units += [u("obj_position_detail", o) for o in targets]
+            units += [u("obj_position_detail", o) for o in targets if not o.get("moving")]
             if video:
                 units += [u("obj_end", o) for o in targets]
             if len(objs) >= 3:
@@ -441,7 +467,8 @@ class Writer:
             units = [u("obj_action", o) if o.get("moving") else u("obj_still", o)]
             if o.get("moving"):
                 units += [u("obj_intro_video", o), u("obj_end", o)]
-            units += self._event_units([e for e in f.events if o in e["objs"]])
+            # its events, less the trivial "there from the first frame"
+            units += self._event_units([e for e in f.events if o in e["objs"] and not (e["type"] == "appear" and e["t"] <= 0.05)])
             units += [u("camera_subject", o), u("duration"), u("background")]
             return units, 1, rng.randint(3, 4)
         if itype == "event":
@@ -644,6 +671,8 @@ class Writer:
             for i, vs in enumerate(units):
                 vs = list(vs)
                 for a, b in (vs[:1] if i > 0 else list(vs)):  # linking words on a couplet's first line
+                    if a.split(" ", 1)[0].lower().strip(",") in _NO_LINK:
+                        continue  # "And so listen, ..." does not read
                     for n, conns in self.ph.poem_connectives.items():
                         vs.append((f"{rng.choice(conns)} {lower_first(a)}", b))
                 variants.append(vs)
