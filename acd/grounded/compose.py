@@ -254,7 +254,7 @@ class Writer:
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
                "lighting", "decor", "mood", "adjs", "parts", "cam",
-               "vp_indef", "edge_note")
+               "vp_indef", "edge_note", "loud")
 
     def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""

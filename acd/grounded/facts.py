@@ -81,6 +81,11 @@ def _orders(objs: list[dict], numbers: list[str]) -> list[str] | None:
         return None
     out = [objects_list(objs, numbers), objects_list(objs[::-1], numbers),
            objects_list(objs[1:] + objs[:1], numbers)]
+    if len(objs) > 2:  # "..., as well as a green star"
+        full = objects_list(objs, numbers)
+        head, _, last = full.rpartition(", and ")
+        if head:
+            out.append(f"{head}, as well as {last}")
     lean = [dict(o, indef=o["indef_lean"], size=None) for o in objs]  # sizes are said in later sentences
     out += [objects_list(lean, numbers), objects_list(lean[::-1], numbers)]
     return list(dict.fromkeys(x for x in out if x))
@@ -301,7 +306,9 @@ class Facts:
             src = lex["sound_names"].get(src, src)  # "beeps" -> "series of beeps" (one countable thing)
             loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
             quals = ", ".join(x for x in (loud, pitch) if x)
-            alt_q = [", ".join(x for x in (loud, p) if x) for p in lex.get("pitch_alt", {}).get(s.get("pitch"), [])]
+            louds = [loud] + list(lex.get("loudness_alt", {}).get(loud, [])) if loud else [None]
+            alt_q = [", ".join(x for x in (ld, p) if x) for ld in louds
+                     for p in [pitch] + list(lex.get("pitch_alt", {}).get(s.get("pitch"), []))][1:]
             when_key = when_bucket(s.get("start") or 0.0, dur)
             names = [src] + list(lex.get("sound_names_alt", {}).get(s.get("source"), []))
             self.sounds.append({
@@ -310,6 +317,7 @@ class Facts:
                 "s_indef": article(f"{quals} {src}" if quals else src),
                 "s_indef_opts": [article(f"{q} {n}" if q else n) for q in [quals] + alt_q for n in names],
                 "loud": loud, "pitch": pitch, "pattern": s.get("pattern"),
+                "loud_opts": louds if len(louds) > 1 else None,
                 "when": lex["when_audio"][when_key],
                 "when_opts": [lex["when_audio"][when_key]] + list(lex.get("when_audio_alt", {}).get(when_key, [])),
                 "start": fmt_t(s.get("start", 0.0)), "end": fmt_t(s.get("end", 0.0)),
