@@ -389,7 +389,7 @@ class Writer:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
             units += self._box_units(objs)
             units.append(u("count"))
-            return units, 1, rng.randint(7, 10)
+            return units, 1, rng.randint(9, 12)
         if itype == "narrative":
             units = [u("narr_open")]
             if video:  # who is there first, then what they do
@@ -400,7 +400,7 @@ class Writer:
                 units += self._event_units(f.events[1:])
             units += [u("narr_close"), u("background_decor"), u("lighting"), u("background")]
             units += self._box_units(objs)[:2]
-            return units, 2 if objs else 1, rng.randint(6, 8)  # a story names at least one thing in it
+            return units, 2 if objs else 1, rng.randint(8, 10)  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = self._vary(f.ctx())
@@ -409,7 +409,7 @@ class Writer:
             units += [u("theme_obj", o) for o in objs[:3]]
             self.definite = False
             units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
-            return units, 1, rng.randint(5, 6)
+            return units, 1, rng.randint(6, 7)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
             viewer = f.by_id.get(plan.viewer_id) if plan.viewer_id else None
@@ -478,7 +478,7 @@ class Writer:
             units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
             units += [u("obj_action", o) for o in objs if o.get("moving")] + [u("camera"), u("background_decor"), u("lighting")]
             n_ev = max(1, len(ev))
-            return units, n_ev, min(n_ev + 1, 6)  # every event is asked for
+            return units, n_ev, min(n_ev + 2, 7)  # every event is asked for
         if itype == "camera":
             o = targets[0] if targets else None
             still = (f.g.get("camera") or {}).get("motion") in (None, "static")
@@ -605,7 +605,7 @@ class Writer:
             for s in snds:
                 units += [x for x in (self._between(s), u("narr_sound", s)) if x]
             units += [u("narr_audio_close")] + setting + [u("sound_quality", s) for s in snds]
-            return units, 1, rng.randint(5, 7)
+            return units, 1, rng.randint(6, 8)
         raise ValueError(f"no caption recipe for audio/{itype}")
 
     def _between(self, s: dict) -> list[str]:
