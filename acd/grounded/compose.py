@@ -254,7 +254,7 @@ class Writer:
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
                "lighting", "decor", "mood", "adjs", "parts", "cam",
-               "vp_indef", "edge_note", "loud")
+               "vp_indef", "edge_note", "loud", "media")
 
     def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""
@@ -266,6 +266,7 @@ class Writer:
             ctx["mood_indef"] = article(ctx["mood"])
         if ctx.get("decor_parts") and "decor" not in (fixed or ()):
             ctx["decor"] = join_and([self.rng.choice(opts) for opts in ctx["decor_parts"]])
+            ctx["decor1"] = self.rng.choice(ctx["decor_parts"][0])
         if ctx.get("indef_adj") and "indef" not in (fixed or ()) and self.rng.random() < 0.35:
             ctx["indef"], adj = self.rng.choice(ctx["indef_adj"])
             rest = [a for a in (ctx.get("_adjs") or []) if a != adj]

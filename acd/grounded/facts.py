@@ -168,6 +168,7 @@ class Facts:
         self.duration = g.get("duration_s")
         sc: dict[str, Any] = {
             "media": lex["media_caption"][modality],
+            "media_opts": [lex["media_caption"][modality]] + list(lex.get("media_caption_alt", {}).get(modality, [])),
             "mood": scene.get("mood"),
             "mood_indef": article(scene["mood"]) if scene.get("mood") else None,
             "mood_opts": [scene["mood"]] + list(lex.get("mood_alt", {}).get(scene["mood"], [])) if scene.get("mood") else None,
