@@ -303,7 +303,7 @@ class Writer:
             groups = ["audio_background", "audio_mood", "audio_duration"]
             extra = [self.u(g) for g in groups if g not in have]
             for s in self.f.sounds:
-                extra += [self.u("sound_quality", s), self.u("sound_pattern", s), self.u("sound_span", s)]
+                extra += [self.u(g, s) for g in ("sound_quality", "sound_pattern", "sound_span") if g not in have]
             return [x for x in extra if x]
         groups = ["background", "background_decor", "background_colour", "lighting", "viewpoint", "mood"]
         extra = [self.u(g) for g in groups if g not in have]
@@ -378,7 +378,10 @@ class Writer:
                 lean = objects_list([dict(o, indef=o["indef_lean"], size=None) for o in objs], f.lex["numbers"])
                 scene = [u("scene_intro", objects_list=lean)]
             first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [])
-            return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
+            self.definite = bool(objs)
+            units = [first] + self._object_units(objs, short=True)
+            self.definite = False
+            return units + self._setting_units(), 1, 1
         if itype == "detail":
             self.definite = bool(objs)
             units = [scene[0]] + self._object_units(objs)
@@ -605,7 +608,7 @@ class Writer:
             units = [u("narr_audio_open")]
             for s in snds:
                 units += [x for x in (self._between(s), u("narr_sound", s)) if x]
-            units += [u("narr_audio_close")] + setting + [u("sound_quality", s) for s in snds]
+            units += [u("narr_audio_close")] + setting[1:] + [u("sound_quality", s) for s in snds]  # open/close say the background
             return units, 1, rng.randint(6, 8)
         raise ValueError(f"no caption recipe for audio/{itype}")
 

@@ -216,6 +216,7 @@ class Facts:
             sc["objects_list_opts"] = _orders(self.objs, numbers)
             sc["many_list"] = sc["objects_list"] if len(self.objs) > 1 else None  # takes a plural verb
             sc["objects_cats"] = join_and(_cats_list(self.objs)) or None  # "a ball, two stars and a box"
+            sc["many_cats"] = sc["objects_cats"] if len(self.objs) > 1 else None
             n = len(self.objs)
             sc["count_word"] = number_word(n) if n > 1 else None
             cam = g.get("camera") or {}
