@@ -300,7 +300,7 @@ class Writer:
         ("exactly 60 words") adds before anything else, so fact-poor scenes still reach it truthfully."""
         have = {g for u in units for g, _ in self._sources(u)}
         if self.f.modality == "audio":
-            groups = ["audio_background", "audio_mood", "audio_duration"]
+            groups = ["audio_mood", "audio_duration"] + ([] if itype == "narrative" else ["audio_background"])
             extra = [self.u(g) for g in groups if g not in have]
             for s in self.f.sounds:
                 extra += [self.u(g, s) for g in ("sound_quality", "sound_pattern", "sound_span") if g not in have]
