@@ -162,5 +162,6 @@ def test_run_report_has_every_section_with_numbers(built):
     rerun_generate = float(re.search(r"generate (\d+\.\d)", runs[1][3]).group(1))
     assert float(stages["generate"][1]) == pytest.approx(first_generate + rerun_generate, abs=0.15)
     assert float(stages["generate"][5]) == pytest.approx(rerun_generate, abs=0.05)
-    assert float(stages["generate"][4].replace(",", "")) <= 324 / first_generate * 1.01
+    # the report prints whole pairs per second: allow its rounding (+0.5) beside the 1% for rounded seconds
+    assert float(stages["generate"][4].replace(",", "")) <= 324 / first_generate * 1.01 + 0.5
     assert stages["ingest"][3] == "32 media"
