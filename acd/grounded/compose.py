@@ -393,7 +393,7 @@ class Writer:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
             units += self._box_units(objs)
             units.append(u("count"))
-            return units, 1, rng.randint(9, 12)
+            return units, 1, rng.randint(10, 13)
         if itype == "narrative":
             units = [u("narr_open")]
             if video:  # who is there first, then what they do
@@ -589,7 +589,7 @@ class Writer:
                 units += [u("sound_quality", s), u("sound_pattern", s), self._between(s), u("sound_kind", s),
                           u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
             units.append(u("sound_order"))
-            return [x for x in units if x] + setting, 1, rng.randint(7, 9)
+            return [x for x in units if x] + setting, 1, rng.randint(8, 10)
         if itype == "event":
             ev = []
             for e in f.events:
