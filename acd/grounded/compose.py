@@ -609,7 +609,7 @@ class Writer:
             for s in snds:
                 units += [x for x in (self._between(s), u("narr_sound", s)) if x]
             units += [u("narr_audio_close")] + setting[1:] + [u("sound_quality", s) for s in snds]  # open/close say the background
-            return units, 1, rng.randint(6, 8)
+            return units, 2 if snds else 1, rng.randint(6, 8)  # a story names at least one of its sounds
         raise ValueError(f"no caption recipe for audio/{itype}")
 
     def _between(self, s: dict) -> list[str]:

@@ -138,7 +138,7 @@ def pick_from(tpls, ctx: dict[str, Any], rng: random.Random, k: int = 1, used: s
         chosen = rng.sample(fresh, min(k, len(fresh)))
         if len(chosen) < k and stale:
             chosen += rng.sample(stale, min(k - len(chosen), len(stale)))
-        used.update(id(t) for t in chosen[:1])
+        used.update(id(t) for t in chosen)  # any of them may be the one the fitter keeps
     else:
         chosen = rng.sample(ok, min(k, len(ok)))
     return [cap(t.render(ctx, rng)) for t in chosen]
