@@ -410,7 +410,7 @@ class Writer:
             ctx = self._vary(f.ctx())
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
             self.definite = bool(objs)
-            units += [u("theme_obj", o) for o in objs[:3]]
+            units += [u("obj_action", o) if o.get("moving") else u("theme_obj", o) for o in objs[:3]]  # no "rests" for a mover
             self.definite = False
             units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
             return units, 1, rng.randint(6, 7)
