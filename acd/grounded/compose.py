@@ -387,7 +387,7 @@ class Writer:
             units = [scene[0]] + self._object_units(objs)
             self.definite = False
             if len(objs) >= 2:
-                units.append(u("relation", a_ref=objs[0]["ref"], b_ref=objs[1]["ref"], rel=relation(objs[0], objs[1])))
+                units.append(self._relation(objs[0], objs[1]))
             units += self._setting_units(full=True)
             if video:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
@@ -456,7 +456,7 @@ class Writer:
             others = [o for o in objs if o not in targets]
             pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
             pairs += [(a, b) for a in targets for b in others][:2]
-            units += [u("relation", a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b)) for a, b in pairs]
+            units += [self._relation(a, b) for a, b in pairs]
             units += [u("obj_position_detail", o) for o in targets if not o.get("moving")]
             if video:
                 units += [u("obj_end", o) for o in targets]
@@ -499,6 +499,11 @@ class Writer:
                 units.append(u("camera_still_decor" if still else "camera_decor"))
             return units, 1, rng.randint(4, 6)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
+
+    def _relation(self, a: dict, b: dict) -> list[str]:
+        """Where a is relative to b; for a moving object that holds only at the start, and is said so."""
+        group = "relation_start" if a.get("moving") or b.get("moving") else "relation"
+        return self.u(group, a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b))
 
     def _lineup(self, objs: list[dict]) -> str | None:
         """'the house, the ball, and the star' in left-to-right order, when the boxes are clearly apart."""
