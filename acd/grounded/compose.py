@@ -23,7 +23,7 @@ _NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice"
             "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
 _INTRO_TYPES = ("brief", "detail", "narrative", "theme", "perspective", "instance")  # unit 0 sets the scene
 _DEF = "#def"
-_DEF_CACHE: dict[tuple[int, str], tuple] = {}
+_DEF_CACHE: dict[int, tuple[tuple, tuple]] = {}
 _INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
 FALLBACKS = {"prose": 0, "poem": 0}  # how often no phrasing met a word target (the nearest caption was written)
 
@@ -247,10 +247,11 @@ class Writer:
         ("There is the ball" does not)."""
         if not group.endswith(_DEF):
             return self.ph.sentences[group]
-        key = (id(self.ph), group)
-        if key not in _DEF_CACHE:
-            _DEF_CACHE[key] = tuple(t for t in self.ph.sentences[group[: -len(_DEF)]] if not _INDEF_ONLY.search(t.text))
-        return _DEF_CACHE[key]
+        base = self.ph.sentences[group[: -len(_DEF)]]
+        hit = _DEF_CACHE.get(id(base))
+        if hit is None or hit[0] is not base:  # keyed by the base tuple itself (an id alone can be reused)
+            hit = _DEF_CACHE[id(base)] = (base, tuple(t for t in base if not _INDEF_ONLY.search(t.text)))
+        return hit[1]
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
                "lighting", "decor", "mood", "adjs", "parts", "cam",
