@@ -163,7 +163,8 @@ def test_run_report_has_every_section_with_numbers(built):
     # Three figures each rounded to 0.1 s: they can differ by up to 0.15 s (plus float noise).
     assert float(stages["generate"][1]) == pytest.approx(first_generate + rerun_generate, abs=0.151)
     assert float(stages["generate"][5]) == pytest.approx(rerun_generate, abs=0.05)
-    assert float(stages["generate"][4].replace(",", "")) <= 324 / first_generate * 1.01
+    # the report prints whole pairs per second: allow its rounding (+0.5) beside the 1% for rounded seconds
+    assert float(stages["generate"][4].replace(",", "")) <= 324 / first_generate * 1.01 + 0.5
     assert stages["ingest"][3] == "32 media"
     # The latest run's orchestration share: stage walls less the engine's unit seconds per worker process.
     m = re.search(r"Latest run: (\d+\.\d) s in the stages, of which the engine worked (\d+\.\d) s .* "

@@ -56,6 +56,9 @@ def _vocab() -> dict[str, Any]:
             positions[phrase] = pos
     for pos, phrase in lex["edge_note"].items():
         positions[phrase] = pos
+    for pos, phrases in lex.get("edge_note_alt", {}).items():
+        for phrase in phrases:
+            positions[phrase] = pos
     for pos in lex["where"]:  # "at the top left", "the top-left ball" (the writer's short and ref forms)
         positions[f"at the {pos}"] = pos
         if " " in pos:
@@ -76,6 +79,12 @@ def _vocab() -> dict[str, Any]:
         "nouns": set(objects) | set(plural_of.values()),
         "when_audio": {p: k for k, p in lex["when_audio"].items()}
                       | {p: k for k, ps in lex.get("when_audio_alt", {}).items() for p in ps},
+        # "loud"/"soft" anywhere in a clause; the writer's other words for them ("a faint, high bell",
+        # "quiet and shrill") only where they qualify the sound (not "out of the quiet")
+        "loudness": {w: k for k, ws in lex.get("loudness_alt", {}).items() for w in ws},
+        "loud_rx": re.compile(r"\b(loud|soft|(?:" + "|".join(
+            sorted({w for ws in lex.get("loudness_alt", {}).values() for w in ws}) or ["(?!)"])
+            + r")(?=,|\s+and\b|\s+[a-z]+-pitched\b|\s+(?:high|low|shrill|deep|mid-range)\b))\b"),
         "audio_backgrounds": sorted(list(lex["audio_background"].values())
                                     + [p for ps in lex.get("audio_background_alt", {}).values() for p in ps], key=len, reverse=True),
     }
@@ -266,9 +275,10 @@ def _sounds(low: str, g: dict, present: set[str]) -> list[str]:
                 continue
             src = next(iter(named))
             cands = by_src[src]
-            for loud in re.findall(r"\b(loud|soft)\b", clause):
+            for word in v["loud_rx"].findall(clause):
+                loud = v["loudness"].get(word, word)
                 if all(s.get("loudness") != loud for s in cands):
-                    out.append(f"sound: the {src} is not {loud}")
+                    out.append(f"sound: the {src} is not {loud} ({word!r})")
             for pitch in re.findall(r"\b([a-z]+-pitched)\b", clause):
                 if all(s.get("pitch") not in inv_pitch.get(pitch, ()) for s in cands):
                     out.append(f"sound: the {src} is not {pitch}")

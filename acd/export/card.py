@@ -94,7 +94,7 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
     def mean(v: list[int]) -> float:
         return round(sum(v) / len(v), 1) if v else 0.0
 
-    from acd.textstats import SAMPLE, distinct_ngrams, mean_words_by_type, reference_figures
+    from acd.textstats import SAMPLE, distinct_ngrams, mean_words_by_type, reference_figures, stock_phrase
 
     ref = reference_figures()
     ours_by_type = mean_words_by_type(zip(mods, pairs.column("instruction_type").to_pylist(),
@@ -109,7 +109,9 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
                       "official_words": ref["mean_words_by_type"].get(f"{m}/{t}")}
                      for (m, t), (a, b) in per_type.items()],
         "variety": {"sample": SAMPLE, "ours": distinct_ngrams(pairs.column("chosen").to_pylist()),
-                    "official": ref["distinct_3grams_600"], "source": ref["source"]},
+                    "official": ref["distinct_3grams_600"], "source": ref["source"],
+                    "stock_share": stock_phrase(pairs.column("chosen").to_pylist())[1],
+                    "stock_share_official": ref.get("stock_5gram_share_600")},
         "per_modality": [{
             "modality": m,
             "pairs": by_mod_qcc.get((m, False), 0) + by_mod_qcc.get((m, True), 0),

@@ -19,6 +19,12 @@ from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
+_NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
+            "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
+_INTRO_TYPES = ("brief", "detail", "narrative", "theme", "perspective", "instance")  # unit 0 sets the scene
+_DEF = "#def"
+_DEF_CACHE: dict[int, tuple[tuple, tuple]] = {}
+_INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
 FALLBACKS = {"prose": 0, "poem": 0}  # how often no phrasing met a word target (the nearest caption was written)
 
 
@@ -38,6 +44,7 @@ class Writer:
     def __init__(self, ph: Phrasing, facts: Facts, rng: random.Random):
         self.ph, self.f, self.rng = ph, facts, rng
         self.used: set[int] = set()  # templates already drawn for the caption being written
+        self.definite = False  # objects already introduced by the caption's first sentence
         self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
 
     # ================================================================ instructions
@@ -173,11 +180,20 @@ class Writer:
         if lite:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
+        self._about_main = (set(), set())
         if units and tiny in self.ph.sentences and not force_first:
-            units[0] = self.join_units(units[0], self.u(tiny, self._main(itype, plan), k=3))
+            main = self._main(itype, plan)
+            short = self.u(tiny, main, k=3)
+            if main and itype in _INTRO_TYPES:  # a first sentence about one thing: its own later sentences go
+                self._about_main = (set(short), {i for i, un in enumerate(units) if i and any(
+                    c.get("id") == main.get("id") for _, c in self._sources(un))})
+            units[0] = self.join_units(units[0], short)
             if itype in ("brief", "detail") and self.f.modality != "audio" and self.f.objs:
                 units[0] = self.join_units(units[0], self.u("scene_tiny", k=3))  # short, still names everything
-        units = [u for u in units if u]
+        if any(not u for u in units):  # keep the about-main unit indices in step with the list
+            keep = [i for i, u in enumerate(units) if u]
+            self._about_main = (self._about_main[0], {keep.index(i) for i in self._about_main[1] if i in keep})
+            units = [units[i] for i in keep]
         if not lite:
             units += self._extra_units(units, itype)
         units += self._fillers(itype)
@@ -212,17 +228,54 @@ class Writer:
     def u(self, group: str, *parts: dict | None, k: int = 3, **extra: Any) -> list[str]:
         """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
         (a fact said with one word less, so word counts can be met exactly without padding)."""
-        ctx = self.f.ctx(*parts, **extra)
-        for key in ("where", "end_where", "when", "abg", "indef", "ref", "s_indef"):  # same fact, other wording
-            opts = ctx.get(f"{key}_opts")
-            if opts and key not in extra:
-                ctx[key] = self.rng.choice(opts)
-        out = pick_from(self.ph.sentences[group], ctx, self.rng, k, self.used)
-        if ctx.get("size") and ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
+        ctx = self._vary(self.f.ctx(*parts, **extra), extra)
+        if self.definite and ctx.get("ref_opts") and "indef" not in extra:
+            # the caption's first sentence already introduced this object: name it as "the ..." now
+            group = group + _DEF
+            ctx["indef"] = ctx["ref"]
+            ctx["indef_lean"] = min(ctx["ref_opts"], key=len)
+            ctx["size"] = None
+        out = pick_from(self._tpls(group), ctx, self.rng, k, self.used)
+        if ctx.get("indef_lean") and ctx.get("indef") != ctx.get("indef_lean"):
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
-            out += [t for t in pick_from(self.ph.sentences[group], lean, self.rng, k) if t not in out]
+            out += [t for t in pick_from(self._tpls(group), lean, self.rng, k) if t not in out]
         self._groups[id(out)] = (out, [(group, ctx)])
         return out
+
+    def _tpls(self, group: str) -> tuple:
+        """A group's templates; 'group#def' keeps those that read well with a definite noun phrase
+        ("There is the ball" does not)."""
+        if not group.endswith(_DEF):
+            return self.ph.sentences[group]
+        base = self.ph.sentences[group[: -len(_DEF)]]
+        hit = _DEF_CACHE.get(id(base))
+        if hit is None or hit[0] is not base:  # keyed by the base tuple itself (an id alone can be reused)
+            hit = _DEF_CACHE[id(base)] = (base, tuple(t for t in base if not _INDEF_ONLY.search(t.text)))
+        return hit[1]
+
+    _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
+               "lighting", "decor", "mood", "adjs", "parts", "cam",
+               "vp_indef", "edge_note", "loud", "media")
+
+    def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""
+        for key in self._VARIED:
+            opts = ctx.get(f"{key}_opts")
+            if opts and key not in (fixed or ()):
+                ctx[key] = self.rng.choice(opts)
+        if ctx.get("mood_opts"):
+            ctx["mood_indef"] = article(ctx["mood"])
+        if ctx.get("decor_parts") and "decor" not in (fixed or ()):
+            ctx["decor"] = join_and([self.rng.choice(opts) for opts in ctx["decor_parts"]])
+            ctx["decor1"] = self.rng.choice(ctx["decor_parts"][0])
+        if ctx.get("indef_adj") and "indef" not in (fixed or ()) and self.rng.random() < 0.35:
+            ctx["indef"], adj = self.rng.choice(ctx["indef_adj"])
+            rest = [a for a in (ctx.get("_adjs") or []) if a != adj]
+            ctx["adjs"] = join_and(rest) or None  # the adjective is said once
+        rel = ctx.get("rel")
+        if rel:
+            ctx["rel"] = self.rng.choice([rel] + list(self.f.lex.get("relation_alt", {}).get(rel, [])))
+        return ctx
 
     def join_units(self, *units: list[str]) -> list[str]:
         """One unit made of several units' phrasings (alternatives for the same slot), redrawable."""
@@ -239,7 +292,7 @@ class Writer:
         srcs = self._sources(unit)
         out = list(unit)
         for group, ctx in srcs:
-            out += [t for t in pick_from(self.ph.sentences[group], ctx, self.rng, 8) if t not in out]
+            out += [t for t in pick_from(self._tpls(group), ctx, self.rng, 8) if t not in out]
         self._groups[id(out)] = (out, srcs)
         return out
 
@@ -248,10 +301,10 @@ class Writer:
         ("exactly 60 words") adds before anything else, so fact-poor scenes still reach it truthfully."""
         have = {g for u in units for g, _ in self._sources(u)}
         if self.f.modality == "audio":
-            groups = ["audio_background", "audio_mood", "audio_duration"]
+            groups = ["audio_mood", "audio_duration"] + ([] if itype == "narrative" else ["audio_background"])
             extra = [self.u(g) for g in groups if g not in have]
             for s in self.f.sounds:
-                extra += [self.u("sound_quality", s), self.u("sound_pattern", s), self.u("sound_span", s)]
+                extra += [self.u(g, s) for g in ("sound_quality", "sound_pattern", "sound_span") if g not in have]
             return [x for x in extra if x]
         groups = ["background", "background_decor", "background_colour", "lighting", "viewpoint", "mood"]
         extra = [self.u(g) for g in groups if g not in have]
@@ -283,6 +336,20 @@ class Writer:
                 picked.append(units[-1 - (len(picked) % 2)][0])
             return " ".join(picked)
         wcs = [[count_words(b) for b in u] for u in units]
+        main_first, main_units = getattr(self, "_about_main", (set(), set()))
+        if main_first and not force:
+            # either the first sentence lists the scene, or it is about the main thing and that thing's
+            # later sentences are left out (never the same thing introduced twice)
+            no = t.hi + 1  # a weight no total can use
+            wa = [[w if b not in main_first else no for b, w in zip(units[0], wcs[0])]] + wcs[1:]
+            picks = choose_words(wa, n_core, t.lo, t.hi, t.pref)
+            if picks is None:
+                wb = [[w if b in main_first else no for b, w in zip(units[0], wcs[0])]]
+                wb += [[no] * len(w) if i + 1 in main_units else w for i, w in enumerate(wcs[1:])]
+                picks = choose_words(wb, 1, t.lo, t.hi, t.pref)
+            if picks is not None:
+                return " ".join(units[i][j] for i, j in picks)
+            return None
         picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
         if picks is None:
             if not force:
@@ -308,75 +375,96 @@ class Writer:
 
         if itype == "brief":
             main = objs[0] if objs else None
-            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [], u("obj_short", main, k=1) if main else [])
-            return [first] + self._object_units(objs, short=True) + self._setting_units(), 1, 1
+            if len(objs) > 2:  # a brief caption names many things without their sizes
+                lean = objects_list([dict(o, indef=o["indef_lean"], size=None) for o in objs], f.lex["numbers"])
+                scene = [u("scene_intro", objects_list=lean)]
+            first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [])
+            self.definite = bool(objs)
+            units = [first] + self._object_units(objs, short=True)
+            self.definite = False
+            return units + self._setting_units(), 1, 1
         if itype == "detail":
+            self.definite = bool(objs)
             units = [scene[0]] + self._object_units(objs)
+            self.definite = False
             if len(objs) >= 2:
-                units.append(u("relation", a_ref=objs[0]["ref"], b_ref=objs[1]["ref"], rel=relation(objs[0], objs[1])))
+                units.append(self._relation(objs[0], objs[1]))
             units += self._setting_units(full=True)
             if video:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
+            units += self._box_units(objs)
             units.append(u("count"))
-            return units, 1, rng.randint(5, 7)
+            return units, 1, rng.randint(10, 13)
         if itype == "narrative":
             units = [u("narr_open")]
-            for o in objs[:3]:
+            if video:  # who is there first, then what they do
+                units += self._event_units(f.events[:1])
+            for o in objs[:4]:
                 units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
             if video:
-                units += self._event_units(f.events)
-            units += [u("narr_close"), u("lighting"), u("background"), u("background_decor")]
-            return units, 2 if objs else 1, rng.randint(4, 6)  # a story names at least one thing in it
+                units += self._event_units(f.events[1:])
+            units += [u("narr_close"), u("background_decor"), u("lighting"), u("background")]
+            units += self._box_units(objs)[:2]
+            return units, 2 if objs else 1, rng.randint(8, 10)  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
-            ctx = f.ctx()
+            ctx = self._vary(f.ctx())
             units = [pick_from(spec["open"], ctx, rng, 2, self.used), u("theme_light")]
-            units += [u("theme_obj", o) for o in objs[:2]]
-            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("mood"), u("background"), u("background_decor")]
-            return units, 1, rng.randint(3, 4)
+            self.definite = bool(objs)
+            units += [u("obj_action", o) if o.get("moving") else u("theme_obj", o) for o in objs[:3]]  # no "rests" for a mover
+            self.definite = False
+            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
+            return units, 1, rng.randint(6, 7)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
             viewer = f.by_id.get(plan.viewer_id) if plan.viewer_id else None
             vctx = {"vref": viewer["ref"], "vwhere": viewer["where"]} if viewer else {}
-            units = [pick_from(spec["open"], f.ctx(vctx), rng, 2, self.used)]
+            units = [pick_from(spec["open"], self._vary(f.ctx(vctx)), rng, 2, self.used)]
             for o in objs:
                 if o is viewer:
                     continue
                 rel = relation(o, viewer) if viewer else None
-                units.append(pick_from(spec["object"], f.ctx(o, vctx, rel=rel), rng, 2, self.used))
-            units += [pick_from(spec["close"], f.ctx(vctx), rng, 2, self.used), u("lighting"), u("background_decor")]
-            return units, 2 if len(units) > 3 else 1, rng.randint(3, 4)  # the view names what it sees
+                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, rel=rel)), rng, 2, self.used))
+            units += [pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used), u("background_decor"), u("lighting")]
+            natural = rng.randint(3, 4) if video else rng.randint(4, 5)  # the release's video views are shorter
+            return units, 2 if len(units) > 3 else 1, natural  # the view names what it sees
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
             ol = objects_list(keep, f.lex["numbers"])
             first = u("scene_intro", objects_list=ol) if keep else u("scene_empty")
-            units = [first or u("background")] + self._object_units(keep) + self._setting_units(full=True)
+            self.definite = bool(keep)
+            units = [first or u("background")] + self._object_units(keep)
+            self.definite = False
+            units += self._setting_units(full=True)
             if video:
                 units += [u("camera")] + self._event_units([e for e in f.events if not ex or ex not in e["objs"]])
             if ex:  # belt and braces: no variant may carry the excluded category word
                 rx = re.compile(r"\b" + re.escape(ex["cat"].lower()) + r"s?\b")
                 units = [[v for v in un if not rx.search(v.lower())] for un in units]
-            return units, 1, rng.randint(3, 4)
+            return units, 1, rng.randint(5, 7)
         if itype == "appearance":
             targets = targets or objs[:1]
             units = [u("obj_appearance", o) for o in targets]
             for o in targets:
                 units += [u("obj_attrs", o), u("obj_size", o)]
+            units += [u("obj_width", o) for o in targets]
             units += [u("obj_position", o) for o in targets] + [u("lighting"), u("background")]
-            return units, len(targets), len(targets) + 1
+            return units, len(targets), len(targets) + 2
         if itype == "position":
             targets = targets or objs[:1]
-            units = [u("obj_position", o) for o in targets]
+            units = [u("obj_intro_video" if o.get("moving") else "obj_position", o) for o in targets]
             others = [o for o in objs if o not in targets]
             pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
             pairs += [(a, b) for a in targets for b in others][:2]
-            units += [u("relation", a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b)) for a, b in pairs]
-            units += [u("obj_position_detail", o) for o in targets]
+            units += [self._relation(a, b) for a, b in pairs]
+            units += [u("obj_position_detail", o) for o in targets if not o.get("moving")]
             if video:
                 units += [u("obj_end", o) for o in targets]
+            if len(objs) >= 3:
+                units += [u("lineup", lineup=self._lineup(objs))]
             units += [u("background")]
-            return units, len(targets), len(targets) + 1
+            return units, len(targets), len(targets) + (1 if video else 2)
         if itype == "action":
             o = targets[0] if targets else (objs[0] if objs else None)
             if o is None:
@@ -384,9 +472,10 @@ class Writer:
             units = [u("obj_action", o) if o.get("moving") else u("obj_still", o)]
             if o.get("moving"):
                 units += [u("obj_intro_video", o), u("obj_end", o)]
-            units += self._event_units([e for e in f.events if o in e["objs"]])
+            # its events, less the trivial "there from the first frame"
+            units += self._event_units([e for e in f.events if o in e["objs"] and not (e["type"] == "appear" and e["t"] <= 0.05)])
             units += [u("camera_subject", o), u("duration"), u("background")]
-            return units, 1, rng.randint(2, 3)
+            return units, 1, rng.randint(3, 4)
         if itype == "event":
             ev = self._event_units(f.events)
             if not ev:
@@ -394,20 +483,54 @@ class Writer:
             units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
             units += [u("obj_action", o) for o in objs if o.get("moving")] + [u("camera"), u("background_decor"), u("lighting")]
             n_ev = max(1, len(ev))
-            return units, n_ev, min(n_ev + 1, 6)  # every event is asked for
+            return units, n_ev, min(n_ev + 2, 7)  # every event is asked for
         if itype == "camera":
             o = targets[0] if targets else None
             still = (f.g.get("camera") or {}).get("motion") in (None, "static")
             units = [u("camera"), u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             if o:
                 units.append(u("camera_subject", o))
-            units += [u("duration"), u("background"), u("lighting")]
-            return units, 1, rng.randint(2, 3)
+            units += [u("duration"), u("background"), u("background_decor"), u("lighting")]
+            return units, 1, rng.randint(3, 5)
         if itype == "background":
             units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
                      u("viewpoint"), u("duration")]
-            return units, 1, rng.randint(2, 3)
+            if video:  # what the camera does to the backdrop is a fact about the background too
+                still = (f.g.get("camera") or {}).get("motion") in (None, "static")
+                units.append(u("camera_still_decor" if still else "camera_decor"))
+            return units, 1, rng.randint(4, 6)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
+
+    def _relation(self, a: dict, b: dict) -> list[str]:
+        """Where a is relative to b; for a moving object that holds only at the start, and is said so."""
+        group = "relation_start" if a.get("moving") or b.get("moving") else "relation"
+        return self.u(group, a_ref=a["ref"], b_ref=b["ref"], rel=relation(a, b))
+
+    def _lineup(self, objs: list[dict]) -> str | None:
+        """'the house, the ball, and the star' in left-to-right order, when the boxes are clearly apart."""
+        xs = sorted((o for o in objs if o.get("_cx") is not None), key=lambda o: o["_cx"])
+        if len(xs) < 3 or len(xs) != len(objs) or any(b["_cx"] - a["_cx"] < 0.1 for a, b in zip(xs, xs[1:])):
+            return None
+        return join_and([o["ref"] for o in xs])
+
+    def _box_units(self, objs: list[dict]) -> list[list[str]]:
+        """Facts read off the objects' boxes: which is largest/smallest, left-to-right order, widths."""
+        u = self.u
+        out: list[list[str]] = []
+        sized = sorted((o for o in objs if o.get("_area")), key=lambda o: -o["_area"])
+        if len(sized) >= 2 and len(sized) == len(objs):
+            big, second, small, prev = sized[0], sized[1], sized[-1], sized[-2]
+            if big["_area"] >= 1.5 * second["_area"]:
+                out.append(u("size_rank", big))
+            if len(sized) >= 3 and small["_area"] * 1.5 <= prev["_area"]:
+                out.append(u("size_small", small))
+            elif len(sized) == 2 and not out and big["_area"] >= 1.3 * small["_area"]:
+                out.append(u("compare_size", a_ref=big["ref"], b_ref=small["ref"]))
+        line = self._lineup(objs)
+        if line:
+            out.append(u("lineup", lineup=line))
+        out += [u("obj_width", o) for o in objs[:3]]
+        return [x for x in out if x]
 
     def _scene_units(self, objs: list[dict]) -> list[list[str]]:
         return [self.u("scene_intro") if objs else self.u("scene_empty")]
@@ -469,27 +592,43 @@ class Writer:
             for s in snds:
                 units.append(u("sound_full", s))
             for s in snds:
-                units += [u("sound_quality", s), u("sound_pattern", s), u("sound_span", s)]
-            return units + setting, 1, rng.randint(4, 6)
+                units += [u("sound_quality", s), u("sound_pattern", s), self._between(s), u("sound_kind", s),
+                          u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
+            units.append(u("sound_order"))
+            return [x for x in units if x] + setting, 1, rng.randint(8, 10)
         if itype == "event":
             ev = []
             for e in f.events:
                 one = len(e["objs"]) == 1
                 ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]),
                            start_v="starts" if one else "start", stop_v="stops" if one else "stop",
-                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade")
+                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade",
+                           enter_v="enters" if one else "enter", end_v="ends" if one else "end",
+                           fall_v="falls" if one else "fall", is_v="is" if one else "are")
                 ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
             if not ev:
                 ev = [u("audio_empty")]
-            return ev + setting, len(ev), min(len(ev), 6)  # every start and stop is asked for
+            more = [u("sound_order")] + [self._between(s) for s in snds] + [u("sound_quality", s) for s in snds]
+            return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)  # every start and stop is asked for
         if itype == "narrative":
-            units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds] + [u("narr_audio_close")] + setting
-            return units, 1, rng.randint(4, 5)
+            units = [u("narr_audio_open")]
+            for s in snds:
+                units += [x for x in (self._between(s), u("narr_sound", s)) if x]
+            units += [u("narr_audio_close")] + setting[1:] + [u("sound_quality", s) for s in snds]  # open/close say the background
+            return units, 2 if snds else 1, rng.randint(6, 8)  # a story names at least one of its sounds
         raise ValueError(f"no caption recipe for audio/{itype}")
+
+    def _between(self, s: dict) -> list[str]:
+        """What lies between a sound and the one before it: a pause, or an overlap."""
+        if s.get("gap"):
+            return self.u("sound_gap", s)
+        if s.get("overlap") and s.get("prev_ref"):
+            return self.u("sound_overlap", s)
+        return []
 
     # ---------------------------------------------------------------- poems
     def _couplets(self, group: str, *parts: dict | None, k: int = 2) -> list[tuple[str, str]]:
-        ctx = self.f.ctx(*parts)
+        ctx = self._vary(self.f.ctx(*parts))
         ok = [c for c in self.ph.poem[group] if c[0].ok(ctx) and c[1].ok(ctx)]
         if not ok:
             return []
@@ -513,19 +652,20 @@ class Writer:
             units += [c("background"), c("mood")]
             n_full = len([x for x in units if x])
             # second-round couplets give long forms (exactly 60 words) room; short ones fit tight limits
-            units += [c("object", o) for o in f.objs[:3]] + [c("background")]
-            units += [c("object_short", o) for o in f.objs[:2]] + [c("short")]
+            units += [c("motion" if o.get("moving") else "object", o) for o in f.objs[:3]] + [c("background")]
+            units += [c("object_short", o) for o in f.objs[:2] if not o.get("moving")] + [c("short")]
         units = [x for x in units if x]
         if units:  # short couplets as alternatives for the first couplet, for "exactly 10 words"
             if f.modality == "audio":
                 units[0] = units[0] + c("audio_short", f.sounds[0] if f.sounds else None, k=3)
             else:
-                units[0] = units[0] + (c("object_short", f.objs[0]) if f.objs else []) + c("short", k=3)
+                still = f.objs and not f.objs[0].get("moving")
+                units[0] = units[0] + (c("object_short", f.objs[0]) if still else []) + c("short", k=3)
         if lite:
             units = units[:2]
         if not units:
             units = [[("Quiet", "still")]]
-        natural = max(1, min(rng.randint(2, 4), n_full))
+        natural = max(1, min(2 if f.modality == "audio" else rng.randint(2, 4), n_full))  # release: audio poems are short
         if target is None:
             if lc is None or lc.form == "none":
                 target = Target(None, natural, natural, natural)
@@ -541,6 +681,8 @@ class Writer:
             for i, vs in enumerate(units):
                 vs = list(vs)
                 for a, b in (vs[:1] if i > 0 else list(vs)):  # linking words on a couplet's first line
+                    if a.split(" ", 1)[0].lower().strip(",") in _NO_LINK:
+                        continue  # "And so listen, ..." does not read
                     for n, conns in self.ph.poem_connectives.items():
                         vs.append((f"{rng.choice(conns)} {lower_first(a)}", b))
                 variants.append(vs)

@@ -75,6 +75,22 @@ def objects_list(objs: list[dict], numbers: list[str]) -> str | None:
     return join_and(parts) or None
 
 
+def _orders(objs: list[dict], numbers: list[str]) -> list[str] | None:
+    """The same object list in other orders (same claim, other word sequence)."""
+    if len(objs) < 2:
+        return None
+    out = [objects_list(objs, numbers), objects_list(objs[::-1], numbers),
+           objects_list(objs[1:] + objs[:1], numbers)]
+    if len(objs) > 2:  # "..., as well as a green star"
+        full = objects_list(objs, numbers)
+        head, _, last = full.rpartition(", and ")
+        if head:
+            out.append(f"{head}, as well as {last}")
+    lean = [dict(o, indef=o["indef_lean"], size=None) for o in objs]  # sizes are said in later sentences
+    out += [objects_list(lean, numbers), objects_list(lean[::-1], numbers)]
+    return list(dict.fromkeys(x for x in out if x))
+
+
 def _cats_list(objs: list[dict]) -> list[str]:
     counts: dict[str, int] = {}
     for o in objs:
@@ -95,6 +111,24 @@ def number_word(n: int) -> str:
 def fmt_t(x: float) -> str:
     s = f"{float(x):.1f}"
     return s[:-2] if s.endswith(".0") else s
+
+
+_FRACTIONS = ((0.07, "less than a tenth"), (0.115, "about a tenth"), (0.14, "about an eighth"),
+              (0.185, "about a sixth"), (0.225, "about a fifth"), (0.29, "about a quarter"),
+              (0.4, "about a third"), (0.6, "about half"), (1.01, "more than half"))
+
+
+def fraction_words(x: float) -> str:
+    """0.21 -> 'about a fifth' (the nearest simple fraction, as a reader would estimate it)."""
+    return next(w for hi, w in _FRACTIONS if x < hi)
+
+
+def seconds_phrase(x: float) -> str:
+    """0.5 -> 'half a second', 1.0 -> '1 second', 0.3 -> '0.3 seconds' (decimals count as one word)."""
+    t = fmt_t(x)
+    if t == "0.5":
+        return "half a second"
+    return "1 second" if t == "1" else f"{t} seconds"
 
 
 def _grid(pos: str | None) -> tuple[int, int] | None:
@@ -134,8 +168,10 @@ class Facts:
         self.duration = g.get("duration_s")
         sc: dict[str, Any] = {
             "media": lex["media_caption"][modality],
+            "media_opts": [lex["media_caption"][modality]] + list(lex.get("media_caption_alt", {}).get(modality, [])),
             "mood": scene.get("mood"),
             "mood_indef": article(scene["mood"]) if scene.get("mood") else None,
+            "mood_opts": [scene["mood"]] + list(lex.get("mood_alt", {}).get(scene["mood"], [])) if scene.get("mood") else None,
             "dur": fmt_t(self.duration) if self.duration else None,
         }
         self.objs: list[dict[str, Any]] = []
@@ -148,24 +184,39 @@ class Facts:
             sc["abg_opts"] = [sc["abg"]] + list(lex.get("audio_background_alt", {}).get(bg, []))
             self._sounds(g.get("sounds") or [], lex)
             sc["sounds_list"] = join_and([article(s["src"]) for s in self.sounds]) or None
+            if len(self.sounds) > 1:
+                sc["first_ref"], sc["last_ref"] = self.sounds[0]["s_ref"], self.sounds[-1]["s_ref"]
             sc["sounds_count"] = number_word(len(self.sounds)) if len(self.sounds) > 1 else None
             sc["silent_abg"] = None if self.sounds else sc["abg"]  # only claim "only X" when nothing else sounds
             self._audio_events(g.get("events") or [])
         else:
             bg = scene.get("background")
+            prep = lex.get("bg_prep", {}).get(bg, "in")
             sc.update(
                 bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
+                bg_in=f"{prep} {article(bg)}" if bg else None, bg_in_cap=f"{prep.title()} {article(bg)}" if bg else None,
+                bg_indef_opts=[article(bg)] + list(lex.get("background_alt", {}).get(bg, [])) if bg else None,
                 lighting=lex["lighting_names"].get(scene.get("lighting"), scene.get("lighting")),
                 vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
+                vp_indef_opts=[article(scene["viewpoint"])] + list(lex.get("viewpoint_alt", {}).get(scene["viewpoint"], []))
+                if scene.get("viewpoint") else None,
                 viewpoint=scene.get("viewpoint"),
             )
             decor = [d for d in (scene.get("decorations") or []) if d]
             sc["decor"] = join_and(decor) or None          # "white clouds and blades of grass"
+            dalt = lex.get("decor_alt", {})
+            # each decoration's own wordings, drawn independently per sentence (compose.Writer._vary)
+            sc["decor_parts"] = [[d] + list(dalt.get(d, [])) for d in decor] if decor else None
+            sc["lighting_opts"] = ([sc["lighting"]] + list(lex.get("lighting_alt", {}).get(sc["lighting"], []))
+                                   if sc.get("lighting") else None)
             sc["decor1"] = decor[0] if decor else None
             sc["decor2"] = decor[1] if len(decor) > 1 else None
             self._objects(g.get("objects") or [], lex)
             sc["objects_list"] = objects_list(self.objs, numbers)
+            sc["objects_list_opts"] = _orders(self.objs, numbers)
+            sc["many_list"] = sc["objects_list"] if len(self.objs) > 1 else None  # takes a plural verb
             sc["objects_cats"] = join_and(_cats_list(self.objs)) or None  # "a ball, two stars and a box"
+            sc["many_cats"] = sc["objects_cats"] if len(self.objs) > 1 else None
             n = len(self.objs)
             sc["count_word"] = number_word(n) if n > 1 else None
             cam = g.get("camera") or {}
@@ -174,6 +225,8 @@ class Facts:
                 speed_adv = lex["speed_adv"].get(cam.get("speed"), "smoothly")
                 tpl = lex["camera"].get(self.camera, "moves ({motion})")
                 sc["cam"] = tpl.format(speed_adv=speed_adv, motion=self.camera)
+                sc["cam_opts"] = [sc["cam"]] + [t.format(speed_adv=speed_adv, motion=self.camera)
+                                                for t in lex.get("camera_alt", {}).get(self.camera, [])]
             self._video_events(g.get("events") or [])
         self.scene = sc
 
@@ -209,12 +262,20 @@ class Facts:
                 "indef_lean": article(" ".join(x for x in (colour, cat) if x)),
                 "indef_opts": [article(" ".join(x for x in (sz, colour, cat) if x))
                                for sz in [size] + list(lex.get("size_alt", {}).get(size, []))] if size else None,
+                # "a small round red ball": one of its adjectives said inside the noun phrase (then not again)
+                "indef_adj": [(article(" ".join(x for x in (size, a, colour, cat) if x)), a) for a in adjs[:2]
+                              if " " not in a] or None,
                 "ref_opts": [ref] + ([f"the {cat}"] if cats[o.get("category")] == 1 else [])
                             + ([f"this {ref_core}"] if cc[(colour, o.get("category"))] == 1 else []),
                 "adjs": join_and(adjs[:2]) or None,          # "round and shiny"
+                "_adjs": adjs[:2],
                 "parts": join_and(parts[:2]) or None,        # "a long tail and pointed ears"
+                "adjs_opts": [join_and(adjs[:2]), join_and(adjs[:2][::-1])] if len(adjs) > 1 else None,
+                "parts_opts": [join_and(parts[:2]), join_and(parts[:2][::-1])] if len(parts) > 1 else None,
                 "part1": parts[0] if parts else None,
                 "where": where, "at_pos": f"at the {pos}" if pos else None, "edge_note": lex["edge_note"].get(pos),
+                "edge_note_opts": [lex["edge_note"][pos]] + list(lex.get("edge_note_alt", {}).get(pos, []))
+                if pos in lex["edge_note"] else None,
                 "moving": moving,
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,
@@ -225,6 +286,9 @@ class Facts:
                 "_cx": (bbox[0] + bbox[2]) / 2 if bbox else None,
                 "_cy": (bbox[1] + bbox[3]) / 2 if bbox else None,
             }
+            if bbox and self.modality == "image":
+                ctx["width_frac"] = fraction_words(bbox[2] - bbox[0])
+                ctx["_area"] = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
             if moving and not ctx["action"]:
                 ctx["action"] = f"moves to the {end_pos}"
             self.objs.append(ctx)
@@ -244,18 +308,31 @@ class Facts:
             src = lex["sound_names"].get(src, src)  # "beeps" -> "series of beeps" (one countable thing)
             loud, pitch = s.get("loudness"), lex["pitch"].get(s.get("pitch"))
             quals = ", ".join(x for x in (loud, pitch) if x)
-            alt_q = [", ".join(x for x in (loud, p) if x) for p in lex.get("pitch_alt", {}).get(s.get("pitch"), [])]
+            louds = [loud] + list(lex.get("loudness_alt", {}).get(loud, [])) if loud else [None]
+            alt_q = [", ".join(x for x in (ld, p) if x) for ld in louds
+                     for p in [pitch] + list(lex.get("pitch_alt", {}).get(s.get("pitch"), []))][1:]
             when_key = when_bucket(s.get("start") or 0.0, dur)
+            names = [src] + list(lex.get("sound_names_alt", {}).get(s.get("source"), []))
             self.sounds.append({
                 "id": s.get("id"), "src": src, "s_ref": f"the {src}", "label": f"the {src}",
+                "s_ref_opts": [f"the {n}" for n in names] if len(names) > 1 else None,
                 "s_indef": article(f"{quals} {src}" if quals else src),
-                "s_indef_opts": [article(f"{q} {src}" if q else src) for q in [quals] + alt_q],
+                "s_indef_opts": [article(f"{q} {n}" if q else n) for q in [quals] + alt_q for n in names],
                 "loud": loud, "pitch": pitch, "pattern": s.get("pattern"),
+                "loud_opts": louds if len(louds) > 1 else None,
                 "when": lex["when_audio"][when_key],
                 "when_opts": [lex["when_audio"][when_key]] + list(lex.get("when_audio_alt", {}).get(when_key, [])),
                 "start": fmt_t(s.get("start", 0.0)), "end": fmt_t(s.get("end", 0.0)),
                 "_start": float(s.get("start", 0.0)), "_end": float(s.get("end", 0.0)),
+                "len_s": seconds_phrase(float(s.get("end", 0.0)) - float(s.get("start", 0.0)))
+                if float(s.get("end", 0.0)) > float(s.get("start", 0.0)) else None,
+                "kind": s.get("category"), "kind_indef": article(s["category"]) if s.get("category") else None,
             })
+        for prev, cur in zip(self.sounds, self.sounds[1:]):  # what lies between one sound and the next
+            gap = cur["_start"] - prev["_end"]
+            cur["prev_ref"] = prev["s_ref"] if prev["src"] != cur["src"] else None
+            cur["gap"] = seconds_phrase(gap) if gap >= 0.15 else None
+            cur["overlap"] = gap < -0.05
         self.by_id = {s["id"]: s for s in self.sounds}
 
     def _audio_events(self, raw: list[dict]) -> None:

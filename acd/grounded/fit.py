@@ -92,5 +92,7 @@ def merge_sentences(sents: list[str]) -> str:
     body = [s.rstrip().rstrip(".!?") for s in sents]
     out = body[0]
     for k, s in enumerate(body[1:], start=1):
-        out += (", and " if k == len(body) - 1 else "; ") + lower_first(s)
+        s = lower_first(s)
+        last = k == len(body) - 1 and not s.startswith("and ")  # "and so ..." carries its own "and"
+        out += (", and " if last else "; ") + s
     return out + "."

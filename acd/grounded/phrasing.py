@@ -1,7 +1,8 @@
 """Phrasing as data: the grounded backend's YAML (prompts/grounded/*.yaml), loaded and precompiled once.
 
-The revision is a hash of the files' bytes, so editing any phrasing changes the backend's model_revision
-(and with it every cache key and provenance record that depends on it).
+The revision is a hash of the files' bytes and of the writer's code (acd/grounded/*.py), so editing any
+phrasing or the writer changes the backend's model_revision (and with it every cache key and provenance
+record that depends on it).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class Tpl:
     __slots__ = ("text", "fields", "alts")
 
     def __init__(self, text: str):
+        if "[" in _ALT.sub("", text) or "]" in _ALT.sub("", text):  # e.g. a placeholder inside [a|b]
+            raise ValueError(f"phrasing template has a malformed [a|b] choice: {text!r}")
         self.text = text
         self.fields = tuple(sorted({f for _, f, _, _ in _FMT.parse(_ALT.sub("", text)) if f}))
         self.alts = bool(_ALT.search(text))
@@ -54,6 +57,38 @@ class Tpl:
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Tpl({self.text!r})"
+
+
+_PLAIN = re.compile(r"(\{[^}]*\}|\[[^\]]*\])|([A-Za-z]+)")
+_KEEP_AFTER = {"a", "an"}  # "a whole" -> "a entire" would need another article
+_KEEP_BEFORE = {"off", "like", "out", "up", "away", "of", "put"}  # phrasal verbs: "gives off" is not "lends off"
+
+
+def with_synonyms(text: str, table: dict[str, list[str]]) -> str:
+    """`text` with each plain word that has synonyms turned into a choice: 'shows' -> '[shows|displays]'.
+
+    Placeholders and existing choices are left alone; a word after 'a'/'an' or before a particle keeps its
+    form. The table (captions.yaml `synonyms`) lists words whose listed forms read the same in any
+    template (same inflection, same claim)."""
+    if not table:
+        return text
+    parts = list(_PLAIN.finditer(text))
+    out, last = [], 0
+    for k, m in enumerate(parts):
+        out.append(text[last:m.start()])
+        last = m.end()
+        word = m.group(2)
+        alts = table.get(word.lower()) if word else None
+        prev = parts[k - 1].group(2) if k > 0 else None
+        nxt = parts[k + 1].group(2) if k + 1 < len(parts) else None
+        if (not alts or (prev and prev.lower() in _KEEP_AFTER) or (nxt and nxt.lower() in _KEEP_BEFORE)
+                or "[" in text[max(0, m.start() - 1):m.start()]):
+            out.append(m.group(0))
+            continue
+        forms = [word] + [a[:1].upper() + a[1:] if word[:1].isupper() else a for a in alts]
+        out.append("[" + "|".join(forms) + "]")
+    out.append(text[last:])
+    return "".join(out)
 
 
 def cap(text: str) -> str:
@@ -103,7 +138,7 @@ def pick_from(tpls, ctx: dict[str, Any], rng: random.Random, k: int = 1, used: s
         chosen = rng.sample(fresh, min(k, len(fresh)))
         if len(chosen) < k and stale:
             chosen += rng.sample(stale, min(k - len(chosen), len(stale)))
-        used.update(id(t) for t in chosen[:1])
+        used.update(id(t) for t in chosen)  # any of them may be the one the fitter keeps
     else:
         chosen = rng.sample(ok, min(k, len(ok)))
     return [cap(t.render(ctx, rng)) for t in chosen]
@@ -114,6 +149,11 @@ def _revision(directory: Path) -> str:
     for name in FILES:
         h.update(name.encode())
         h.update((directory / name).read_bytes())
+    # the writer's code decides which facts a caption carries and how long it is: a code change is a new
+    # model too (cached captions of the old code must not be served)
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -128,8 +168,10 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         for modality in ("image", "video", "audio"):
             texts = list(per.get("any", [])) + list(per.get(modality, []))
             instruction_tpls[(itype, modality)] = tuple(Tpl(t) for t in texts)
+    syn = cap_.get("synonyms") or {}
     style_tpls = {
-        kind: {sid: {part: tuple(Tpl(t) for t in spec.get(part, [])) for part in ("phrases", "open", "object", "close")}
+        kind: {sid: {part: tuple(Tpl(t if part == "phrases" else with_synonyms(t, syn)) for t in spec.get(part, []))
+                     for part in ("phrases", "open", "object", "close")}
                for sid, spec in sty[kind].items()}
         for kind in ("themes", "viewpoints")
     }
@@ -145,7 +187,7 @@ def load_phrasing(directory: str | Path | None = None) -> Phrasing:
         instructions=ins,
         styles=sty,
         lexicon=cap_["lexicon"],
-        sentences={g: tuple(Tpl(t) for t in ts) for g, ts in cap_["sentences"].items()},
+        sentences={g: tuple(Tpl(with_synonyms(t, syn)) for t in ts) for g, ts in cap_["sentences"].items()},
         poem={g: tuple((Tpl(a), Tpl(b)) for a, b in cs) for g, cs in cap_["poem"].items()},
         poem_connectives={int(k): tuple(v) for k, v in cap_["poem_connectives"].items()},
         instruction_tpls=instruction_tpls,
