@@ -301,15 +301,16 @@ class Build:
 
     # --- generate + check -----------------------------------------------------------------------------
     def generation_inputs(self, lot: str) -> str:
-        """A digest of the prompt files a lot's requests are rendered from (model backends: the templates of
-        every role; grounded: its phrasing files). A part made from other inputs is stale."""
+        """A digest of what a lot's requests are made from (model backends: the prompt templates of every
+        role; grounded: its phrasing files and the writer's code, i.e. its revision). A part made from other
+        inputs is stale: the lot is generated again."""
         import hashlib
-
-        from acd import paths
 
         modality, itype = _lot_kind(self.store.read_part("plan", lot))
         if self.recipe["backend"]["name"] == "grounded":
-            files = sorted((paths.PROMPTS_DIR / "grounded").glob("*.yaml"))
+            from acd.grounded.phrasing import current_revision
+
+            return hashlib.sha256(f"grounded:{current_revision()}".encode()).hexdigest()[:16]
         else:
             from acd.prompts import template_files
 

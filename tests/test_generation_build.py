@@ -247,3 +247,19 @@ def test_repeated_samples_are_distinct_requests_and_pairs(tmp_path):
     triples = {(r["instruction"], r["chosen"], r["rejected"]) for r in rows if r["chosen"]}
     assert len(triples) == sum(1 for r in rows if r["chosen"])
     assert st["distinct"] == st["requests"]  # no request was sent twice
+
+
+def test_grounded_writer_change_makes_its_lots_stale(tmp_path, monkeypatch):
+    """The grounded backend's inputs are its phrasing files and the writer's code (its revision): a build
+    made by another revision is generated again, not resumed with stale captions."""
+    from acd.grounded import phrasing
+    from acd.pipeline import Build
+
+    ov = {"source": {"counts": {"image": 4, "video": 0, "audio": 2}}, "pairs": {"image": 8, "video": 0, "audio": 4},
+          "lot_size": 8, "checks": {"judge": "none"}}
+    run_build("demo", tmp_path / "out", tmp_path / "run", overrides=ov)
+    build = Build.from_run_dir(tmp_path / "run", tmp_path / "out")
+    lots = build.plan()
+    assert lots and {build.lot_state(lot) for lot in lots} == {"done"}
+    monkeypatch.setattr(phrasing, "current_revision", lambda directory=None: "another-writer")
+    assert {build.lot_state(lot) for lot in lots} == {"stale"}

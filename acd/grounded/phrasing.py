@@ -157,6 +157,11 @@ def _revision(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def current_revision(directory: str | Path | None = None) -> str:
+    """The revision the files and code on disk have now (load_phrasing's is the one this process loaded)."""
+    return _revision(Path(directory) if directory else PHRASING_DIR)
+
+
 @lru_cache(maxsize=4)
 def load_phrasing(directory: str | Path | None = None) -> Phrasing:
     d = Path(directory) if directory else PHRASING_DIR
