@@ -294,7 +294,10 @@ def run_once(args, scale: float, work: Path) -> dict | None:
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
     ok = all(r <= 1.0 for r in ratios.values())
-    print("all goals met" if ok else "GOAL MISSED: " + ", ".join(k for k, r in ratios.items() if r > 1.0))
+    if scale < 1.0:  # fixed costs (interpreter start, imports, the report) weigh more in a small build
+        print("(the goals are for the full recipe; a slice is shown for the curve)")
+    else:
+        print("all goals met" if ok else "GOAL MISSED: " + ", ".join(k for k, r in ratios.items() if r > 1.0))
     return result
 
 
