@@ -170,7 +170,7 @@ def test_load_balancing_across_two_servers():
     # Latency long enough that the servers, not this 2-core client, set the pace.
     with OpenAITestServer(median=0.1, slots=64, seed=1, process=True) as a, \
             OpenAITestServer(median=0.1, slots=64, seed=2, process=True) as b:
-        backend = make_backend(_cfg(a, b, max_in_flight=16))
+        backend = make_backend(_cfg(a, b, max_in_flight=16, hedge=False))  # counts requests routed, not copies
         res = backend.generate(_requests(400))
         assert all(r.status == "ok" for r in res)
         sa, sb = a.stats(), b.stats()
@@ -183,7 +183,8 @@ def test_load_balancing_across_two_servers():
 def test_least_in_flight_favours_the_faster_server():
     with OpenAITestServer(median=0.05, slots=64, process=True) as fast, \
             OpenAITestServer(median=0.5, slots=64, process=True) as slow:
-        res = make_backend(_cfg(fast, slow, max_in_flight=16)).generate(_requests(300))
+        # No hedging: the counts below are of requests routed, not of straggler copies.
+        res = make_backend(_cfg(fast, slow, max_in_flight=16, hedge=False)).generate(_requests(300))
         assert all(r.status == "ok" for r in res)
         # Both run at most 16 at a time; the fast one frees slots ~10x as often, so it takes most of the work.
         # (The slow one gets at least its initial share: least-in-flight spreads the first requests evenly.)
