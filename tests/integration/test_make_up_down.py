@@ -31,7 +31,9 @@ def test_down_mid_build_cancels_the_run_and_up_reuses_the_port(tmp_path, tiny_ov
     try:
         assert services.deploy(info["env"], refs=["build-acd/demo"])["deployed"] == ["build-acd/demo"]
         out, run = tmp_path / "out", tmp_path / "run"
-        overrides = {**tiny_overrides, "pairs": {"image": 60, "video": 60, "audio": 40}, "lot_size": 4}
+        # Enough small lots that the build is still generating long after its first part lands, however fast
+        # lots have become (160 pairs once finished inside the seconds `down` takes).
+        overrides = {**tiny_overrides, "pairs": {"image": 400, "video": 400, "audio": 240}, "lot_size": 4}
         cli = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "build-acd/demo",
                               "--param", f"out_dir={out}", "--param", f"run_dir={run}",
                               "--param", f"overrides={json.dumps(overrides)}"],
