@@ -273,13 +273,52 @@ def stop_pid(pid: int, timeout_s: float = 15) -> None:
             pass
 
 
+def _process_tree(pid: int) -> list[int]:
+    """PIDs of every descendant of `pid`."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _kill_all(pids: list[int]) -> int:
+    """SIGKILL the processes of `pids` still alive; returns how many were. A build is safe to kill anywhere
+    (parts are committed atomically; the next run resumes)."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                procs.append(p)
+        except psutil.Error:
+            pass
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+    return len(procs)
+
+
 def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
-    """Stop the worker, then the server. Flow runs the worker was executing die with it: they (and their
-    unfinished task runs) are marked Cancelled while the server still answers, instead of staying RUNNING."""
+    """Stop the worker's flow runs, the worker, then the server; the flow runs (and their unfinished task
+    runs) end Cancelled instead of staying RUNNING.
+
+    Order matters. Prefect's process worker starts each flow run in a session of its own, and on SIGTERM it
+    may wait for that run instead of stopping it (seen here: the worker hung, was killed after 15 s, and the
+    build it had started finished by itself). So the runs are first marked Cancelled (a terminal state: the
+    server then refuses the Crashed their dying processes would propose), then their processes are killed,
+    then the worker is stopped, and last any task run still unfinished is settled."""
     from flows import runstate
 
     home = Path(home) if home else prefect_home()
     say = (lambda *a: None) if quiet else print
+    message = "stopped by `make down` (the worker was stopped mid-run)"
     stopped = []
     api, active = None, []
     if _read_pid("server", home) and (home / "port").exists():
@@ -288,21 +327,30 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
             active = [r["id"] for r in runstate.active_flow_runs(POOL, api)]
         except (httpx.HTTPError, RuntimeError) as exc:
             say(f"could not list running flow runs: {exc}")
+
+    def mark_cancelled() -> int:
+        try:
+            return runstate.cancel_runs(active, message, api)
+        except httpx.HTTPError as exc:
+            say(f"could not mark flow runs Cancelled: {exc}")
+            return 0
+
     for name in ("worker", "server"):
         pid_file = home / f"{name}.pid"
         pid = _read_pid(name, home)
         if pid is not None:
+            if name == "worker":
+                flow_run_procs = _process_tree(pid)
+                n = mark_cancelled() if active and api else 0
+                if _kill_all(flow_run_procs):
+                    say(f"stopped the worker's flow-run processes; marked {n} unfinished flow run(s) Cancelled")
             stop_pid(pid)
             stopped.append(f"{name} (pid {pid})")
             if not quiet:
                 print(f"stopped {name} (pid {pid})")
         pid_file.unlink(missing_ok=True)
         if name == "worker" and active and api:
-            try:
-                n = runstate.cancel_runs(active, "stopped by `make down` (the worker was stopped mid-run)", api)
-                say(f"marked {n} unfinished flow run(s) Cancelled")
-            except httpx.HTTPError as exc:
-                say(f"could not mark flow runs Cancelled: {exc}")
+            mark_cancelled()  # task runs that ended unfinished while the processes died
     if not stopped and not quiet:
         print(f"nothing to stop (no live PIDs in {home})")
     return stopped

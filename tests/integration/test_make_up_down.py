@@ -47,6 +47,11 @@ def test_down_mid_build_cancels_the_run_and_up_reuses_the_port(tmp_path, tiny_ov
     finally:
         stopped = services.down(quiet=True, home=home)
     assert len(stopped) == 2 and not (out / "manifest.json").exists(), "down must land mid-build"
+    # The flow-run process dies with the worker (Prefect starts it in a session of its own; it once finished
+    # the build after `down`): nothing more is written to the run.
+    parts = sorted((run / "generate").glob("*/part-*.parquet"))
+    time.sleep(3)
+    assert sorted((run / "generate").glob("*/part-*.parquet")) == parts and not (out / "manifest.json").exists()
 
     t0 = time.monotonic()
     again = services.up(port=port, home=home, worker=False, do_deploy=False, quiet=True)  # make up right after
