@@ -342,8 +342,9 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
             if name == "worker":
                 flow_run_procs = _process_tree(pid)
                 n = mark_cancelled() if active and api else 0
-                if _kill_all(flow_run_procs):
-                    say(f"stopped the worker's flow-run processes; marked {n} unfinished flow run(s) Cancelled")
+                killed = _kill_all(flow_run_procs)
+                if n or killed:
+                    say(f"marked {n} unfinished flow run(s) Cancelled; stopped {killed} flow-run process(es)")
             stop_pid(pid)
             stopped.append(f"{name} (pid {pid})")
             if not quiet:

@@ -1,6 +1,6 @@
 # make up: a local Prefect server (SQLite under .prefect-home) + a process worker, deployments applied.
-# make down: marks the flow runs the worker was running Cancelled, then stops both by PID
-#   (.prefect-home/server.pid, worker.pid).
+# make down: marks the flow runs the worker was running Cancelled, kills their processes (Prefect starts each
+#   in its own session), then stops both by PID (.prefect-home/server.pid, worker.pid).
 #   make up                      # port 4200 (refused with a clear message if something else holds it)
 #   make up PREFECT_PORT=4311
 #   export PREFECT_API_URL=http://127.0.0.1:<port>/api   # as printed by `make up`
