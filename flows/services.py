@@ -273,36 +273,25 @@ def stop_pid(pid: int, timeout_s: float = 15) -> None:
             pass
 
 
-def _process_tree(pid: int) -> list[int]:
-    """PIDs of every descendant of `pid`."""
+def _kill_descendants(pid: int) -> int:
+    """SIGKILL every live descendant of `pid` (the worker's flow-run processes); returns how many there were.
+    A build is safe to kill anywhere (parts are committed atomically; the next run resumes)."""
     import psutil
 
     try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
-        return []
-
-
-def _kill_all(pids: list[int]) -> int:
-    """SIGKILL the processes of `pids` still alive; returns how many were. A build is safe to kill anywhere
-    (parts are committed atomically; the next run resumes)."""
-    import psutil
-
-    procs = []
-    for pid in pids:
+        return 0
+    killed = []
+    for p in children:
         try:
-            p = psutil.Process(pid)
             if p.status() != psutil.STATUS_ZOMBIE:
-                procs.append(p)
-        except psutil.Error:
+                p.kill()  # psutil checks it is still the process listed (no reused PID)
+                killed.append(p)
+        except psutil.Error:  # gone meanwhile
             pass
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)
-    return len(procs)
+    psutil.wait_procs(killed, timeout=5)
+    return len(killed)
 
 
 def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
@@ -340,9 +329,8 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
         pid = _read_pid(name, home)
         if pid is not None:
             if name == "worker":
-                flow_run_procs = _process_tree(pid)
                 n = mark_cancelled() if active and api else 0
-                killed = _kill_all(flow_run_procs)
+                killed = _kill_descendants(pid)
                 if n or killed:
                     say(f"marked {n} unfinished flow run(s) Cancelled; stopped {killed} flow-run process(es)")
             stop_pid(pid)
