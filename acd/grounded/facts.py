@@ -280,7 +280,10 @@ class Facts:
                 "action": action if moving else None,
                 "speed_adv": lex["speed_adv"].get(o.get("speed")) if moving else None,
                 "end_where": lex["where"].get(end_pos) if end_pos and end_pos != pos else None,
-                "where_opts": [where] + list(lex.get("where_alt", {}).get(pos, [])) if where else None,
+                # A mover's start place is never "toward the lower left": after "begins its journey" or
+                # "starts out" that reads as where it is heading, not where it is.
+                "where_opts": [w for w in [where] + list(lex.get("where_alt", {}).get(pos, []))
+                               if not (moving and w.startswith("toward"))] or None if where else None,
                 "end_where_opts": ([lex["where"].get(end_pos)] + list(lex.get("where_alt", {}).get(end_pos, []))
                                    if end_pos and end_pos != pos and end_pos in lex["where"] else None),
                 "_cx": (bbox[0] + bbox[2]) / 2 if bbox else None,
