@@ -110,9 +110,19 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
 
     lock = run / "driver.lock"
     gen = run / "generate"
+
+    def generate_running_on_server() -> bool:
+        # Task-run states reach the server as events, a little after the fact: kill only once the server
+        # knows of a lot in flight, or the run can die between two lots with nothing RUNNING to mark.
+        r = prefect_stack.http.post("/task_runs/filter", json={
+            "flow_runs": {"id": {"any_": [first]}}, "task_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+            "limit": 200})
+        r.raise_for_status()
+        return any(t["name"].startswith("generate-lot") for t in r.json())
+
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if lock.exists() and any(gen.glob("*/part-*.parquet")):
+        if lock.exists() and any(gen.glob("*/part-*.parquet")) and generate_running_on_server():
             break
         time.sleep(0.05)
     else:
