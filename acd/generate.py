@@ -242,7 +242,9 @@ def _rules_fail(row: dict, media: dict) -> bool:
     instruction, chosen, rejected = row.get("instruction"), row.get("chosen"), row.get("rejected")
     return bool(check_pair(instruction, chosen, rejected, bool(row["is_qcc"]), row.get("length_key"),
                            row.get("length_constraint"), flags=text_flags(instruction, chosen, rejected),
-                           modality=row.get("modality"), grounding=media.get("grounding")))
+                           modality=row.get("modality"), grounding=media.get("grounding"),
+                           instruction_type=row.get("instruction_type"),
+                           rejection_strategy=row.get("rejection_strategy")))
 
 
 async def _chain(pair, media, first_attempt, last_attempt, backend, priority) -> tuple[dict | None, list[dict]]:

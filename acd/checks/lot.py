@@ -64,10 +64,13 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None,
     flags = vectorised_text_flags(*(pairs.column(c) for c in ("instruction", "chosen", "rejected")))
     modality = pairs.column("modality").to_pylist() if "modality" in pairs.column_names else [None] * n
     grounding = [(groundings or {}).get(k) for k in col["media_key"]]
+    strategy = (pairs.column("rejection_strategy").to_pylist() if "rejection_strategy" in pairs.column_names
+                else [None] * n)
     failures = [
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
                    col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags), modality=modality[i],
-                   grounding=grounding[i])
+                   grounding=grounding[i], instruction_type=col["instruction_type"][i],
+                   rejection_strategy=strategy[i])
         for i in range(n)
     ]
     dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf["near_duplicate_threshold"])

@@ -152,6 +152,8 @@ def _check_pair(
     flags: tuple[bool, ...] | None = None,
     modality: str | None = None,
     grounding: str | dict | None = None,
+    instruction_type: str | None = None,
+    rejection_strategy: str | None = None,
 ) -> list[str]:
     """All deterministic reason codes for one pair; [] when it is clean. Order is fixed.
 
