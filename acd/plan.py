@@ -62,6 +62,23 @@ def _spread(n: int, items: list, rng: random.Random) -> list:
     return [order[i % len(order)] for i in range(n)]
 
 
+def fitting_constraint(lc, constraints: list, modality: str, type_name: str, grounding: str | None, u: float):
+    """lc, or, when no caption can meet both lc and the type's contract for this media (exactly 10 words for
+    a detail caption of a five-object scene), another of the release's constraints that can, picked by u.
+
+    A pair is never shipped short of its contract to meet a count. Only media with a grounding have a known
+    minimum (acd.checks.coverage.min_words); the others keep their draw."""
+    if lc.unit != "words" or not grounding:
+        return lc
+    from acd.checks.coverage import min_words
+
+    need = min_words(modality, type_name, grounding)
+    if need <= lc.target_bounds()[1]:
+        return lc
+    fits = [c for c in constraints if c.unit != "words" or c.target_bounds()[1] >= need]
+    return fits[int(u * len(fits))] if fits else lc
+
+
 def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
     """Pair specs (PLAN_COLUMNS of PAIR_SCHEMA) for the recipe over the given media table."""
     tax = load_taxonomy()
@@ -78,6 +95,8 @@ def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
         keys_by_modality.setdefault(modality, []).append(key)
 
     split_cache: dict[str, str] = {}  # one sha256 per media item, not one per pair
+    groundings = (dict(zip(media.column("media_key").to_pylist(), media.column("grounding").to_pylist()))
+                  if "grounding" in media.column_names else {})
 
     def split(key: str) -> str:
         if key not in split_cache:
@@ -110,6 +129,8 @@ def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
                 if has_length[i]:
                     lc = length_pool[li]
                     li += 1
+                    lc = fitting_constraint(lc, constraints, modality, type_name, groundings.get(key),
+                                            _unit("length-swap", seed, key, modality, type_name, i))
                 else:
                     lc = none_constraint
                 if qcc_flags[i]:

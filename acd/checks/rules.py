@@ -12,6 +12,8 @@ Reason codes (stable: review, reports and regeneration key on them):
   grammar_chosen           chosen has a broken pattern a reader stops at (acd/checks/grammar.py)
   fact_chosen              chosen states something its media's grounding contradicts (acd/checks/factcheck.py;
                            only when the media has a grounding)
+  coverage_chosen          chosen leaves out what its instruction type must state, or names what an instance
+                           instruction excludes (acd/checks/coverage.py; contracts in schemas/contracts.yaml)
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
 Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup),
 which keeps a full 300k-pair build's checks to seconds.
@@ -187,6 +189,10 @@ def _check_pair(
 
             if fact_problems(chosen, modality or "image", grounding, instruction):
                 out.append(FACT)
+        from acd.checks.coverage import COVERAGE, problems as coverage_problems
+
+        if coverage_problems(chosen, modality, instruction_type, instruction, grounding):
+            out.append(COVERAGE)
 
     if chosen is not None and rejected is not None:
         same = chosen == rejected or normalize(chosen) == normalize(rejected)

@@ -38,6 +38,7 @@ class Plan:
     theme: str | None = None
     viewpoint: str | None = None
     viewer_id: str | None = None
+    instruction: str | None = None  # the text the coverage check reads the named things from
 
 
 class Writer:
@@ -46,6 +47,7 @@ class Writer:
         self.used: set[int] = set()  # templates already drawn for the caption being written
         self.definite = False  # objects already introduced by the caption's first sentence
         self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
+        self._strict = False  # core units may not be dropped to meet a count (the chosen caption's contract)
 
     # ================================================================ instructions
     def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
@@ -65,6 +67,11 @@ class Writer:
                 raise ValueError(f"grounding_lacks_objects: {itype} needs an object to name")
             weights = [1, 3, 1] if itype == "position" else [3, 2, 1]
             n = rng.choices([1, 2, 3][: min(3, len(things))], weights=weights[: min(3, len(things))])[0]
+            if lc is not None and lc.unit == "words":  # name no more than the length lets a caption cover
+                from acd.checks.coverage import min_words
+
+                while n > 1 and min_words(f.modality, itype, f.g, n) > lc.target_bounds()[1]:
+                    n -= 1
             idx = sorted(rng.sample(range(len(things)), n))
             named = [things[i] for i in idx]
         elif itype == "action":
@@ -127,7 +134,7 @@ class Writer:
                 found.append((m.start(), o))
         found.sort(key=lambda x: x[0])
         ids = [o["id"] for _, o in found]
-        p = Plan(itype=itype, target_ids=ids)
+        p = Plan(itype=itype, target_ids=ids, instruction=instruction)
         if itype == "instance" and ids:
             p.excluded_id = ids[0]
         elif itype == "theme":
@@ -154,12 +161,24 @@ class Writer:
         lite: fewer facts and no attributes (the weak-model rejection); force_first: an object id whose
         mention must lead the caption (the ignore_instruction rejection of instance).
         """
-        text = ""
-        for _ in range(5):  # fact-poor scenes: fresh draws of phrasings and facts until the count is met
+        # The chosen caption holds to its type's contract (schemas/contracts.yaml): its core units are never
+        # dropped to meet a count, and a draft the coverage check faults is drawn again. Rejected captions
+        # (lite, force_first, another type or target) are written to miss on purpose and skip this.
+        contract = not lite and not force_first and target is None and (itype or plan.itype) == plan.itype
+        self._strict = contract
+        text, fitted = "", None
+        for _ in range(6):  # fresh draws of phrasings and facts until the count (and contract) are met
             text, target_ = self._caption_once(plan, lc, target, itype, lite, force_first)
             if target_ is None or target_.unit != "words" or target_.lo <= count_words(text) <= target_.hi:
-                return text
-        return text
+                if not contract or not self.coverage_problems(text, plan):
+                    return text
+                fitted = fitted or text
+        return fitted or text
+
+    def coverage_problems(self, text: str, plan: Plan) -> list[str]:
+        from acd.checks.coverage import problems
+
+        return problems(text, self.f.modality, plan.itype, plan.instruction, self.f.g)
 
     def _caption_once(self, plan: Plan, lc: LengthConstraint | None, target: Target | None,
                       itype: str | None, lite: bool, force_first: str | None) -> tuple[str, Target | None]:
@@ -181,7 +200,7 @@ class Writer:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
         self._about_main = (set(), set())
-        if units and tiny in self.ph.sentences and not force_first:
+        if units and tiny in self.ph.sentences and not force_first and itype not in STRICT_NAMING:
             main = self._main(itype, plan)
             short = self.u(tiny, main, k=3)
             if main and itype in _INTRO_TYPES:  # a first sentence about one thing: its own later sentences go
@@ -342,7 +361,7 @@ class Writer:
             # later sentences are left out (never the same thing introduced twice)
             no = t.hi + 1  # a weight no total can use
             wa = [[w if b not in main_first else no for b, w in zip(units[0], wcs[0])]] + wcs[1:]
-            picks = choose_words(wa, n_core, t.lo, t.hi, t.pref)
+            picks = choose_words(wa, n_core, t.lo, t.hi, t.pref, strict=self._strict)
             if picks is None:
                 wb = [[w if b in main_first else no for b, w in zip(units[0], wcs[0])]]
                 wb += [[no] * len(w) if i + 1 in main_units else w for i, w in enumerate(wcs[1:])]
@@ -350,7 +369,7 @@ class Writer:
             if picks is not None:
                 return " ".join(units[i][j] for i, j in picks)
             return None
-        picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref)
+        picks = choose_words(wcs, n_core, t.lo, t.hi, t.pref, strict=self._strict)
         if picks is None:
             if not force:
                 return None
@@ -445,12 +464,12 @@ class Writer:
             return units, 1, rng.randint(5, 7)
         if itype == "appearance":
             targets = targets or objs[:1]
-            units = [u("obj_appearance", o) for o in targets]
-            for o in targets:
-                units += [u("obj_attrs", o), u("obj_size", o)]
+            # the contract's core: colour, size and a feature of each named object, one sentence each; then
+            # only facts not said yet (width, place, light), never the colour or size again
+            units = [u("obj_looks", o) or u("obj_looks_nosize", o) or u("obj_looks_plain", o) for o in targets]
             units += [u("obj_width", o) for o in targets]
             units += [u("obj_position", o) for o in targets] + [u("lighting"), u("background")]
-            return units, len(targets), len(targets) + 2
+            return units, len(targets), len(targets) + 1
         if itype == "position":
             targets = targets or objs[:1]
             units = [u("obj_intro_video" if o.get("moving") else "obj_position", o) for o in targets]

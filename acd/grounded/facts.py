@@ -273,6 +273,9 @@ class Facts:
                 "adjs_opts": [join_and(adjs[:2]), join_and(adjs[:2][::-1])] if len(adjs) > 1 else None,
                 "parts_opts": [join_and(parts[:2]), join_and(parts[:2][::-1])] if len(parts) > 1 else None,
                 "part1": parts[0] if parts else None,
+                "adj1": adjs[0] if adjs else None,
+                "size_w": ("medium-sized" if size == "medium" else size) if size else None,
+                "size_w_cap": ("Medium-sized" if size == "medium" else size.capitalize()) if size else None,
                 "where": where, "at_pos": f"at the {pos}" if pos else None, "edge_note": lex["edge_note"].get(pos),
                 "edge_note_opts": [lex["edge_note"][pos]] + list(lex.get("edge_note_alt", {}).get(pos, []))
                 if pos in lex["edge_note"] else None,

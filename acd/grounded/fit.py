@@ -32,12 +32,14 @@ def target_for(lc: LengthConstraint | None, natural_sentences: int, natural_word
     return Target(lc.unit, lo, hi, min(max(pref, lo), hi))
 
 
-def choose_words(wcs: list[list[int]], n_core: int, lo: int, hi: int, pref: int) -> list[tuple[int, int]] | None:
+def choose_words(wcs: list[list[int]], n_core: int, lo: int, hi: int, pref: int,
+                 strict: bool = False) -> list[tuple[int, int]] | None:
     """Pick (unit, variant) pairs, unit 0 always included, whose word counts sum into [lo, hi].
 
     Returns the picks in unit order, or None when no subset reaches the range. Among reachable totals
     the one nearest `pref` wins; core units (< n_core) are kept whenever possible, later ones are
-    dropped first, so the caption keeps what the instruction asked for.
+    dropped first, so the caption keeps what the instruction asked for. strict: core units are never
+    dropped (the type's contract needs every one); None when they cannot all fit.
     """
     mask = (1 << (hi + 1)) - 1
     reach = [0]
@@ -46,8 +48,8 @@ def choose_words(wcs: list[list[int]], n_core: int, lo: int, hi: int, pref: int)
         r |= 1 << w
     r &= mask
     reach.append(r)
-    for unit in wcs[1:]:
-        acc = r
+    for i, unit in enumerate(wcs[1:], start=1):
+        acc = 0 if strict and i < n_core else r
         for w in unit:
             acc |= (r << w)
         r = acc & mask
