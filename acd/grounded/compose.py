@@ -19,6 +19,10 @@ from acd.grounded.phrasing import Phrasing, Tpl, cap, lower_first, pick_from
 from acd.taxonomy import LengthConstraint
 
 STRICT_NAMING = ("appearance", "position")
+# sentence shapes written for a moving object (they say its start, path, end or moment themselves); any other
+# shape that gives a mover's place gets the place with its moment (Writer._placed_at_start)
+_MOVER_GROUPS = {"obj_intro_video", "obj_intro_late", "obj_action", "obj_end", "narr_motion", "relation_start",
+                 "event_appear", "event_appear_start", "event_leave", "event_collide", "event_other", "motion"}
 _NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
             "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
 _INTRO_TYPES = ("brief", "detail", "narrative", "theme", "perspective", "instance")  # unit 0 sets the scene
@@ -247,6 +251,14 @@ class Writer:
     def u(self, group: str, *parts: dict | None, k: int = 3, **extra: Any) -> list[str]:
         """Up to k phrasings of one fact; for an object, also the same phrasings without its size word
         (a fact said with one word less, so word counts can be met exactly without padding)."""
+        mover = next((p for p in parts if p and p.get("moving")), None)
+        if mover is not None:
+            if group == "obj_intro_video" and mover.get("t_in"):
+                group = "obj_intro_late"  # it enters after the first frame: never "the video opens with it"
+            elif group == "camera_subject" and mover.get("leaves"):
+                return []  # "never leaves the frame" is false of it
+            elif group not in _MOVER_GROUPS and "where" not in extra:
+                extra = {**extra, **self._placed_at_start(mover)}
         ctx = self._vary(self.f.ctx(*parts, **extra), extra)
         if self.definite and ctx.get("ref_opts") and "indef" not in extra:
             # the caption's first sentence already introduced this object: name it as "the ..." now
@@ -259,6 +271,21 @@ class Writer:
             lean = dict(ctx, indef=ctx["indef_lean"], size=None)
             out += [t for t in pick_from(self._tpls(group), lean, self.rng, k) if t not in out]
         self._groups[id(out)] = (out, [(group, ctx)])
+        return out
+
+    def _placed_at_start(self, o: dict) -> dict[str, Any]:
+        """A moving object's place said with its moment ("in the top left corner at first"): a sentence
+        shape written for still objects may then still give its place, and the place is true."""
+        opts = o.get("where_opts") or ([o["where"]] if o.get("where") else [])
+        if not opts:
+            return {}
+        if o.get("t_in"):  # it enters late: its first place holds from then, not from the start
+            moments = [f"at {o['t_in']} seconds", "when it first appears"]
+        else:
+            moments = self.f.lex.get("start_moment", ["at first", "at the start"])
+        out = {"where_opts": [f"{w} {m}" for w in opts for m in moments]}
+        if o.get("at_pos"):
+            out["at_pos"] = f"{o['at_pos']} {moments[0]}"
         return out
 
     def _tpls(self, group: str) -> tuple:
@@ -437,13 +464,17 @@ class Writer:
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
             viewer = f.by_id.get(plan.viewer_id) if plan.viewer_id else None
-            vctx = {"vref": viewer["ref"], "vwhere": viewer["where"]} if viewer else {}
+            vctx = {}
+            if viewer:
+                vwhere = self._placed_at_start(viewer).get("where_opts", [viewer["where"]])[0] if viewer.get("moving") else viewer["where"]
+                vctx = {"vref": viewer["ref"], "vwhere": vwhere}
             units = [pick_from(spec["open"], self._vary(f.ctx(vctx)), rng, 2, self.used)]
             for o in objs:
                 if o is viewer:
                     continue
                 rel = relation(o, viewer) if viewer else None
-                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, rel=rel)), rng, 2, self.used))
+                place = self._placed_at_start(o) if o.get("moving") else {}
+                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, place, rel=rel)), rng, 2, self.used))
             units += [pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used), u("background_decor"), u("lighting")]
             natural = rng.randint(3, 4) if video else rng.randint(4, 5)  # the release's video views are shorter
             return units, 2 if len(units) > 3 else 1, natural  # the view names what it sees
@@ -496,13 +527,13 @@ class Writer:
             units += [u("camera_subject", o), u("duration"), u("background")]
             return units, 1, rng.randint(3, 4)
         if itype == "event":
-            ev = self._event_units(f.events)
-            if not ev:
-                ev = [u("no_events")] + [u("obj_action", o) for o in objs if o.get("moving")]
-            units = ev + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
-            units += [u("obj_action", o) for o in objs if o.get("moving")] + [u("camera"), u("background_decor"), u("lighting")]
-            n_ev = max(1, len(ev))
-            return units, n_ev, min(n_ev + 2, 7)  # every event is asked for
+            # the contract: every event and every moving object's motion, in the order they happen
+            ev = self._event_units(f.events) or [u("no_events")]
+            moves = [u("obj_action", o) for o in objs if o.get("moving")]
+            units = ev + moves + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
+            units += [u("camera"), u("background_decor"), u("lighting")]
+            n_core = len(ev) + len(moves)
+            return units, n_core, min(n_core + 1, 8)
         if itype == "camera":
             o = targets[0] if targets else None
             still = (f.g.get("camera") or {}).get("motion") in (None, "static")
@@ -616,19 +647,12 @@ class Writer:
             units.append(u("sound_order"))
             return [x for x in units if x] + setting, 1, rng.randint(8, 10)
         if itype == "event":
-            ev = []
-            for e in f.events:
-                one = len(e["objs"]) == 1
-                ctx = dict(when=self._when(e["t"]), s_ref=join_and([s["s_ref"] for s in e["objs"]]),
-                           start_v="starts" if one else "start", stop_v="stops" if one else "stop",
-                           begin_v="begins" if one else "begin", fade_v="fades" if one else "fade",
-                           enter_v="enters" if one else "enter", end_v="ends" if one else "end",
-                           fall_v="falls" if one else "fall", is_v="is" if one else "are")
-                ev.append(u("sound_start" if e["type"] == "start" else "sound_stop", **ctx))
+            # the contract: the start and the stop of every sound, each sound once, in the order they begin
+            ev = [u("sound_span_when", s) for s in snds]
             if not ev:
                 ev = [u("audio_empty")]
             more = [u("sound_order")] + [self._between(s) for s in snds] + [u("sound_quality", s) for s in snds]
-            return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)  # every start and stop is asked for
+            return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)
         if itype == "narrative":
             units = [u("narr_audio_open")]
             for s in snds:

@@ -305,6 +305,13 @@ class Facts:
             objs = [self.by_id[i] for i in e.get("objects", []) if i in self.by_id]
             if objs:
                 self.events.append({"t": float(e.get("t", 0.0)), "type": e.get("type", "event"), "objs": objs})
+            if e.get("type") == "appear":
+                for o in objs:
+                    o.setdefault("_t_appear", float(e.get("t", 0.0)))
+                    o["t_in"] = fmt_t(o["_t_appear"]) if o["_t_appear"] > 0.05 else None
+            if e.get("type") == "leave":  # it ends outside the frame: no place inside it is its end
+                for o in objs:
+                    o.update(end_where=None, end_where_opts=None, leaves=True)
 
     # -- sounds -----------------------------------------------------------------------------------
     def _sounds(self, raw: list[dict], lex: dict) -> None:
