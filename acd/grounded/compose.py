@@ -703,7 +703,7 @@ class Writer:
                 units[0] = units[0] + c("audio_short", f.sounds[0] if f.sounds else None, k=3)
             else:
                 still = f.objs and not f.objs[0].get("moving")
-                units[0] = units[0] + (c("object_short", f.objs[0]) if still else []) + c("short", k=3)
+                units[0] = units[0] + (c("object_short", f.objs[0]) if still else []) + c("short_named" if f.objs else "short", k=3)
         if lite:
             units = units[:2]
         if not units:
