@@ -283,7 +283,7 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
                 total += int(c.get("per_sound", 0)) * len(things)
             else:
                 total += int(c.get("per_event", 0)) * len(g.get("events") or [])
-    return total
+    return max(total, int((contracts()["types"].get(instruction_type or "") or {}).get("min_words", 0)))
 
 
 def _says_size(text: str, size: str) -> bool:
