@@ -1,4 +1,4 @@
-"""`acd`: build, stats, validate, schemas, review sync, eval. The same engine the Prefect flows call."""
+"""`acd`: build, stats, validate, check, schemas, review sync, eval. The same engine the Prefect flows call."""
 from __future__ import annotations
 
 import argparse
@@ -131,6 +131,25 @@ def cmd_review_sync(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """The build's per-pair checks over a table of pairs (acd.checks.table): result file, per-reason summary;
+    exit 1 when the pass rate is under --fail-under, 2 on input that cannot be read as pairs."""
+    from acd.checks.table import BadInput, check_path, summarize, write_result
+
+    if args.fail_under is not None and not 0.0 <= args.fail_under <= 1.0:
+        raise BadInput(f"--fail-under takes a pass rate between 0 and 1, got {args.fail_under}")
+    result = check_path(args.pairs, grounding_from=args.grounding_from)
+    write_result(result, args.out)
+    summary = summarize(result)
+    for line in summary.lines():
+        print(line)
+    print(f"result written to {args.out}")
+    if args.fail_under is not None and summary.pass_rate < args.fail_under:
+        print(f"acd check: pass rate {summary.pass_rate:.3f} is below --fail-under {args.fail_under}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_eval(args, rest) -> int:
     from acd.evaluation.anycapeval import main as eval_main
 
@@ -157,6 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("schemas", help="export the record and recipe schemas as JSON Schema (schemas/*.schema.json)")
     sc.add_argument("--out", default=None)
 
+    ck = sub.add_parser("check", help="the build's per-pair checks over any table of pairs (JSONL, Parquet, dataset dir)")
+    ck.add_argument("pairs", help="a .jsonl or .parquet file, a built dataset directory (pairs/*.parquet), or a folder "
+                    "of InternVL conversation files with meta_*.json (e.g. the official AnyCap slice)")
+    ck.add_argument("--out", required=True, help="result file: .jsonl or .parquet (pair_id, passed, failures)")
+    ck.add_argument("--fail-under", type=float, default=None, metavar="P",
+                    help="exit 1 when the share of pairs passing is below P (0..1)")
+    ck.add_argument("--grounding-from", default=None, metavar="RUN_DIR",
+                    help="take each pair's grounding from this run's ingest parts, by media_key")
+
     r = sub.add_parser("review", help="human review in Label Studio")
     rsub = r.add_subparsers(dest="review_command", required=True)
     rs = rsub.add_parser("sync", help="pull annotations, gate lots, re-export")
@@ -181,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
-                "review": cmd_review_sync}[args.command](args)
+                "review": cmd_review_sync, "check": cmd_check}[args.command](args)
     except AcdError as exc:  # something the user can fix: one line, no traceback
         print(f"acd {args.command}: error: {exc}", file=sys.stderr)
         return 2

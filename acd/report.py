@@ -154,6 +154,18 @@ def _run_rows(history: list[dict]) -> list[dict]:
     return rows
 
 
+def _gate_note(lots: list[dict]) -> str:
+    """Above the lot table: what its figures are. "compliance" only where people judged the lot; lots gated by
+    the checks alone show "passed automatic checks", with the checks' measured catch rate beside it."""
+    if not lots:
+        return ""
+    from acd.review import present
+
+    if not any(present.gate_figure(x).startswith("passed") for x in lots):
+        return "Every lot's figure is compliance from human verdicts (Label Studio).\n"
+    return present.auto_gate_note() + "\n"
+
+
 def markdown_report(build, data: dict | None = None) -> str:
     d = data or report_data(build)
     from acd.review import present
@@ -166,7 +178,7 @@ def markdown_report(build, data: dict | None = None) -> str:
         "## Accepted pairs\n", _table(d["accepted"], ["modality", "accepted"]),
         "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
         "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
-        "## Review: lot compliance\n", _table(lots, present.COLUMNS),
+        "## Review: lot gate\n", _gate_note(d["lots"]), _table(lots, present.COLUMNS),
         "## Review: annotators\n", _table(annotators, present.ANNOTATOR_COLUMNS),
         "## Review: annotations without a verdict, refused corrections\n",
         _table(d["issues"], ["lot_id", "kind", "task_id", "annotator", "reason"]),

@@ -143,14 +143,17 @@ def test_run_report_has_every_section_with_numbers(built):
     assert all(Image.open(io.BytesIO(base64.b64decode(p))).size[0] >= 600 for _, p in pngs)
     build = Build.from_run_dir(built["run"], built["out"])
     md = markdown_report(build)
-    for title in ("Pairs per modality × instruction type", "Check failures", "Quarantine", "Review: lot compliance",
+    for title in ("Pairs per modality × instruction type", "Check failures", "Quarantine", "Review: lot gate",
                   "Time and throughput per stage"):
         assert f"<h2>{title}</h2>" in page, title
     counts = _section(md, "Pairs per modality × instruction type")
     assert len(counts) == 27 and sum(int(r[2]) for r in counts) == 324
-    lots = _section(md, "Review: lot compliance")
+    lots = _section(md, "Review: lot gate")
     n_lots = len(build.store.lots("review_decisions"))
-    assert len(lots) == n_lots and all(re.fullmatch(r"\[\d\.\d{3}, \d\.\d{3}\]", r[5]) for r in lots)
+    assert len(lots) == n_lots and all(re.fullmatch(r"\[\d\.\d{3}, \d\.\d{3}\]", r[6]) for r in lots)
+    # No person reviewed these lots: their figure is "passed automatic checks", never compliance (issue 21).
+    assert all(re.fullmatch(r"\d\.\d{3}", r[4]) and r[5] == "–" for r in lots)
+    assert "passed automatic checks, not compliance" in md.split("## Review: lot gate\n", 1)[1].split("\n## ")[0]
     stages = {r[0]: r for r in _section(md, "Time and throughput per stage")}
     assert {"ingest", "plan", "generate", "review", "export"} <= set(stages)
     assert stages["generate"][3] == "324 pairs" and float(stages["generate"][4].replace(",", "")) > 0

@@ -296,6 +296,18 @@ def test_card_header_and_review_mode(built):
     assert "image-to-text" in head["task_categories"] and head["license"] and head["size_categories"] == ["n<1K"]
     assert "Review mode: **auto**" in text and "Human review is pending" in text
     assert "automatic verdicts" in text
+    # No person judged these lots: the card says "passed automatic checks", with the checks' measured catch
+    # rate (or that it was never measured) beside it, and keeps "compliance" for human verdicts (issue 21).
+    assert "share of pairs that **passed automatic checks**, not compliance" in text
+    assert "catch rate" in text and "compliance figures" not in text
+    lot = next(line for line in text.splitlines() if line.startswith("| image-brief-0 |"))
+    assert [c.strip() for c in lot.strip("|").split("|")][4:6] == ["0.970", "–"]
+    assert "| passed automatic checks | compliance (human) |" in text
+    # The comparison with the official captions: their per-reason figures from schemas/reference_checks.json.
+    ref = json.loads((Path(__file__).parents[1] / "schemas" / "reference_checks.json").read_text())
+    assert f"{ref['pairs']} pairs,\nmeasured {ref['measured']}" in text
+    top = ref["reasons"][0]
+    assert f"| {top['reason']} | {top['count']} | {100 * top['share']:.1f}% |" in text
     assert "truncated_image" in text and "grounded-v1" in text and "abc123" in text
     for png in ("pairs_by_type", "length_forms", "rejection_strategies", "caption_words"):
         assert f"assets/{png}.png" in text

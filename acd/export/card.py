@@ -94,6 +94,7 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
     def mean(v: list[int]) -> float:
         return round(sum(v) / len(v), 1) if v else 0.0
 
+    from acd.checks.measured import catch_rate_sentence
     from acd.textstats import SAMPLE, distinct_ngrams, mean_words_by_type, reference_figures, stock_phrase
 
     ref = reference_figures()
@@ -142,6 +143,11 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
         "annotators": [present.annotator_row(a) for a in review.get("annotators") or []],
         "review_totals": {k: sum(int(d.get(k) or 0) for d in lots)
                           for k in ("invalid", "skipped", "deleted", "dropped", "corrected", "refused_corrections")},
+        # What "passed automatic checks" is worth (issue 21): the checks' catch and false-alarm rates on the
+        # reader-labelled set, and what they find in the official captions; both from committed data files
+        # (acd.checks.measured says why not measured here), dated, and marked when the checks changed since.
+        "checks_measured": catch_rate_sentence(),
+        "reference_checks": _reference_checks(),
         "quarantine": dict(sorted((stats.get("quarantine") or {}).items())),
         "check_failures": dict(sorted((stats.get("check_failures") or {}).items())),
         "wall_times": dict(sorted((stats.get("wall_times") or {}).items())),
@@ -151,6 +157,20 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
         "_plot_per_type": per_type,
         "_plot_words": words_by_mod,
     }
+
+
+def _reference_checks() -> dict | None:
+    """schemas/reference_checks.json (`make reference-checks`) as the card shows it, or None if never measured."""
+    from acd.checks.measured import REFERENCE_FILE, load, reference_stale
+
+    fig = load(REFERENCE_FILE)
+    if not fig or not fig.get("pairs"):
+        return None
+    return {"pairs": fig["pairs"], "passed": fig["passed"], "pass_pct": f"{100 * fig['pass_rate']:.1f}",
+            "measured": fig["measured"], "stale": reference_stale(fig), "source": fig.get("source", ""),
+            "kinds": ", ".join(f"{k} {v}" for k, v in fig.get("by_kind", {}).items()),
+            "reasons": [{"reason": r["reason"], "count": r["count"], "share": f"{100 * r['share']:.1f}%"}
+                        for r in fig.get("reasons", [])]}
 
 
 def header(summary: dict, recipe: dict) -> dict[str, Any]:

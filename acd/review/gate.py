@@ -1,8 +1,10 @@
 """The lot gate: from verdicts (automatic or human) to a lot decision and pairs with review columns.
 
 review_lot() is what the pipeline calls for every lot; without human annotations it is the auto gate
-(compliance from the automatic checks, review_status="auto", pending human confirmation). human_review()
-is the same gate over Label Studio annotations, called by sync().
+(the share of pairs that passed automatic checks, review_status="auto", pending human confirmation; it is
+stored in the decision's `compliance` field but shown as "passed automatic checks", never as compliance:
+acd.review.present). human_review() is the same gate over Label Studio annotations: there the figure is
+compliance, from people's verdicts. It is called by sync().
 """
 from __future__ import annotations
 
@@ -75,9 +77,11 @@ def _decision_row(lot_id: str, mode: str, stats: dict, population: int, sampled:
 
 
 def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
-    """The auto gate for one lot: compliance = share of pairs whose automatic checks passed (a null
-    check counts as not passed), over the lot less its near-duplicates. Returns pairs (PAIR_SCHEMA) with
-    review_status="auto" and review_decision set, and the lot decision dict (DECISION_SCHEMA keys).
+    """The auto gate for one lot: the share of pairs that passed automatic checks (a null check counts as
+    not passed), over the lot less its near-duplicates; stored as `compliance`, shown as "passed automatic
+    checks" (what that share is worth, acd.checks.bench measures against blind readers). Returns pairs
+    (PAIR_SCHEMA) with review_status="auto" and review_decision set, and the lot decision dict
+    (DECISION_SCHEMA keys).
 
     A pair that failed only the near-duplicate check is deduplication, not non-compliance: it is dropped
     like every failed pair, but it says nothing about whether captions follow their instructions (two clips
@@ -103,7 +107,7 @@ def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
     else:
         note = "automatic checks only: review is pending human confirmation (review.label_studio is not set)"
     if dups:
-        note += f"; {dups} near-duplicate pairs dropped as redundant (not counted in compliance)"
+        note += f"; {dups} near-duplicate pairs dropped as redundant (not counted in the passed-checks share)"
     if n and dups / n > rc["max_duplicate_share"]:
         stats["decision"] = "rejected"
         note += f"; rejected: near-duplicates {dups / n:.0%} > review.max_duplicate_share {rc['max_duplicate_share']:.0%}"

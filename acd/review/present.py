@@ -20,6 +20,17 @@ def decision_label(d: dict) -> str:
     return str(d.get("decision"))
 
 
+def _auto(d: dict) -> bool:
+    """The lot's figure comes from the automatic checks alone (mode auto: no valid human verdict yet)."""
+    return d.get("mode") != "label_studio"
+
+
+def gate_figure(d: dict) -> str:
+    """"passed automatic checks 1.000 [0.956, 1.000]" or "compliance 0.927 [0.885, 0.954]" (human verdicts)."""
+    name = "passed automatic checks" if _auto(d) else "compliance"
+    return f"{name} {rate(d.get('compliance'))} {interval(d.get('ci_low'), d.get('ci_high'))}"
+
+
 def lot_row(d: dict) -> dict[str, str]:
     """One lot's review facts as display strings (keys are the column headers)."""
     return {
@@ -27,7 +38,10 @@ def lot_row(d: dict) -> dict[str, str]:
         "mode": str(d.get("mode")),
         "decision": decision_label(d),
         "reviewed": f"{d.get('n')}/{d.get('sampled')}" if d.get("mode") == "label_studio" else f"{d.get('n')} (checks)",
-        "compliance": rate(d.get("compliance")),
+        # A lot no person has judged shows the share of its pairs that passed automatic checks, never as
+        # compliance: blind readers found 69% of such pairs compliant where this share said 1.000 (issue 21).
+        "passed automatic checks": rate(d.get("compliance")) if _auto(d) else "–",
+        "compliance": "–" if _auto(d) else rate(d.get("compliance")),
         "95% CI": interval(d.get("ci_low"), d.get("ci_high")),
         "gold acc.": rate(d.get("gold_accuracy")),
         "agreement": rate(d.get("agreement")),
@@ -63,12 +77,23 @@ def markdown_table(rows: list[dict[str, str]], columns: list[str] | None = None)
 
 
 def text_lines(decisions: list[dict]) -> list[str]:
-    """The sync's terminal output: one line per lot."""
+    """The sync's terminal output: one line per lot; when a lot has no human verdict, a closing line with the
+    checks' measured catch rate (what "passed automatic checks" is worth)."""
     lines = []
     for d in decisions:
         r = lot_row(d)
         extra = ", ".join(f"{k} {r[k]}" for k in ("invalid", "skipped", "deleted", "dropped", "corrected") if r[k] != "0")
-        lines.append(f"{r['lot']:<28} {r['decision']:<10} compliance {r['compliance']} {r['95% CI']} reviewed {r['reviewed']}"
+        lines.append(f"{r['lot']:<28} {r['decision']:<10} {gate_figure(d)} reviewed {r['reviewed']}"
                      f" gold {r['gold acc.']} agreement {r['agreement']} kappa {r['kappa']} reviewers {r['reviewers']}"
                      + (f" ({extra})" if extra else ""))
+    if any(_auto(d) for d in decisions):
+        lines.append(auto_gate_note())
     return lines
+
+
+def auto_gate_note() -> str:
+    """What a lot's "passed automatic checks" figure is and is not, with the checks' measured catch rate."""
+    from acd.checks.measured import catch_rate_sentence
+
+    return ("Lots without a human verdict show the share of pairs that passed automatic checks, not compliance. "
+            + catch_rate_sentence())
