@@ -240,6 +240,11 @@ def problems(text: str, modality: str, grounding: dict | str | None, instruction
         for motion, crx in v["camera"].items():
             if motion != cam and crx.search(low):
                 out.append(f"camera: the camera does not {motion!r} ({cam})")
+    if modality == "video":
+        # where a moving or leaving object is, and when (acd/checks/motion.py)
+        from acd.checks.motion import problems as motion_problems
+
+        out += motion_problems(text, g)
     return out
 
 

@@ -11,7 +11,12 @@ Reason codes (stable: review, reports and regeneration key on them):
   qcc_rejected_differs     a q-c-c pair whose rejected is not the chosen
   grammar_chosen           chosen has a broken pattern a reader stops at (acd/checks/grammar.py)
   fact_chosen              chosen states something its media's grounding contradicts (acd/checks/factcheck.py;
-                           only when the media has a grounding)
+                           only when the media has a grounding; for video also motion truth: a moving object's
+                           place with its moment, no end place for an object that leaves; acd/checks/motion.py)
+  reference_chosen         chosen opens a sentence with "It"/"Its" that does not point at the one thing named
+                           just before (ambiguous, or its facts fit another object; acd/checks/reference.py)
+  style_chosen             chosen has template prose a reader rejects: stock filler, padding, restating, facts
+                           after a narrative's closing line (acd/checks/style.py; patterns in checks.yaml `style`)
   coverage_chosen          chosen leaves out what its instruction type must state, or names what an instance
                            instruction excludes (acd/checks/coverage.py; contracts in schemas/contracts.yaml)
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
@@ -144,6 +149,34 @@ def _check_pair_memo(*args, **kwargs) -> tuple[str, ...]:
     return tuple(_check_pair(*args, **kwargs))
 
 
+def chosen_problems(instruction: str | None, chosen: str, modality: str | None, grounding: str | dict | None,
+                    instruction_type: str | None) -> list[str]:
+    """The reason codes of what the chosen caption itself says (grammar, facts, references, style, coverage).
+
+    One list for the check stage and the grounded writer, which draws a caption again while this is not empty,
+    so what the writer ships and what the checks accept cannot drift apart."""
+    from acd.checks.coverage import COVERAGE, problems as coverage_problems
+    from acd.checks.grammar import GRAMMAR, problems as grammar_problems
+    from acd.checks.reference import REFERENCE, problems as reference_problems
+    from acd.checks.style import STYLE, problems as style_problems
+
+    out = []
+    if grammar_problems(chosen, modality):
+        out.append(GRAMMAR)
+    if grounding:
+        from acd.checks.factcheck import FACT, problems as fact_problems
+
+        if fact_problems(chosen, modality or "image", grounding, instruction):
+            out.append(FACT)
+    if reference_problems(chosen, modality, grounding):
+        out.append(REFERENCE)
+    if style_problems(chosen, modality, instruction, instruction_type, grounding):
+        out.append(STYLE)
+    if coverage_problems(chosen, modality, instruction_type, instruction, grounding):
+        out.append(COVERAGE)
+    return out
+
+
 def _check_pair(
     instruction: str | None,
     chosen: str | None,
@@ -180,19 +213,7 @@ def _check_pair(
     if length_constraint and instruction and not _states_sentence(instruction, length_constraint):
         out.append("length_sentence_missing")
     if chosen and chosen.strip():
-        from acd.checks.grammar import GRAMMAR, problems as grammar_problems
-
-        if grammar_problems(chosen, modality):
-            out.append(GRAMMAR)
-        if grounding:
-            from acd.checks.factcheck import FACT, problems as fact_problems
-
-            if fact_problems(chosen, modality or "image", grounding, instruction):
-                out.append(FACT)
-        from acd.checks.coverage import COVERAGE, problems as coverage_problems
-
-        if coverage_problems(chosen, modality, instruction_type, instruction, grounding):
-            out.append(COVERAGE)
+        out.extend(chosen_problems(instruction, chosen, modality, grounding, instruction_type))
 
     if chosen is not None and rejected is not None:
         same = chosen == rejected or normalize(chosen) == normalize(rejected)
