@@ -3,17 +3,20 @@
 Placement: each object gets its own 3x3 grid cell and its centre is drawn inside that cell (with a
 margin), boxes may overlap by at most 10% of the smaller one (so nothing named is hidden). The recorded
 bbox is the sprite's actual opaque extent, and position / size are recomputed from it, so the grounding is
-true of the pixels by construction, not by intention.
+true of the pixels by construction, not by intention. The scene's colour, ground and decorations are read
+from the finished picture around the objects (acd/synth/backdrop.py).
 """
 from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image
 
 from acd.grounding import POSITIONS, position_of
 from acd.synth import pick, r3, rng_for, size_label, uniform, vocab
-from acd.synth.scene import background, decorations, pick_scene
+from acd.synth.backdrop import BackdropTally
+from acd.synth.scene import background, layers, pick_scene
 from acd.synth.shapes import make_sprite
 
 MAX_OVERLAP = 0.10  # of the smaller box's area
@@ -54,14 +57,13 @@ def render_image(seed: int, index: int) -> tuple[bytes, dict, dict]:
     W, H = v["image"]["size"]
     scene = pick_scene(rng)
     variant = scene.pop("_variant")
-    scene["decorations"] = decorations(scene["background"], scene["viewpoint"], "image")
     canvas = Image.fromarray(background(scene["background"], scene["viewpoint"], scene["lighting"], W, H, variant))
     avoid = v["backgrounds"][scene["background"]]["avoid"]
 
     n = int(pick(rng, {int(k): w for k, w in v["image"]["objects"].items()}))
     cats = [str(c) for c in rng.permutation(sorted(v["categories"]))[:n]]
     free = list(range(9))
-    objects, boxes = [], []
+    objects, boxes, px_boxes = [], [], []
     for cat_name in cats:
         cat = v["categories"][cat_name]
         colour = choose_colour(rng, cat, avoid)
@@ -98,12 +100,18 @@ def render_image(seed: int, index: int) -> tuple[bytes, dict, dict]:
         free.remove(cell)
         canvas.paste(sprite, (x0, y0), sprite)
         boxes.append(bbox)
+        px_boxes.append((x0 + bx0, y0 + by0, x0 + bx1, y0 + by1))
         objects.append({
             "id": f"o{len(objects) + 1}", "category": cat_name, "colour": colour,
             "size": size_label(((bbox[2] - bbox[0]) * (bbox[3] - bbox[1])) ** 0.5, "image"),
             "position": POSITIONS[cell], "bbox": list(bbox),
             "attributes": attributes_of(cat, pattern),
         })
+    # What the backdrop shows around the objects, read from the finished picture (before JPEG, which only
+    # blurs it): the colour a caption names and the decorations in view.
+    tally = BackdropTally(scene["background"])
+    tally.add(np.asarray(canvas), layers(scene["background"], scene["viewpoint"], W, H, variant), px_boxes)
+    scene.update(tally.scene_fields())
     buf = io.BytesIO()
     # Baseline, fixed quality and subsampling, no EXIF/ICC: the bytes depend on the pixels only.
     canvas.save(buf, format="JPEG", quality=int(v["image"]["jpeg_quality"]), subsampling="4:2:0", optimize=False)

@@ -5,6 +5,10 @@ build draws a few hundred distinct ones and reuses them for thousands of items (
 comes from the objects). Decorations get their own generator seeded from the cache key, so the cache
 changes nothing about the bytes. Only integer/IEEE-exact arithmetic (no sin/exp) so pixels are the same on
 every machine.
+
+Each background also has a label map of the same size (`layers`): which layer (sky, ground or one of the
+decorations) is on top at each pixel. It is drawn by the very same calls as the picture, so the grounding
+can say what a frame really shows (acd/synth/backdrop.py) rather than what the background is meant to have.
 """
 from __future__ import annotations
 
@@ -28,19 +32,63 @@ def horizon_px(viewpoint: str, h: int) -> int:
     return int(round(vocab()["viewpoints"][viewpoint]["horizon"] * h))
 
 
+SKY, GROUND = 0, 1  # labels of the two bands; decoration i of the background's `decor` list is label 2 + i
+
+
+def layer_names(name: str) -> list[str]:
+    """The label map's layers, by label: "sky" (the wall, in a room), "ground", then the decorations."""
+    return ["sky", "ground"] + list(vocab()["backgrounds"][name]["decor"])
+
+
+class _Layered:
+    """An ImageDraw stand-in that makes every drawing call twice: in colour on the picture, and with the
+    current layer's label as the fill on the label map. The two cannot drift apart (same call, same
+    coordinates), so the map says exactly which decoration covers which pixel."""
+
+    def __init__(self, img: Image.Image, labels: Image.Image):
+        self._paint, self._mark = ImageDraw.Draw(img), ImageDraw.Draw(labels)
+        self.label = SKY
+
+    def __getattr__(self, name):
+        paint, mark = getattr(self._paint, name), getattr(self._mark, name)
+
+        def both(*args, **kw):
+            paint(*args, **kw)
+            mark(*args, **{k: (self.label if k in ("fill", "outline") and v is not None else v) for k, v in kw.items()})
+        return both
+
+
 @functools.lru_cache(maxsize=1024)
-def background(name: str, viewpoint: str, lighting: str, w: int, h: int, variant: int) -> np.ndarray:
-    """(h, w, 3) uint8, read-only (callers copy)."""
+def _drawn(name: str, viewpoint: str, w: int, h: int, variant: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unlit picture (h, w, 3) and its label map (h, w), both uint8 and read-only."""
     bg = vocab()["backgrounds"][name]
     hz = horizon_px(viewpoint, h)
     rows = np.concatenate([_lerp_rows(*bg["sky"], hz)[:hz], _lerp_rows(*bg["ground"], h - hz)], axis=0)
     arr = np.broadcast_to(rows[:, None, :], (h, w, 3)).round().astype(np.uint8)
     img = Image.fromarray(arr)
+    lab = np.full((h, w), SKY, np.uint8)
+    lab[hz:] = GROUND
+    labels = Image.fromarray(lab)
     rng = np.random.default_rng([zlib.crc32(f"{name}|{viewpoint}|{w}x{h}".encode()), variant])
-    d = ImageDraw.Draw(img)
-    for deco in bg["decor"]:
+    d = _Layered(img, labels)
+    for i, deco in enumerate(bg["decor"]):
+        d.label = 2 + i
         DECOR[deco](d, rng, w, h, hz)
-    arr = np.asarray(img, dtype=float)
+    out = np.asarray(img), np.asarray(labels)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def layers(name: str, viewpoint: str, w: int, h: int, variant: int) -> np.ndarray:
+    """(h, w) uint8 label map of `background(...)` (labels as in layer_names; lighting changes none)."""
+    return _drawn(name, viewpoint, w, h, variant)[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def background(name: str, viewpoint: str, lighting: str, w: int, h: int, variant: int) -> np.ndarray:
+    """(h, w, 3) uint8, read-only (callers copy)."""
+    arr = _drawn(name, viewpoint, w, h, variant)[0].astype(float)
     light = vocab()["lightings"][lighting]
     grey = arr.mean(axis=2, keepdims=True)
     arr = arr + (grey - arr) * float(light["desaturate"])
@@ -180,27 +228,9 @@ DECOR = {
 }
 
 
-def decorations(name: str, viewpoint: str, modality: str) -> list[str]:
-    """The decorations a viewer sees, in words (scene.decorations of the grounding).
-
-    Mirrors the drawers' own conditions (sky decorations need sky); a video lists only decorations that
-    span the width, so a panning or zooming camera never loses one that the caption names.
-    """
-    v = vocab()
-    horizon = v["viewpoints"][viewpoint]["horizon"]
-    out = []
-    for deco in v["backgrounds"][name]["decor"]:
-        spec = v["decorations"][deco]
-        if horizon < float(spec.get("min_horizon", 0.0)):
-            continue
-        if modality == "video" and not spec.get("wide"):
-            continue
-        out.append(spec["words"])
-    return out
-
-
 def pick_scene(rng: np.random.Generator) -> dict:
-    """The scene part of a grounding: background, its colour, lighting, viewpoint, mood (+ a variant)."""
+    """The scene part of a grounding: background, lighting, viewpoint, mood (+ a variant). What the frames
+    show of it (colour, ground, decorations) is added by the renderer from the drawn pixels (backdrop.py)."""
     from acd.synth import pick
 
     v = vocab()
@@ -209,5 +239,5 @@ def pick_scene(rng: np.random.Generator) -> dict:
     lighting = pick(rng, bg["lightings"])
     viewpoint = pick(rng, bg["viewpoints"])
     mood = pick(rng, v["lightings"][lighting]["moods"])
-    return {"background": name, "background_colour": bg["background_colour"], "lighting": lighting,
+    return {"background": name, "lighting": lighting,
             "viewpoint": viewpoint, "mood": mood, "_variant": int(rng.integers(VARIANTS))}

@@ -13,7 +13,7 @@ from typing import Any
 from acd.grounding import POSITIONS, position_of
 from acd.synth import size_label, vocab
 
-SCENE_KEYS = {"background", "background_colour", "lighting", "viewpoint", "mood", "decorations"}
+SCENE_KEYS = {"background", "background_colour", "lighting", "viewpoint", "mood", "decorations", "ground_visible"}
 IMAGE_OBJ_KEYS = {"id", "category", "colour", "size", "position", "bbox", "attributes"}
 VIDEO_OBJ_KEYS = IMAGE_OBJ_KEYS | {"end_position", "action", "speed"}
 SOUND_KEYS = {"id", "source", "category", "start", "end", "pitch", "loudness", "pattern"}
@@ -89,8 +89,13 @@ def problems(g: dict[str, Any]) -> list[str]:
         if set(scene) != SCENE_KEYS:
             out.append(f"scene keys {sorted(scene)} differ from the contract")
         elif scene["background"] not in v["backgrounds"] or scene["lighting"] not in v["lightings"] \
-                or scene["viewpoint"] not in v["viewpoints"]:
+                or scene["viewpoint"] not in v["viewpoints"] \
+                or scene["background_colour"] not in v["backdrop"]["palette"]:
             out.append(f"scene has an unknown value: {scene}")
+        elif not scene["ground_visible"] and any(
+                v["decorations"][d].get("ground") for d in v["decorations"]
+                if v["decorations"][d]["words"] in scene["decorations"]):
+            out.append(f"a ground decoration is named while the ground is out of view: {scene}")
         ids = _objects(g, kind, out)
         if kind == "video":
             dur = g["duration_s"]

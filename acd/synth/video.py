@@ -3,7 +3,9 @@
 How truth is kept: every object's trajectory is planned in *frame* coordinates (0..1 of the view), with
 conservative boxes used to keep objects apart and inside the frame; then each frame is rendered and the
 sprite's real opaque box is measured. Positions, sizes, appear / leave times in the grounding are read
-back from those measured boxes, so they are true of the pixels even where the plan was approximate.
+back from those measured boxes, so they are true of the pixels even where the plan was approximate; an
+object counts as in view in a frame only when enough of its box is inside it (VISIBLE). What the backdrop
+shows (its colour, the ground, decorations) is read from the frames too (acd/synth/backdrop.py).
 
 Camera: the background is a world `world_scale` times larger than the view; pan / tilt slide the view
 window across it, zoom shrinks / grows the window. Movers ("moves from left to right", "falls down", the
@@ -26,10 +28,16 @@ from PIL import Image
 from acd.grounding import position_of
 from acd.synth import pick, r3, rng_for, size_label, uniform, vocab
 from acd.synth.image import attributes_of, choose_colour, choose_pattern, sprite_size
-from acd.synth.scene import background, decorations, pick_scene
+from acd.synth.backdrop import BackdropTally
+from acd.synth.scene import background, layers, pick_scene
 from acd.synth.shapes import make_sprite
 
 EDGE = 0.015  # keep planned boxes this far inside the frame / away from grid lines
+# An object is in view in a frame when at least this share of its box is inside the frame. A sliver at the
+# edge (a wheel, the tip of a tail) is nothing a viewer can name, while a third of an object is: so its
+# appear time is its first frame in view, a leave event's time is its first frame out of view (what is
+# left is at most a sliver), and its start / end places are where it can be seen.
+VISIBLE = 0.3
 TRIES = 15
 
 
@@ -243,23 +251,48 @@ def encode_mp4(frames: list[np.ndarray], fps: int, crf: int, preset: str) -> byt
 
 
 # ------------------------------------------------------------------------------------------- render
+def _setup(seed: int, index: int):
+    """The first draws of an item, which fix everything behind the objects: duration, scene, camera."""
+    vv = vocab()["video"]
+    rng = rng_for(seed, "video", index)
+    W, H = vv["size"]
+    duration = float(pick(rng, vv["durations"]))
+    N = int(round(duration * int(vv["fps"])))
+    WW, WH = (int(round(W * vv["world_scale"])) // 2) * 2, (int(round(H * vv["world_scale"])) // 2) * 2
+    scene = pick_scene(rng)
+    variant = scene.pop("_variant")
+    world = Image.fromarray(background(scene["background"], scene["viewpoint"], scene["lighting"], WW, WH, variant))
+    world_layers = Image.fromarray(layers(scene["background"], scene["viewpoint"], WW, WH, variant))
+    motion = pick(rng, vv["camera"]["motions"])
+    cam_speed = None if motion == "static" else pick(rng, ["slow", "fast"])
+    win = camera_windows(motion, cam_speed, N, W, H, WW, WH)
+    return rng, N, scene, world, world_layers, motion, cam_speed, win
+
+
+def _view(img: Image.Image, window, zoom: bool, W: int, H: int, resample) -> Image.Image:
+    """The part of the world a frame shows (a zoom resamples it, a pan or tilt crops whole pixels)."""
+    x0, y0, x1, y1 = window
+    if zoom:
+        return img.resize((W, H), resample, box=(float(x0), float(y0), float(x1), float(y1)))
+    ix, iy = int(round(x0)), int(round(y0))
+    return img.crop((ix, iy, ix + W, iy + H))
+
+
+def backdrop_frames(seed: int, index: int) -> list[np.ndarray]:
+    """Item `index`'s frames as they are before any object is drawn (for checks that tell an object's
+    pixels from the backdrop's)."""
+    W, H = vocab()["video"]["size"]
+    _, N, _, world, _, motion, _, win = _setup(seed, index)
+    return [np.asarray(_view(world, win[k], motion.startswith("zoom"), W, H, Image.BILINEAR)) for k in range(N)]
+
+
 def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
     """(mp4 bytes, grounding dict, probe facts)."""
     v = vocab()
     vv = v["video"]
-    rng = rng_for(seed, "video", index)
     W, H = vv["size"]
     fps = int(vv["fps"])
-    duration = float(pick(rng, vv["durations"]))
-    N = int(round(duration * fps))
-    WW, WH = (int(round(W * vv["world_scale"])) // 2) * 2, (int(round(H * vv["world_scale"])) // 2) * 2
-    scene = pick_scene(rng)
-    variant = scene.pop("_variant")
-    scene["decorations"] = decorations(scene["background"], scene["viewpoint"], "video")
-    world = Image.fromarray(background(scene["background"], scene["viewpoint"], scene["lighting"], WW, WH, variant))
-    motion = pick(rng, vv["camera"]["motions"])
-    cam_speed = None if motion == "static" else pick(rng, ["slow", "fast"])
-    win = camera_windows(motion, cam_speed, N, W, H, WW, WH)
+    rng, N, scene, world, world_layers, motion, cam_speed, win = _setup(seed, index)
     avoid = v["backgrounds"][scene["background"]]["avoid"]
 
     n = int(pick(rng, {int(k): w for k, w in vv["objects"].items()}))
@@ -329,15 +362,14 @@ def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
         o["master_scale"] = float(o["plan"].scale.max())
         mw, mh = max(6, round((o["w"] - 2) * o["master_scale"])), max(6, round((o["h"] - 2) * o["master_scale"]))
         o["master"] = make_sprite(o["cat"]["shape"], v["colours"][o["colour"]], o["pattern"], mw, mh)
-        o["seen"] = []  # (frame, clipped box in 0..1)
+        o["seen"] = []  # (frame, clipped box in 0..1), frames where it is in view (VISIBLE)
     frames = []
+    tally = BackdropTally(scene["background"])  # what the backdrop shows around the objects, frame by frame
+    zoom = motion.startswith("zoom")
     for k in range(N):
-        x0, y0, x1, y1 = win[k]
-        if motion.startswith("zoom"):
-            frame = world.resize((W, H), Image.BILINEAR, box=(float(x0), float(y0), float(x1), float(y1)))
-        else:
-            ix, iy = int(round(x0)), int(round(y0))
-            frame = world.crop((ix, iy, ix + W, iy + H))
+        frame = _view(world, win[k], zoom, W, H, Image.BILINEAR)
+        lab = _view(world_layers, win[k], zoom, W, H, Image.NEAREST)  # labels are never blended
+        drawn = []  # pixel boxes of everything drawn in this frame, in view or not
         for o in objs:
             p = o["plan"]
             if k < p.start:
@@ -352,12 +384,19 @@ def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
             bb = spr.getchannel("A").getbbox()
             if bb is None:
                 continue
-            box = (max(px + bb[0], 0), max(py + bb[1], 0), min(px + bb[2], W), min(py + bb[3], H))
+            full = (px + bb[0], py + bb[1], px + bb[2], py + bb[3])
+            box = (max(full[0], 0), max(full[1], 0), min(full[2], W), min(full[3], H))
             if box[0] >= box[2] or box[1] >= box[3]:
-                continue  # entirely outside the frame: not visible in this frame
+                continue  # entirely outside the frame
             frame.paste(spr, (px, py), spr)
-            o["seen"].append((k, (box[0] / W, box[1] / H, box[2] / W, box[3] / H)))
-        frames.append(np.asarray(frame))
+            drawn.append(box)
+            inside = (box[2] - box[0]) * (box[3] - box[1]) / ((full[2] - full[0]) * (full[3] - full[1]))
+            if inside >= VISIBLE:
+                o["seen"].append((k, (box[0] / W, box[1] / H, box[2] / W, box[3] / H)))
+        rgb = np.asarray(frame)
+        tally.add(rgb, np.asarray(lab), drawn)
+        frames.append(rgb)
+    scene.update(tally.scene_fields())
     data = encode_mp4(frames, fps, int(vv["crf"]), str(vv["preset"]))
 
     # Grounding, read back from what was drawn.
@@ -379,7 +418,7 @@ def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
             "bbox": b0, "action": o["action"], "speed": o["speed"],
             "attributes": attributes_of(o["cat"], o["pattern"]),
         })
-    # Events: appearances grouped by time, the collision, and departures (first frame no longer seen).
+    # Events: appearances grouped by time, the collision, and departures (the first frame out of view).
     by_t: dict[int, list[str]] = {}
     for o in objs:
         by_t.setdefault(o["first"], []).append(ids[id(o)])
@@ -387,7 +426,7 @@ def render_video(seed: int, index: int) -> tuple[bytes, dict, dict]:
     for e in events:
         evs.append({"t": e["t"], "type": "collide", "objects": [ids[id(o)] for o in e["objects"]]})
     for o in objs:
-        if o["plan"].clip and o["last"] < N - 1:
+        if o["last"] < N - 1:
             evs.append({"t": r3((o["last"] + 1) / fps), "type": "leave", "objects": [ids[id(o)]]})
     order = {"appear": 0, "collide": 1, "leave": 2}
     evs.sort(key=lambda e: (e["t"], order[e["type"]], e["objects"]))
