@@ -19,6 +19,10 @@ Reason codes (stable: review, reports and regeneration key on them):
                            after a narrative's closing line (acd/checks/style.py; patterns in checks.yaml `style`)
   coverage_chosen          chosen leaves out what its instruction type must state, or names what an instance
                            instruction excludes (acd/checks/coverage.py; contracts in schemas/contracts.yaml)
+  rejected_not_worse       a non-q-c-c rejected caption not worse in the way its rejection_strategy records:
+                           hallucination with no new false fact, ignore_instruction with no new contract miss,
+                           length_violation within the length, weak_model with neither a new false fact nor
+                           fewer grounded facts (acd/checks/rejected.py); skipped without a strategy
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
 Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup),
 which keeps a full 300k-pair build's checks to seconds.
@@ -221,4 +225,10 @@ def _check_pair(
             out.append("qcc_rejected_differs")
         elif not is_qcc and same and chosen.strip():
             out.append("chosen_equals_rejected")
+        elif not is_qcc and rejection_strategy:  # worse in its recorded way (acd/checks/rejected.py)
+            from acd.checks.rejected import REJECTED, not_worse
+
+            if not_worse(instruction, chosen, rejected, modality=modality, instruction_type=instruction_type,
+                         rejection_strategy=rejection_strategy, constraint=constraint, grounding=grounding):
+                out.append(REJECTED)
     return out

@@ -17,7 +17,7 @@ from typing import Any
 
 from acd.checks.length import count_words, satisfies, split_sentences
 from acd.grounded.compose import Plan, Writer
-from acd.grounded.facts import Facts
+from acd.grounded.facts import Facts, plural
 from acd.grounded.fit import Target
 from acd.grounded.phrasing import Phrasing, cap
 from acd.grounding import POSITIONS
@@ -35,9 +35,9 @@ def reject(ph: Phrasing, facts: Facts, plan: Plan, lc: LengthConstraint | None, 
     elif strategy == "hallucination":
         text = _hallucination(ph, facts, plan, lc, rng)
     elif strategy == "ignore_instruction":
-        text = _ignore(ph, facts, plan, lc, rng)
+        text = _ignore(ph, facts, plan, lc, rng, chosen)
     elif strategy in ("weak_model", "length_violation"):  # length_violation without a constraint: weak
-        text = _weak(ph, facts, plan, lc, rng)
+        text = _weak(ph, facts, plan, lc, rng, chosen)
     else:
         raise ValueError(f"unknown rejection strategy {strategy!r}")
     if text.strip() == chosen.strip():  # must never pass for a q-c-c pair by accident
@@ -93,7 +93,15 @@ def _length_violation(ph, facts, plan, lc, rng, chosen) -> str:
 
 # ------------------------------------------------------------------------------------ hallucination
 def _fresh(values: list[str], present: set[str]) -> list[str]:
-    return [v for v in values if not (set(re.findall(r"[a-z]+", v.lower())) & present)]
+    """Values none of whose words is in the grounding, nor shares a stem with one of its words ("clapping"
+    beside a clap is no hallucination: the fact check and a reader take it for the clap)."""
+    stems = {w[:4] for w in present if len(w) >= 4}
+    long = [w for w in present if len(w) >= 4]
+
+    def near(w: str) -> bool:  # "doorbell" beside a bell is read as the bell too
+        return w in present or (len(w) >= 4 and w[:4] in stems) or any(p in w for p in long)
+
+    return [v for v in values if not any(near(w) for w in re.findall(r"[a-z]+", v.lower()))]
 
 
 def _primary_id(facts: Facts, plan: Plan) -> str | None:
@@ -186,14 +194,119 @@ def _append_hallucination(ph: Phrasing, facts: Facts, text: str, rng: random.Ran
 
 
 # ------------------------------------------------------------------------------------ ignore / weak
-def _ignore(ph, facts, plan, lc, rng) -> str:
+def _named_instruction(facts: Facts, plan: Plan) -> str:
+    """The things the plan resolved from the instruction, as the checks read an instruction (the excluded one
+    first): reject() is not given the instruction text, and the checks only need what it names."""
+    ids = ([plan.excluded_id] if plan.excluded_id else []) + [i for i in plan.target_ids if i != plan.excluded_id]
+    return " ".join(facts.by_id[i]["label"] for i in ids if i in facts.by_id)
+
+
+def _worse(facts: Facts, plan: Plan, lc, strategy: str, chosen: str, text: str) -> bool:
+    """The check stage's own verdict (acd/checks/rejected.py): is `text` worse than `chosen` in this way?"""
+    from acd.checks.rejected import not_worse
+
+    return not not_worse(_named_instruction(facts, plan), chosen, text, modality=facts.modality,
+                         instruction_type=plan.itype, rejection_strategy=strategy, constraint=lc, grounding=facts.g)
+
+
+def _stripped(facts: Facts, objects: tuple = (), scene: tuple = (), camera: bool = False,
+              sounds: tuple = ()) -> Facts:
+    """The same media with some facts left out (never changed): a caption of it says less, nothing false."""
+    g = json.loads(json.dumps(facts.g))
+    for o in g.get("objects") or []:
+        for k in objects:
+            o.pop(k, None)
+    for snd in g.get("sounds") or []:
+        for k in sounds:
+            snd.pop(k, None)
+    for k in scene:
+        (g.get("scene") or {}).pop(k, None)
+    if camera:
+        g.pop("camera", None)
+    return Facts(facts.modality, g, facts.lex)
+
+
+def _setting_only(ph, facts, plan, lc, rng) -> str:
+    """A caption of the setting alone (backdrop, light, mood, length), naming none of the media's things."""
+    if facts.modality != "audio":
+        # a decoration that shares a word with an object ("a row of pine trees" beside a tree) would read
+        # as naming it: such decorations are left out
+        cats = {w for o in facts.objs for w in (o["cat"].lower(), plural(o["cat"].lower()))}
+        g = json.loads(json.dumps(facts.g))
+        scene = g.get("scene") or {}
+        scene["decorations"] = [d for d in scene.get("decorations") or []
+                                if not cats & set(re.findall(r"[a-z]+", d.lower()))]
+        bare = Facts(facts.modality, g, facts.lex)
+        return Writer(ph, bare, rng).caption(Plan(itype="background"), lc, itype="background")
+    w = Writer(ph, facts, rng)
+    from acd.grounded.compose import _target
+
+    groups = ["audio_background", "audio_mood", "audio_duration"]
+    names = {n for snd in facts.sounds for n in re.findall(r"[a-z]+", snd["src"].lower())}
+    if names & {x for p in facts.scene.get("abg_opts") or [] for x in re.findall(r"[a-z]+", p.lower())}:
+        groups.remove("audio_background")  # "a low hum" beside a hum sound would name that sound
+    units = [x for x in (w.u(gr) for gr in groups) if x]
+    if not units:
+        return ""
+    target = _target(lc, len(units), units)
+    return w._fit(units, 1, target) or w._fit(units, 1, target, force=True)
+
+
+_LOOKS = ("colour", "size", "attributes", "pattern")
+_PLACES = ("position", "end_position", "bbox")
+
+
+def _ignore_candidates(ph, facts, plan, lc, rng, reqs: list[str]):
+    """Captions that do not do what the instruction asks, by what its type's contract asks (most natural
+    first). Each is true: another type's caption, or one written from the media less the asked-for facts."""
     table = ph.ignore_instruction
     alt = (table.get(facts.modality) or {}).get(plan.itype) if facts.modality == "audio" else None
     alt = alt or table[plan.itype]
     if alt not in load_taxonomy().modalities[facts.modality]:
         alt = "detail"
-    force = plan.excluded_id if plan.itype == "instance" else None
-    return Writer(ph, facts, rng).caption(plan, lc, itype=alt, force_first=force)
+    w = lambda f: Writer(ph, f, random.Random(rng.random()))  # noqa: E731
+    objs = facts.objs if facts.modality != "audio" else []
+    if "excludes_excluded" in reqs and plan.excluded_id:  # the excluded object, named first (other draws
+        for _ in range(3):                                    # when one misses the length)
+            yield lambda: w(facts).caption(plan, lc, itype=alt, force_first=plan.excluded_id)
+        return
+    if "looks_named" in reqs:  # where things are, not how they look
+        yield lambda: w(_stripped(facts, objects=_LOOKS)).caption(plan, lc, itype=alt)
+    if "places_named" in reqs:  # how things look, not where they are
+        yield lambda: w(_stripped(facts, objects=_PLACES)).caption(plan, lc, itype=alt)
+    if "camera_motion" in reqs:
+        yield lambda: w(_stripped(facts, camera=True)).caption(plan, lc, itype=alt)
+    if "background_named" in reqs:
+        yield lambda: w(_stripped(facts, scene=("background", "decorations", "background_colour"))).caption(
+            plan, lc, itype=alt)
+    if "names_every" in reqs and len(objs) >= 2:  # one object's looks, not the whole scene
+        one = Plan(itype="appearance", target_ids=[objs[0]["id"]])
+        yield lambda: w(facts).caption(one, lc)
+    if {"names_one", "names_every"} & set(reqs):  # only the setting, none of the things asked about
+        yield lambda: _setting_only(ph, facts, plan, lc, rng)
+    yield lambda: w(facts).caption(plan, lc, itype=alt)  # another type's caption (event: a brief one)
+    if "background_named" not in reqs:
+        yield lambda: _setting_only(ph, facts, plan, lc, rng)
+
+
+def _ignore(ph, facts, plan, lc, rng, chosen) -> str:
+    """A fluent, true caption that does not do what the instruction asks, in a way the coverage check sees
+    (blind readers found "brief" rejections that were detail captions as long as the chosen, with one more
+    true detail: not worse). The first candidate the check calls worse and that keeps the length wins."""
+    from acd.checks.coverage import requirements
+
+    reqs = requirements(plan.itype, facts.modality)
+    first_worse = last = None
+    for make in _ignore_candidates(ph, facts, plan, lc, rng, reqs):
+        text = make()
+        if not text or text.strip() == chosen.strip():
+            continue
+        last = text
+        if _worse(facts, plan, lc, "ignore_instruction", chosen, text):
+            if satisfies(text, lc):
+                return text
+            first_worse = first_worse or text
+    return first_worse or last or Writer(ph, facts, rng).caption(plan, lc, itype="detail")
 
 
 def _slips(facts: Facts, plan: Plan, pid: str | None) -> list:
@@ -253,32 +366,89 @@ def _apply_slip(g: dict, kind: str, pid: str | None, wm: dict, modality: str) ->
     return False
 
 
-def _weak(ph, facts, plan, lc, rng) -> str:
+def _weak_facts(facts: Facts, level: int, pid: str | None) -> dict:
+    """A grounding copy as a weaker captioner perceives it: no attributes or sound patterns; at level 2 also
+    no decorations, backdrop colour, lighting or mood, and no sizes or sound qualities but the primary thing's
+    (whose slip is the caption's one false fact); at level 3 also no colours."""
+    g = json.loads(json.dumps(facts.g))
+    for it in (g.get("sounds") if facts.modality == "audio" else g.get("objects")) or []:
+        it.pop("attributes", None)
+        it.pop("pattern", None)
+        if level >= 2 and it.get("id") != pid:
+            for k in ("size", "pitch", "loudness"):
+                it.pop(k, None)
+        if level >= 3:  # no colours at all: what a short, tight-length chosen caption may still say
+            it.pop("colour", None)
+    if level >= 2:
+        for k in ("decorations", "background_colour", "lighting", "mood"):
+            (g.get("scene") or {}).pop(k, None)
+    return g
+
+
+def _weak(ph, facts, plan, lc, rng, chosen: str = "") -> str:
     """Fewer facts, no attributes, vaguer words and one small slip that the caption really states.
 
-    The slip is checked against the true grounding with the check stage's fact check, so the rejected
-    caption is worse in exactly this recorded way (not merely shorter)."""
+    The slip is checked against the true grounding with the check stage's fact check, and the facts it states
+    are counted with the check's own count (acd/checks/rejected.stated_facts): blind readers found weak
+    rejections as long as the chosen that added a true detail it lacked. The first draft with a slip, fewer
+    facts than the chosen, no true fact the chosen lacks unless it is shorter, and the pair's length wins;
+    else the best draft by those tests in that order."""
     from acd.checks.factcheck import problems
+    from acd.checks.rejected import stated_facts
 
     wm = ph.weak_model
     pid = _primary_id(facts, plan)
-    text = None
-    for kind in _slips(facts, plan, pid):
-        g = json.loads(json.dumps(facts.g))
-        for it in (g.get("sounds") if facts.modality == "audio" else g.get("objects")) or []:
-            it.pop("attributes", None)
-            it.pop("pattern", None)
-        if not _apply_slip(g, kind, pid, wm, facts.modality):
-            continue
-        weak = Facts(facts.modality, g, facts.lex)
-        for lite in (True, False):  # fewer facts when the length allows it; a weak model still obeys length
-            text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=lite)
-            for a, b in wm["vague_words"].items():
-                text = text.replace(a, b)
-            if problems(text, facts.modality, facts.g, None) and satisfies(text, lc):
-                return text
+    have = stated_facts(chosen, facts.modality, facts.g) if chosen else frozenset()
+    n_chosen = count_words(chosen)
+    best, best_rank, text = None, None, None
+    for level in (2, 3, 1):
+        for kind in _slips(facts, plan, pid):
+            g = _weak_facts(facts, level, pid)
+            if not _apply_slip(g, kind, pid, wm, facts.modality):
+                continue
+            weak = Facts(facts.modality, g, facts.lex)
+            drafts = []
+            for lite in (True, False):  # fewer facts when the length allows it; a weak model still obeys length
+                text = Writer(ph, weak, random.Random(rng.random())).caption(plan, lc, lite=lite)
+                for a, b in wm["vague_words"].items():
+                    text = text.replace(a, b)
+                drafts.append(text)
+                if lite:  # a lite caption of a type that places nothing: its last sentence says the slip
+                    line = _slip_line(ph, weak, pid, rng)
+                    if line:
+                        drafts += [_swap_last(text, line), line]  # or the slip alone (under a tight chosen)
+            for text in drafts:
+                if not problems(text, facts.modality, facts.g, None) or text.strip() == chosen.strip():
+                    continue
+                said = stated_facts(text, facts.modality, facts.g)
+                fewer = len(said) < len(have) if chosen else True
+                no_add = not (said - have) or count_words(text) < n_chosen if chosen else True
+                rank = (fewer and no_add, satisfies(text, lc), fewer, no_add)
+                if all(rank):
+                    return text
+                if best_rank is None or rank > best_rank:
+                    best, best_rank = text, rank
+    if best is not None:
+        return best
     # no slip shows in a lite caption of this type (e.g. a background caption): state one that does
     return _append_hallucination(ph, facts, text or Writer(ph, facts, rng).caption(plan, lc, lite=True), rng)
+
+
+def _slip_line(ph: Phrasing, weak: Facts, pid: str | None, rng: random.Random) -> str | None:
+    """One short sentence about the primary thing as the weak grounding has it (its slip included)."""
+    thing = weak.by_id.get(pid) if pid else None
+    if not thing:
+        return None
+    got = ph.pick("sound_short" if weak.modality == "audio" else "obj_short", weak.ctx(thing), rng)
+    return got[0] if got else None
+
+
+def _swap_last(text: str, line: str) -> str:
+    """`text` with its last sentence (or poem line) replaced by `line`; appended to a one-sentence text."""
+    if "\n" in text:
+        return "\n".join(text.split("\n")[:-1] + [line])
+    sents = split_sentences(text)
+    return " ".join(sents[:-1] + [line]) if len(sents) > 1 else f"{text} {line}"
 
 
 def hallucinated_terms(text: str, grounding: dict[str, Any] | str, ph: Phrasing) -> list[str]:
