@@ -21,6 +21,7 @@ from acd.grounded.compose import Writer
 from acd.grounded.facts import Facts
 from acd.grounded.phrasing import PHRASING_DIR, load_phrasing
 from acd.paths import REFERENCE_DIR
+from acd.plan import fitting_constraint
 from acd.taxonomy import load_taxonomy
 
 IMAGE = [
@@ -144,10 +145,13 @@ def backend() -> GroundedBackend:
 def matrix(backend):
     """Every (modality, grounding, type) x every length constraint x every strategy, generated once."""
     rows = []
+    constraints = [c for c in TAX.constraints if c.form != "none"]
     for modality, i, itype in _cases():
         media = _media(modality, i)
-        for lc in TAX.constraints:
-            pair = _pair(modality, i, itype, lc)
+        for k, lc in enumerate(TAX.constraints):
+            if lc.form != "none":  # as the planner would: never a length no caption can meet with the contract
+                lc = fitting_constraint(lc, constraints, modality, itype, media["grounding"], k / len(TAX.constraints))
+            pair = _pair(modality, i, itype, lc, tag=f"-{k}")
             pair["instruction"] = _run(backend, "instruct", pair, media)
             pair["chosen"] = _run(backend, "chosen", pair, media)
             rejected = {}

@@ -52,6 +52,8 @@ class Writer:
         self.definite = False  # objects already introduced by the caption's first sentence
         self._groups: dict[int, tuple[list, list]] = {}  # id(unit) -> (unit, [(group, ctx)]), for redraws
         self._strict = False  # core units may not be dropped to meet a count (the chosen caption's contract)
+        self._closing: list[str] | None = None  # the unit that ends a story or theme (kept last)
+        self._about_main: tuple[set, set] = (set(), set())
 
     # ================================================================ instructions
     def instruction(self, itype: str, lc: LengthConstraint | None) -> str:
@@ -169,20 +171,23 @@ class Writer:
         # dropped to meet a count, and a draft the coverage check faults is drawn again. Rejected captions
         # (lite, force_first, another type or target) are written to miss on purpose and skip this.
         contract = not lite and not force_first and target is None and (itype or plan.itype) == plan.itype
-        self._strict = contract
         text, fitted = "", None
-        for _ in range(6):  # fresh draws of phrasings and facts until the count (and contract) are met
+        for attempt in range(6):  # fresh draws of phrasings and facts until the count (and contract) are met
+            # the last draws may drop a core fact to meet the count: the check stage then faults the caption
+            # and the pair is asked again (another seed) or dropped with the reason, never shipped short
+            self._strict = contract and attempt < 4
             text, target_ = self._caption_once(plan, lc, target, itype, lite, force_first)
             if target_ is None or target_.unit != "words" or target_.lo <= count_words(text) <= target_.hi:
-                if not contract or not self.coverage_problems(text, plan):
+                if not contract or not self.problems(text, plan):
                     return text
                 fitted = fitted or text
         return fitted or text
 
-    def coverage_problems(self, text: str, plan: Plan) -> list[str]:
-        from acd.checks.coverage import problems
+    def problems(self, text: str, plan: Plan) -> list[str]:
+        """What the check stage would fault in this chosen caption (acd.checks.rules.chosen_problems)."""
+        from acd.checks.rules import chosen_problems
 
-        return problems(text, self.f.modality, plan.itype, plan.instruction, self.f.g)
+        return chosen_problems(plan.instruction, text, self.f.modality, self.f.g, plan.itype)
 
     def _caption_once(self, plan: Plan, lc: LengthConstraint | None, target: Target | None,
                       itype: str | None, lite: bool, force_first: str | None) -> tuple[str, Target | None]:
@@ -220,6 +225,7 @@ class Writer:
         if not lite:
             units += self._extra_units(units, itype)
         units += self._fillers(itype)
+        units = self._closing_last(units, n_core)
         if target is None:
             target = _target(lc, natural, units)
         text = self._fit(units, n_core, target)
@@ -232,6 +238,17 @@ class Writer:
             FALLBACKS["prose"] += 1
             text = self._fit(units, n_core, target, force=True)
         return text, target
+
+    def _closing_last(self, units: list[list[str]], n_core: int) -> list[list[str]]:
+        """Move a story's or theme's closing line behind every fact (nothing is said after 'The tale ends')."""
+        closing, self._closing = self._closing, None
+        idx = next((i for i, un in enumerate(units) if un is closing), None) if closing is not None else None
+        if idx is None or idx < n_core or idx == len(units) - 1:
+            return units
+        first, about = self._about_main
+        shift = {i: (i - 1 if i > idx else i) for i in about if i != idx}
+        self._about_main = (first, set(shift.values()) | ({len(units) - 1} if idx in about else set()))
+        return units[:idx] + units[idx + 1:] + [closing]
 
     def _main(self, itype: str, plan: Plan) -> dict | None:
         """The thing a tiny first sentence is about: the named target, else the first object/sound."""
@@ -354,15 +371,17 @@ class Writer:
             return [x for x in extra if x]
         groups = ["background", "background_decor", "background_colour", "lighting", "viewpoint", "mood"]
         extra = [self.u(g) for g in groups if g not in have]
-        if "count" not in have and len(self.f.objs) > 1 and itype not in ("background", "camera", "instance"):
-            extra.append(self.u("count"))
-        if self.f.modality == "video" and "duration" not in have:
+        # no "There are three objects altogether." or "All told, the clip lasts 2.5 seconds." to make up a count:
+        # readers take them for padding; the length is a fact only where time is what is asked about
+        if self.f.modality == "video" and "duration" not in have and itype in ("event", "action", "camera"):
             extra.append(self.u("duration"))
         return [x for x in extra if x]
 
     def _fillers(self, itype: str = "") -> list[list[str]]:
         if itype in ("background", "instance"):
             return []  # "no other objects" talks about objects, which these captions must not
+        if len(self.f.things) > 1:
+            return []  # "Nothing else is in the footage" is true only of a one-thing scene
         g = "filler_audio" if self.f.modality == "audio" else "filler_visual"
         return [[s] for s in self.u(g, k=2)]
 
@@ -379,7 +398,7 @@ class Writer:
             if n_core > k:  # more asked-for facts than sentences allowed: merge them
                 picked = picked[: k - 1] + [merge_sentences([u[0] for u in units[k - 1 : n_core]])]
             while len(picked) < k:  # only for absurdly small scenes: the exhaustive-grounding facts
-                picked.append(units[-1 - (len(picked) % 2)][0])
+                picked.append(units[-1 - (len(picked) % min(2, len(units)))][0])
             return " ".join(picked)
         wcs = [[count_words(b) for b in u] for u in units]
         main_first, main_units = getattr(self, "_about_main", (set(), set()))
@@ -439,7 +458,6 @@ class Writer:
             if video:
                 units += [u("camera")] + self._event_units(f.events) + [u("duration")]
             units += self._box_units(objs)
-            units.append(u("count"))
             return units, 1, rng.randint(10, 13)
         if itype == "narrative":
             units = [u("narr_open")]
@@ -449,9 +467,11 @@ class Writer:
                 units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
             if video:
                 units += self._event_units(f.events[1:])
-            units += [u("narr_close"), u("background_decor"), u("lighting"), u("background")]
-            units += self._box_units(objs)[:2]
-            return units, 2 if objs else 1, rng.randint(8, 10)  # a story names at least one thing in it
+            self._closing = u("narr_close")  # a story's closing line comes last, after any fact it carries
+            units += [u("background_decor"), u("lighting"), u("background"), self._closing]
+            # as long as its story: the open, each thing and what happens, and a close (no list of measurements)
+            natural = min(rng.randint(5, 7), 3 + len(objs[:4]) + (len(f.events) if video else 0))
+            return units, 2 if objs else 1, natural  # a story names at least one thing in it
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = self._vary(f.ctx())
@@ -459,7 +479,8 @@ class Writer:
             self.definite = bool(objs)
             units += [u("obj_action", o) if o.get("moving") else u("theme_obj", o) for o in objs[:3]]  # no "rests" for a mover
             self.definite = False
-            units += [pick_from(spec["close"], ctx, rng, 2, self.used), u("background_decor"), u("mood"), u("background")]
+            self._closing = pick_from(spec["close"], ctx, rng, 2, self.used)
+            units += [u("background_decor"), u("mood"), u("background"), self._closing]
             return units, 1, rng.randint(6, 7)
         if itype == "perspective":
             spec = self.ph.style_tpls["viewpoints"][plan.viewpoint or "visitor"]
@@ -475,7 +496,8 @@ class Writer:
                 rel = relation(o, viewer) if viewer else None
                 place = self._placed_at_start(o) if o.get("moving") else {}
                 units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, place, rel=rel)), rng, 2, self.used))
-            units += [pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used), u("background_decor"), u("lighting")]
+            self._closing = pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used)
+            units += [u("background_decor"), u("lighting"), self._closing]
             natural = rng.randint(3, 4) if video else rng.randint(4, 5)  # the release's video views are shorter
             return units, 2 if len(units) > 3 else 1, natural  # the view names what it sees
         if itype == "instance":
@@ -497,7 +519,8 @@ class Writer:
             targets = targets or objs[:1]
             # the contract's core: colour, size and a feature of each named object, one sentence each; then
             # only facts not said yet (width, place, light), never the colour or size again
-            units = [u("obj_looks", o) or u("obj_looks_nosize", o) or u("obj_looks_plain", o) for o in targets]
+            units = [u("obj_looks", o, k=8) or u("obj_looks_nosize", o, k=8) or u("obj_looks_plain", o, k=8)
+                     for o in targets]  # many lengths of the one sentence, so exact counts can be met
             units += [u("obj_width", o) for o in targets]
             units += [u("obj_position", o) for o in targets] + [u("lighting"), u("background")]
             return units, len(targets), len(targets) + 1
@@ -657,8 +680,9 @@ class Writer:
             units = [u("narr_audio_open")]
             for s in snds:
                 units += [x for x in (self._between(s), u("narr_sound", s)) if x]
-            units += [u("narr_audio_close")] + setting[1:] + [u("sound_quality", s) for s in snds]  # open/close say the background
-            return units, 2 if snds else 1, rng.randint(6, 8)  # a story names at least one of its sounds
+            self._closing = u("narr_audio_close")  # open/close say the background
+            units += setting[1:] + [self._closing]
+            return units, 2 if snds else 1, min(rng.randint(5, 7), 3 + 2 * len(snds))  # a story names at least one of its sounds
         raise ValueError(f"no caption recipe for audio/{itype}")
 
     def _between(self, s: dict) -> list[str]:

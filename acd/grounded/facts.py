@@ -295,6 +295,7 @@ class Facts:
             if bbox and self.modality == "image":
                 ctx["width_frac"] = fraction_words(bbox[2] - bbox[0])
                 ctx["_area"] = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
+            ctx["still_ref"] = None if moving else ref
             if moving and not ctx["action"]:
                 ctx["action"] = f"moves to the {end_pos}"
             self.objs.append(ctx)
