@@ -181,9 +181,12 @@ def test_without_a_grounding_what_the_instruction_and_words_can_say():
     # rejected caption, re-labelled); the clapping poem does add words, so it passes without a grounding
     assert _why(IGNORE_FAIL_DETAIL, rejection_strategy="hallucination", grounding=None)
     assert _why(HALL_FAIL, grounding=None) is None
-    # ignore_instruction: the instruction names what the instance caption must leave out; "brief" names nothing
+    # ignore_instruction: the instruction names what the instance caption must leave out; "brief" names nothing,
+    # so without a grounding nothing can hold the rejected caption to it (undecided, not failed: real media with
+    # a model backend would otherwise lose most ignore_instruction pairs)
     assert _why(IGNORE_PASS, grounding=None) is None
-    assert _why(IGNORE_FAIL, grounding=None)
+    assert _why(IGNORE_FAIL, grounding=None) is None
+    assert _why(dict(IGNORE_PASS, rejected=IGNORE_PASS["chosen"] + " Nothing else."), grounding=None)
     # weak_model: fewer vocabulary facts (one sound of three) passes; the doorbell caption says as much
     assert _why(WEAK_PASS, grounding=None) is None
     assert _why(WEAK_FAIL, grounding=None)

@@ -72,7 +72,7 @@ def _words() -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _vocab() -> dict[str, Any]:
     """Nouns the check can recognise without a grounding: the fact check's objects and sounds."""
-    from acd.checks.factcheck import _vocab as fact_vocab
+    from acd.checks.vocab import fact_vocab
 
     v = fact_vocab()
     return {"objects": sorted(v["objects"]), "sounds": sorted(v["sounds"]), "plural_of": v["plural_of"],

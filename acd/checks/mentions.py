@@ -75,7 +75,7 @@ def _nouns_for(cats: tuple[str, ...]) -> dict[str, str]:
 
 
 def _vocab():
-    from acd.checks.factcheck import _vocab as fact_vocab
+    from acd.checks.vocab import fact_vocab
 
     return fact_vocab()
 

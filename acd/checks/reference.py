@@ -34,7 +34,7 @@ def _spec() -> dict:
 
 @lru_cache(maxsize=1)
 def _words() -> dict:
-    from acd.checks.factcheck import _vocab
+    from acd.checks.vocab import fact_vocab as _vocab
 
     v = _vocab()
     return {"nouns": v["nouns"], "singular_of": v["singular_of"], "sounds": v["sounds"],

@@ -46,6 +46,8 @@ def not_worse(instruction: str | None, chosen: str | None, rejected: str | None,
         return None if _new_false(instruction, chosen, rejected, modality, g) else \
             "hallucination: the fact check finds nothing false in it"
     if s == "ignore_instruction":
+        if g is None and not _decidable_without_grounding(instruction, modality, instruction_type):
+            return None  # nothing named, excluded or counted: without a grounding there is nothing to hold it to
         miss = _coverage(rejected, modality, instruction_type, instruction, g)
         if not miss:
             return "ignore_instruction: it meets the type's contract and exclusions"
@@ -58,13 +60,23 @@ def not_worse(instruction: str | None, chosen: str | None, rejected: str | None,
         return "length_violation: it meets the length constraint" if satisfies(rejected, constraint) else None
     if s == "weak_model":
         if g is None:
+            # Without a grounding, "fewer facts" is a count of known vocabulary words, which real prose about
+            # real media rarely uses: only a rejected caption that states more of them than the chosen fails.
             n_r, n_c = len(_vocab_facts(rejected)), len(_vocab_facts(chosen))
-            return None if n_r < n_c else f"weak_model: {n_r} vocabulary facts, chosen {n_c}"
+            return None if n_r <= n_c else f"weak_model: {n_r} vocabulary facts, chosen {n_c}"
         if _new_false(instruction, chosen, rejected, modality, g):
             return None
         n_r, n_c = len(stated_facts(rejected, modality, g)), len(stated_facts(chosen, modality, g))
         return None if n_r < n_c else f"weak_model: nothing false and {n_r} grounded facts, chosen {n_c}"
     return None  # an unknown strategy: not enough information
+
+
+def _decidable_without_grounding(instruction: str | None, modality: str | None, itype: str | None) -> bool:
+    """Whether the instruction itself names, excludes or counts something the coverage check can hold a caption to."""
+    from acd.checks.coverage import _vocab_named, _words
+
+    ins = instruction or ""
+    return bool(_vocab_named(ins, modality)) or bool(_words()["count_question"].search(ins))
 
 
 def _parse(grounding: str | dict | None) -> dict | None:
@@ -124,7 +136,7 @@ def _noun_rx(noun: str) -> re.Pattern:
 
 @lru_cache(maxsize=1)
 def _fv() -> dict[str, Any]:
-    from acd.checks.factcheck import _vocab
+    from acd.checks.vocab import fact_vocab as _vocab
 
     return _vocab()
 

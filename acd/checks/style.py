@@ -48,7 +48,7 @@ def _spec() -> dict:
 
 @lru_cache(maxsize=1)
 def _words() -> dict:
-    from acd.checks.factcheck import _vocab
+    from acd.checks.vocab import fact_vocab as _vocab
 
     v = _vocab()
     return {

@@ -195,7 +195,9 @@ class Facts:
             sc.update(
                 bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
                 bg_in=f"{prep} {article(bg)}" if bg else None, bg_in_cap=f"{prep.title()} {article(bg)}" if bg else None,
-                bg_indef_opts=[article(bg)] + list(lex.get("background_alt", {}).get(bg, [])) if bg else None,
+                # the other wordings describe the ground ("a sandy beach"): only when the ground is in view
+                bg_indef_opts=[article(bg)] + (list(lex.get("background_alt", {}).get(bg, []))
+                                               if scene.get("ground_visible", True) else []) if bg else None,
                 lighting=lex["lighting_names"].get(scene.get("lighting"), scene.get("lighting")),
                 vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
                 vp_indef_opts=[article(scene["viewpoint"])] + list(lex.get("viewpoint_alt", {}).get(scene["viewpoint"], []))
