@@ -363,6 +363,8 @@ class Writer:
         """True scene facts a caption does not yet state, last in priority: what a long word target
         ("exactly 60 words") adds before anything else, so fact-poor scenes still reach it truthfully."""
         have = {g for u in units for g, _ in self._sources(u)}
+        if have & {"scene_intro", "scene_intro#def", "scene_empty"}:
+            have.add("background")  # the intro names the backdrop
         if self.f.modality == "audio":
             groups = ["audio_mood", "audio_duration"] + ([] if itype == "narrative" else ["audio_background"])
             extra = [self.u(g) for g in groups if g not in have]
@@ -620,8 +622,10 @@ class Writer:
         return out
 
     def _setting_units(self, full: bool = False) -> list[list[str]]:
+        """The setting after a scene intro (brief, detail, instance): the intro named the backdrop already,
+        so not "The place is a shady forest" again."""
         u = self.u
-        units = [u("background"), u("background_decor"), u("lighting")]
+        units = [u("background_decor"), u("lighting")]
         if full:
             units += [u("viewpoint"), u("mood")]
         return units
