@@ -12,12 +12,19 @@ through `acd check`'s engine (acd.checks.table: the build's per-pair checks, not
   false alarms    share of reader-accepted pairs the checks flag
 
 A pair accepted but not natural belongs to neither group; a pair with a verdict missing neither. Rates come
-with a Wilson 95% interval. Nothing here is tuned on the set: the checks run with their committed settings.
+with a Wilson 95% interval. The checks run with their committed settings.
+
+Two kinds of labelled file, scored apart and together:
+  development  every file but heldout_*.jsonl: reads the checks were improved against (their misses were
+               looked at, rules added for them), so their rates are optimistic
+  held-out     heldout_*.jsonl: reads nobody looked at while changing the checks; only aggregate figures
+               are ever printed for them. Their rates are the checks' measured catch rate.
 The figures go to a JSON file (schemas/checks_measured.json) that the report and the dataset card quote.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
 import hashlib
 import json
@@ -35,6 +42,13 @@ from acd.review.stats import wilson
 DEFAULT_GLOB = "tests/data/reader/*.jsonl"
 VERDICTS = ("compliant", "natural", "rejected_worse")
 TARGETS = {"catch": 0.90, "false_alarm": 0.10}  # the issue's bar: flag >= 90% rejected, <= 10% accepted
+HELDOUT_PATTERN = "heldout_*.jsonl"  # a file named so is a held-out read: never tuned on, never shown per pair
+SETS = ("development", "heldout")
+
+
+def set_of(file_name: str) -> str:
+    """'heldout' for a file named heldout_*.jsonl, else 'development'."""
+    return "heldout" if fnmatch.fnmatch(file_name, HELDOUT_PATTERN) else "development"
 
 
 def read_labelled(paths: list[Path]) -> pa.Table:
@@ -73,10 +87,27 @@ def _rate(k: int, n: int) -> dict:
 
 
 def measure(labelled: pa.Table) -> dict:
-    """The figures: catch and false-alarm rates overall, per modality, per rejecting verdict, per reason."""
+    """The figures over every labelled pair (top level, as before), and the same figures per set
+    (`sets`: development, heldout) with the files, readers and salts each set holds."""
     result = check_rows(labelled)
     rows = labelled.to_pylist()
     fails = result.column("failures").to_pylist()  # row-aligned with the input (pair ids may repeat across files)
+    fig = _figures(rows, fails)
+    fig["sets"] = {}
+    for name in SETS:
+        idx = [i for i, r in enumerate(rows) if set_of(r.get("labelled_file") or "") == name]
+        sub = _figures([rows[i] for i in idx], [fails[i] for i in idx])
+        del sub["measured"], sub["checks_fingerprint"], sub["targets"]  # the same as the top level's
+        # Which read: the salt names the read and its date (docs/reading.md); constant per file, no row's content.
+        for key in ("reader", "salt"):
+            sub[key + "s"] = sorted({str(rows[i][key]) for i in idx if rows[i].get(key)})
+        sub["files"] = sorted({rows[i]["labelled_file"] for i in idx})
+        fig["sets"][name] = sub
+    return fig
+
+
+def _figures(rows: list[dict], fails: list[list[str]]) -> dict:
+    """Catch and false-alarm rates, per modality, per rejecting verdict, per reason, of these rows."""
     groups = Counter()
     by_mod: dict[str, Counter] = defaultdict(Counter)
     by_verdict: Counter = Counter()
@@ -127,23 +158,48 @@ def _fmt(r: dict) -> str:
     return f"{r['k']}/{r['n']} = {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
 
 
-def lines(fig: dict) -> list[str]:
+def _headline(fig: dict) -> list[str]:
     c, a = fig["catch"], fig["false_alarm"]
-    out = [f"pairs: {fig['pairs']} (files: {', '.join(fig.get('files', {})) or '–'})",
-           f"reader rejects (compliant false or rejected_worse false): {c['n']}; checks flag {_fmt(c)}  "
-           f"[catch rate; target >= {100 * TARGETS['catch']:.0f}%: {'met' if c['n'] and c['rate'] >= TARGETS['catch'] else 'not met'}]",
-           f"reader accepts and finds natural: {a['n']}; checks flag {_fmt(a)}  "
-           f"[false-alarm rate; target <= {100 * TARGETS['false_alarm']:.0f}%: "
-           f"{'met' if a['n'] and a['rate'] <= TARGETS['false_alarm'] else 'not met'}]",
-           f"reader accepts, not natural: {fig['accepts_unnatural']['n']}; checks flag {_fmt(fig['accepts_unnatural'])}",
-           f"verdict missing (not counted): {fig['unjudged']}",
-           "", "rejected pairs by the reader's reason:"]
+    return [f"reader rejects (compliant false or rejected_worse false): {c['n']}; checks flag {_fmt(c)}  "
+            f"[catch rate; target >= {100 * TARGETS['catch']:.0f}%: {'met' if c['n'] and c['rate'] >= TARGETS['catch'] else 'not met'}]",
+            f"reader accepts and finds natural: {a['n']}; checks flag {_fmt(a)}  "
+            f"[false-alarm rate; target <= {100 * TARGETS['false_alarm']:.0f}%: "
+            f"{'met' if a['n'] and a['rate'] <= TARGETS['false_alarm'] else 'not met'}]",
+            f"reader accepts, not natural: {fig['accepts_unnatural']['n']}; checks flag {_fmt(fig['accepts_unnatural'])}",
+            f"verdict missing (not counted): {fig['unjudged']}"]
+
+
+def _by_verdict_and_modality(fig: dict) -> list[str]:
+    out = ["rejected pairs by the reader's reason:"]
     out += [f"  {v:<20} checks flag {_fmt(r)}" for v, r in fig["by_verdict"].items()]
-    out += ["", f"{'modality':<9} {'pairs':>5}  {'catch rate':<32} false-alarm rate"]
+    out += [f"{'modality':<9} {'pairs':>5}  {'catch rate':<32} false-alarm rate"]
     out += [f"{m:<9} {v['pairs']:>5}  {_fmt(v['catch']):<32} {_fmt(v['false_alarm'])}" for m, v in fig["by_modality"].items()]
-    out += ["", "reason (a pair may have several)      flagged  reader-rejected  reader-accepted  accepted-unnatural"]
-    out += [f"  {r['reason']:<34} {r['flagged']:>7}  {r['reader_rejects']:>15}  {r['reader_accepts']:>15}  "
-            f"{r['accepts_unnatural']:>18}" for r in fig["by_reason"]] or ["  (no check flagged any pair)"]
+    return out
+
+
+_SET_TITLES = {"development": "DEVELOPMENT set (reads the checks were improved against: optimistic)",
+               "heldout": "HELD-OUT set (never tuned on: the checks' measured catch rate)"}
+
+
+def lines(fig: dict) -> list[str]:
+    """The printed figures: each set's headline and its per-verdict and per-modality rates, then all pairs
+    together, then the per-reason table of the development set only (a held-out set is shown in aggregate)."""
+    out = [f"pairs: {fig['pairs']} (files: {', '.join(fig.get('files', {})) or '–'})"]
+    sets = fig.get("sets") or {}
+    for name in SETS:
+        sub = sets.get(name)
+        if not sub or not sub["pairs"]:
+            out += ["", f"{_SET_TITLES[name]}: no {HELDOUT_PATTERN if name == 'heldout' else 'development'} file"]
+            continue
+        out += ["", f"{_SET_TITLES[name]}: {sub['pairs']} pairs in {', '.join(sub['files'])}"
+                    + (f" (salt {', '.join(sub['salts'])})" if sub.get("salts") else "")]
+        out += _headline(sub) + _by_verdict_and_modality(sub)
+    out += ["", f"ALL labelled pairs together: {fig['pairs']}"] + _headline(fig)
+    dev = sets.get("development") or fig
+    out += ["", "development set: reason (a pair may have several)  flagged  reader-rejected  reader-accepted  "
+                "accepted-unnatural"]
+    out += [f"  {r['reason']:<48} {r['flagged']:>7}  {r['reader_rejects']:>15}  {r['reader_accepts']:>15}  "
+            f"{r['accepts_unnatural']:>18}" for r in dev["by_reason"]] or ["  (no check flagged any pair)"]
     return out
 
 
