@@ -365,6 +365,10 @@ class Writer:
         have = {g for u in units for g, _ in self._sources(u)}
         if have & {"scene_intro", "scene_intro#def", "scene_empty"}:
             have.add("background")  # the intro names the backdrop
+        if have & {"sound_full", "sound_full#def"}:
+            have |= {"sound_quality", "sound_pattern"}  # said in the sound's own sentence
+        if have & {"sound_span_when", "sound_length"}:
+            have.add("sound_span")
         if self.f.modality == "audio":
             groups = ["audio_mood", "audio_duration"] + ([] if itype == "narrative" else ["audio_background"])
             extra = [self.u(g) for g in groups if g not in have]
@@ -533,7 +537,6 @@ class Writer:
             pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
             pairs += [(a, b) for a in targets for b in others][:2]
             units += [self._relation(a, b) for a, b in pairs]
-            units += [u("obj_position_detail", o) for o in targets if not o.get("moving")]
             if video:
                 units += [u("obj_end", o) for o in targets]
             if len(objs) >= 3:
@@ -668,11 +671,11 @@ class Writer:
             units = [intro]
             for s in snds:
                 units.append(u("sound_full", s))
-            for s in snds:
-                units += [u("sound_quality", s), u("sound_pattern", s), self._between(s), u("sound_kind", s),
+            for s in snds:  # its loudness, pitch and pattern are in its sound_full sentence: not again
+                units += [self._between(s), u("sound_kind", s),
                           u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
             units.append(u("sound_order"))
-            return [x for x in units if x] + setting, 1, rng.randint(8, 10)
+            return [x for x in units if x] + setting, 1, min(rng.randint(8, 10), 3 + 3 * len(snds))
         if itype == "event":
             # the contract: the start and the stop of every sound, each sound once, in the order they begin
             ev = [u("sound_span_when", s) for s in snds]
