@@ -50,8 +50,13 @@ def _motion(text, g):
 
 
 @pytest.mark.parametrize("bad, good, g", [
-    # a moving object given one place with no moment (demo; the issue's star)
-    ("One finds the black fish in the lower left corner. By the end, the fish is at the bottom centre.",
+    # a moving object given one place with no moment (demo; the issue's star). The demo caption went on "By the
+    # end, the fish is at the bottom centre.", and a blind reader accepted that whole caption (development read,
+    # pair a3778caa): an unmarked place that is the start, followed by the end place, reads as the start.
+    ("One finds the black fish in the lower left corner.",
+     "One finds the black fish in the lower left corner. By the end, the fish is at the bottom centre.", FISH),
+    # ... but an unmarked place that is not the start stays one fixed place, even with an end after it
+    ("One finds the black fish at the bottom centre. By the end, the fish is at the bottom centre.",
      "At the start, the black fish is in the lower left corner. By the end, the fish is at the bottom centre.", FISH),
     ("The brown star lies high on the left.",
      "The brown star starts high on the left and ends at the top right.", STAR),

@@ -204,8 +204,9 @@ def problems(text: str | None, modality: str | None, instruction_type: str | Non
             pool = [t for t in things if excluded is None or t.noun != excluded.noun]
             if pool and not any(t.named_in(text) for t in pool):
                 out.append(f"{req}: no {'sound' if modality == 'audio' else 'object'} of the media is mentioned")
-        elif req == "names_every":
-            missing = sorted({t.noun for t in things if not t.named_in(text)})
+        elif req == "names_every":  # an instance caption names every thing but the one it must leave out
+            missing = sorted({t.noun for t in things if not t.named_in(text)
+                              and (excluded is None or t.noun != excluded.noun)})
             out += [f"{req}: the {n} is not mentioned" for n in missing]
         elif req == "places_named":
             for t in named or things[:1]:
@@ -250,7 +251,7 @@ def problems(text: str | None, modality: str | None, instruction_type: str | Non
                 out.append(f"{req}: the camera's motion ({motion}) is not stated")
         elif req == "background_named":
             bg = ((g.get("scene") or {}).get("background") or "").lower()
-            if bg and not _says_background(text, bg):
+            if bg and not _says_background(text, bg) and not _says_shown_backdrop(text, g):
                 out.append(f"{req}: the backdrop ({bg}) is not named")
     return out
 
@@ -274,8 +275,9 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
             total += int(c.get("per", 0)) * n_named
         elif req == "places_named":
             total += int(c.get("per_moving" if movers else "per", 0)) * n_named
-        elif req == "names_every":
-            total += int(c.get("per", 0)) * len({t.noun for t in things})
+        elif req == "names_every":  # the thing an instance caption leaves out costs no words
+            n_left_out = 1 if "excludes_excluded" in requirements(instruction_type, modality) else 0
+            total += int(c.get("per", 0)) * max(0, len({t.noun for t in things}) - n_left_out)
         elif req == "moves_every":
             total += int(c.get("per", 0)) * len(movers)
         elif req == "every_event":
@@ -306,6 +308,24 @@ def _background_rx(bg: str) -> re.Pattern:
 
 def _says_background(text: str, bg: str) -> bool:
     return bool(_background_rx(bg).search(text))
+
+
+def _says_shown_backdrop(text: str, g: dict) -> bool:
+    """A backdrop whose name the frames do not bear out (a top-down forest: grass, no tree; acd/checks/setting.py)
+    is named by what is drawn: one of its decorations, in any of their wordings, or its colour."""
+    from acd.checks.setting import name_shown
+    from acd.checks.vocab import fact_vocab
+
+    if name_shown(g):
+        return False
+    scene = g.get("scene") or {}
+    decor_words = fact_vocab()["decor_words"]
+    stop = {"a", "an", "the", "of", "in", "with", "on", "and", "small", "few", "along", "far", "off"}
+    words = {w for d in scene.get("decorations") or [] for w in decor_words.get(d, set()) | set(re.findall(r"[a-z]+", d))}
+    words = {w for w in words if w not in stop and len(w) > 2}
+    colour = (scene.get("background_colour") or "").lower()
+    return bool(words and re.search(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b", text, re.IGNORECASE)) \
+        or bool(colour and re.search(r"\b" + re.escape(colour) + r"\b", text, re.IGNORECASE))
 
 
 def _event_problems(req: str, sents: list[str], things: list[_Thing], g: dict, modality: str) -> list[str]:

@@ -7,7 +7,9 @@ A caption fails when it names
   - a count ("two stars", "three objects") that differs from the grounding's;
   - a grid position for the one object of a clause that the object does not occupy (start or end);
   - a motion of an object ("the ball bounces") it does not make, or a camera move the camera does not make;
-  - a loudness or pitch bound to a sound it does not have.
+  - a loudness or pitch bound to a sound it does not have;
+  - a backdrop whose defining ground or decoration is out of view ("a dense forest" seen top-down as grass;
+    acd/checks/setting.py).
 Vocabularies come from the synthetic source's vocabulary, the grounded backend's hallucination lists and
 schemas/checks.yaml `facts`; reason code `fact_chosen`.
 """
@@ -179,6 +181,10 @@ def problems(text: str, modality: str, grounding: dict | str | None, instruction
         for motion, crx in v["camera"].items():
             if motion != cam and crx.search(low):
                 out.append(f"camera: the camera does not {motion!r} ({cam})")
+    # a backdrop named while the frames do not show what makes it one (acd/checks/setting.py)
+    from acd.checks.setting import problems as setting_problems
+
+    out += setting_problems(text, g)
     if modality == "video":
         # where a moving or leaving object is, and when (acd/checks/motion.py)
         from acd.checks.motion import problems as motion_problems
