@@ -231,7 +231,7 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
     return _finish(pair, chosen, backend, attempt), []
 
 
-def _rules_fail(row: dict, media: dict) -> bool:
+def _rules_fail(row: dict, media: dict, content: tuple[str, ...]) -> bool:
     """The pair's deterministic checks (the same check_pair the lot's checks run): a pair that fails them is
     asked again at once, inside its chain, instead of after its whole lot has been generated and checked.
     Waiting for the lot made every regeneration a new wave behind the lot's slowest request, and the last
@@ -244,20 +244,21 @@ def _rules_fail(row: dict, media: dict) -> bool:
                            row.get("length_constraint"), flags=text_flags(instruction, chosen, rejected),
                            modality=row.get("modality"), grounding=media.get("grounding"),
                            instruction_type=row.get("instruction_type"),
-                           rejection_strategy=row.get("rejection_strategy")))
+                           rejection_strategy=row.get("rejection_strategy"), content=content))
 
 
-async def _chain(pair, media, first_attempt, last_attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+async def _chain(pair, media, first_attempt, last_attempt, backend, priority,
+                 content: tuple[str, ...]) -> tuple[dict | None, list[dict]]:
     """A pair's attempts from first_attempt on, until one passes the pair's own checks or last_attempt ran."""
     for attempt in range(first_attempt, last_attempt + 1):
         row, dls = await _chain_once(pair, media, attempt, backend, priority)
-        if row is None or attempt == last_attempt or not _rules_fail(row, media):
+        if row is None or attempt == last_attempt or not _rules_fail(row, media, content):
             return row, dls
     raise AssertionError("unreachable")
 
 
 def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, deadletters, timings, priority,
-                    admission: _Admission) -> list[dict]:
+                    admission: _Admission, content: tuple[str, ...]) -> list[dict]:
     """pending: pairs to generate; attempts: each pair's first attempt (by pair_id)."""
     from acd.backends import aio
 
@@ -266,7 +267,7 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
     async def chain(p):
         try:
             return await _chain(p, media_by_key[p["media_key"]], attempts[p["pair_id"]], last_attempt, backend,
-                                priority)
+                                priority, content)
         finally:
             left[0] += 1
             admission.leave(1)
@@ -323,6 +324,7 @@ def generate_lot(
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
     rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
     the budget of unfinished pairs a process's lots share (async backends; see _Admission)."""
+    from acd.checks.config import effective_config
     from acd.checks.lot import check_lot
 
     media_by_key = {}
@@ -346,7 +348,8 @@ def generate_lot(
     while pending:
         if concurrent:  # each pair retries its own rule failures inside its chain
             generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
-                                        timings, priority, _admission(backend, pairs_in_flight))
+                                        timings, priority, _admission(backend, pairs_in_flight),
+                                        effective_config(checks_cfg)["content"])
         else:  # batch backends: every pending pair is at the same attempt
             generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
                                          deadletters, timings)

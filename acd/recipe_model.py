@@ -83,11 +83,12 @@ def _limits_model() -> type[BaseModel]:
 
 @lru_cache(maxsize=1)
 def _checks_model() -> type[BaseModel]:
-    from acd.checks.config import JUDGES, load_checks_spec
+    from acd.checks.config import CONTENT_CHECKS, JUDGES, load_checks_spec
 
     defaults = load_checks_spec()["defaults"]
     typed = {"max_attempts": Positive, "judge": Literal[JUDGES], "judge_sample_rate": Share,  # type: ignore[valid-type]
-             "near_duplicate_threshold": Share, "judge_min_per_lot": Count}
+             "near_duplicate_threshold": Share, "judge_min_per_lot": Count,
+             "content": list[Literal[CONTENT_CHECKS]]}  # type: ignore[valid-type]
     return model_from_defaults("Checks", defaults, fields={
         **{k: (t | None, defaults.get(k)) for k, t in typed.items()},
         "judge_params": (dict[str, Any] | None, None),  # sampling params of the llm judge's requests

@@ -35,7 +35,9 @@ def _overrides(*servers, keys=None, **backend) -> dict:
         "source": {"counts": {"image": 8, "video": 0, "audio": 6}},
         "pairs": {"image": 90, "video": 0, "audio": 40},
         "lot_size": 32,
-        "checks": {"judge": "none", "max_attempts": 2},
+        # The test server's captions are plausible prose, not about the picture: they are held to grammar and
+        # facts; the type contracts and the rest are the grounded writer's and a real model's business.
+        "checks": {"judge": "none", "max_attempts": 2, "content": ["grammar", "facts"]},
         "backend": {"name": "openai", "endpoints": eps,
                     "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model"},
                     "params": {"temperature": 0.7, "max_tokens": 512}, "timeout_s": 5, "backoff_base_s": 0.02,

@@ -269,6 +269,7 @@ def test_pipeline_rerun_sends_zero_requests(tmp_path):
     with OpenAITestServer(median=0.002) as srv:
         ov = {"source": {"counts": {"image": 4, "video": 2, "audio": 2}},
               "pairs": {"image": 12, "video": 6, "audio": 6}, "lot_size": 8,
+              "checks": {"content": ["grammar", "facts"]},  # the test server's prose is not about the picture
               "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 16}],
                           "model": "test-model", "params": {"max_tokens": 256}, "cache_dir": str(tmp_path / "cache")}}
         pipeline.run_build("demo", tmp_path / "out", tmp_path / "run", overrides=ov)
@@ -290,7 +291,7 @@ def test_pipeline_with_llm_judge_scores_pairs_through_the_backend(tmp_path):
     with OpenAITestServer(median=0.002) as srv:
         ov = {"source": {"counts": {"image": 4, "video": 2, "audio": 2}},
               "pairs": {"image": 12, "video": 6, "audio": 6}, "lot_size": 8,
-              "checks": {"judge": "llm", "judge_sample_rate": 1.0},
+              "checks": {"judge": "llm", "judge_sample_rate": 1.0, "content": ["grammar", "facts"]},
               "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 16}],
                           "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model",
                                      "judge": "judge-model"},

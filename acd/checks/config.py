@@ -12,6 +12,7 @@ import yaml
 from acd.paths import SCHEMAS_DIR
 
 JUDGES = ("offline", "none", "llm")
+CONTENT_CHECKS = ("grammar", "facts", "reference", "style", "coverage", "rejected")
 
 
 @lru_cache(maxsize=4)
@@ -32,6 +33,10 @@ def effective_config(cfg: dict | None) -> dict[str, Any]:
             raise ValueError(f"checks.{key} must be in 0..1, got {v}")
         out[key] = v
     out["judge_min_per_lot"] = int(out["judge_min_per_lot"])
+    unknown = [c for c in out["content"] if c not in CONTENT_CHECKS]
+    if unknown:
+        raise ValueError(f"checks.content: unknown checks {unknown} (choose from {list(CONTENT_CHECKS)})")
+    out["content"] = tuple(out["content"])
     return out
 
 

@@ -70,7 +70,7 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None,
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
                    col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags), modality=modality[i],
                    grounding=grounding[i], instruction_type=col["instruction_type"][i],
-                   rejection_strategy=strategy[i])
+                   rejection_strategy=strategy[i], content=conf["content"])
         for i in range(n)
     ]
     dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf["near_duplicate_threshold"])

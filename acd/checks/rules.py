@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from acd.checks.config import compiled_patterns
+from acd.checks.config import CONTENT_CHECKS as ALL_CONTENT, compiled_patterns
 from acd.checks.length import parse_constraint, satisfies
 from acd.taxonomy import LengthConstraint
 
@@ -154,7 +154,7 @@ def _check_pair_memo(*args, **kwargs) -> tuple[str, ...]:
 
 
 def chosen_problems(instruction: str | None, chosen: str, modality: str | None, grounding: str | dict | None,
-                    instruction_type: str | None) -> list[str]:
+                    instruction_type: str | None, content: tuple[str, ...] = ALL_CONTENT) -> list[str]:
     """The reason codes of what the chosen caption itself says (grammar, facts, references, style, coverage).
 
     One list for the check stage and the grounded writer, which draws a caption again while this is not empty,
@@ -165,18 +165,18 @@ def chosen_problems(instruction: str | None, chosen: str, modality: str | None, 
     from acd.checks.style import STYLE, problems as style_problems
 
     out = []
-    if grammar_problems(chosen, modality):
+    if "grammar" in content and grammar_problems(chosen, modality):
         out.append(GRAMMAR)
-    if grounding:
+    if grounding and "facts" in content:
         from acd.checks.factcheck import FACT, problems as fact_problems
 
         if fact_problems(chosen, modality or "image", grounding, instruction):
             out.append(FACT)
-    if reference_problems(chosen, modality, grounding):
+    if "reference" in content and reference_problems(chosen, modality, grounding):
         out.append(REFERENCE)
-    if style_problems(chosen, modality, instruction, instruction_type, grounding):
+    if "style" in content and style_problems(chosen, modality, instruction, instruction_type, grounding):
         out.append(STYLE)
-    if coverage_problems(chosen, modality, instruction_type, instruction, grounding):
+    if "coverage" in content and coverage_problems(chosen, modality, instruction_type, instruction, grounding):
         out.append(COVERAGE)
     return out
 
@@ -193,6 +193,7 @@ def _check_pair(
     grounding: str | dict | None = None,
     instruction_type: str | None = None,
     rejection_strategy: str | None = None,
+    content: tuple[str, ...] = ALL_CONTENT,
 ) -> list[str]:
     """All deterministic reason codes for one pair; [] when it is clean. Order is fixed.
 
@@ -217,7 +218,7 @@ def _check_pair(
     if length_constraint and instruction and not _states_sentence(instruction, length_constraint):
         out.append("length_sentence_missing")
     if chosen and chosen.strip():
-        out.extend(chosen_problems(instruction, chosen, modality, grounding, instruction_type))
+        out.extend(chosen_problems(instruction, chosen, modality, grounding, instruction_type, content))
 
     if chosen is not None and rejected is not None:
         same = chosen == rejected or normalize(chosen) == normalize(rejected)
@@ -225,7 +226,7 @@ def _check_pair(
             out.append("qcc_rejected_differs")
         elif not is_qcc and same and chosen.strip():
             out.append("chosen_equals_rejected")
-        elif not is_qcc and rejection_strategy:  # worse in its recorded way (acd/checks/rejected.py)
+        elif not is_qcc and rejection_strategy and "rejected" in content:  # worse in its recorded way (acd/checks/rejected.py)
             from acd.checks.rejected import REJECTED, not_worse
 
             if not_worse(instruction, chosen, rejected, modality=modality, instruction_type=instruction_type,

@@ -32,7 +32,7 @@ def test_flow_and_cli_builds_with_a_model_backend_are_byte_identical(prefect_sta
             "source": {"counts": {"image": 6, "video": 3, "audio": 4}},
             "pairs": {"image": 60, "video": 39, "audio": 30},
             "lot_size": 16,
-            "checks": {"judge": "none"},
+            "checks": {"judge": "none", "content": ["grammar", "facts"]},  # test-server prose: not about the picture
             "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 16}],
                         "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model"},
                         "params": {"max_tokens": 512}, "timeout_s": 10, "cache_dir": str(tmp_path / "cache-cli"),
