@@ -277,7 +277,9 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
             total += int(c.get("per_moving" if movers else "per", 0)) * n_named
         elif req == "names_every":  # the thing an instance caption leaves out costs no words
             n_left_out = 1 if "excludes_excluded" in requirements(instruction_type, modality) else 0
-            total += int(c.get("per", 0)) * max(0, len({t.noun for t in things}) - n_left_out)
+            # a type may say each thing in a sentence of its own (a story, a view): more words per thing
+            per = (contracts()["types"].get(instruction_type or "") or {}).get("min_words_per_thing", c.get("per", 0))
+            total += int(per) * max(0, len({t.noun for t in things}) - n_left_out)
         elif req == "moves_every":
             total += int(c.get("per", 0)) * len(movers)
         elif req == "every_event":
@@ -285,7 +287,7 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
                 total += int(c.get("per_sound", 0)) * len(things)
             else:
                 total += int(c.get("per_event", 0)) * len(g.get("events") or [])
-    return max(total, int((contracts()["types"].get(instruction_type or "") or {}).get("min_words", 0)))
+    return total + int((contracts()["types"].get(instruction_type or "") or {}).get("min_words", 0))
 
 
 def _says_size(text: str, size: str) -> bool:

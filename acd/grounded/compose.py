@@ -22,10 +22,12 @@ STRICT_NAMING = ("appearance", "position")
 # sentence shapes written for a moving object (they say its start, path, end or moment themselves); any other
 # shape that gives a mover's place gets the place with its moment (Writer._placed_at_start)
 _MOVER_GROUPS = {"obj_intro_video", "obj_intro_late", "obj_action", "obj_end", "narr_motion", "relation_start",
+                 "camera_subject_leaves",
                  "event_appear", "event_appear_start", "event_leave", "event_collide", "event_other", "motion"}
 _NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
             "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
-_INTRO_TYPES = ("brief", "detail", "narrative", "theme", "perspective", "instance")  # unit 0 sets the scene
+_INTRO_TYPES = ("brief", "detail", "theme", "instance")  # unit 0 sets the scene
+_EACH_IN_TURN = STRICT_NAMING + ("narrative", "perspective")  # each named thing in a sentence of its own
 _DEF = "#def"
 _DEF_CACHE: dict[int, tuple[tuple, tuple]] = {}
 _INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
@@ -209,7 +211,8 @@ class Writer:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
         self._about_main = (set(), set())
-        if units and tiny in self.ph.sentences and not force_first and itype not in STRICT_NAMING:
+        # a one-thing first sentence cannot stand in for a caption that must name each thing in turn
+        if units and tiny in self.ph.sentences and not force_first and itype not in _EACH_IN_TURN:
             main = self._main(itype, plan)
             short = self.u(tiny, main, k=3)
             if main and itype in _INTRO_TYPES:  # a first sentence about one thing: its own later sentences go
@@ -273,7 +276,7 @@ class Writer:
             if group == "obj_intro_video" and mover.get("t_in"):
                 group = "obj_intro_late"  # it enters after the first frame: never "the video opens with it"
             elif group == "camera_subject" and mover.get("leaves"):
-                return []  # "never leaves the frame" is false of it
+                group = "camera_subject_leaves"  # "never leaves the frame" is false of it
             elif group not in _MOVER_GROUPS and "where" not in extra:
                 extra = {**extra, **self._placed_at_start(mover)}
         ctx = self._vary(self.f.ctx(*parts, **extra), extra)
@@ -318,7 +321,7 @@ class Writer:
 
     _VARIED = ("where", "end_where", "when", "abg", "indef", "ref", "s_indef", "s_ref", "objects_list", "bg_indef",
                "lighting", "decor", "mood", "adjs", "parts", "cam",
-               "vp_indef", "edge_note", "loud", "media")
+               "vp_indef", "edge_note", "loud", "media", "action")
 
     def _vary(self, ctx: dict[str, Any], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """The same facts in other words: one drawn wording per value that has `<key>_opts` (data)."""
@@ -469,15 +472,16 @@ class Writer:
             units = [u("narr_open")]
             if video:  # who is there first, then what they do
                 units += self._event_units(f.events[:1])
-            for o in objs[:4]:
-                units.append(u("narr_motion", o) if o.get("moving") else u("narr_obj", o))
+            # the contract: a story names every thing in it, each in a sentence of its own
+            units += [u("narr_motion", o) if o.get("moving") else u("narr_obj", o) for o in objs]
+            n_core = len(units)
             if video:
                 units += self._event_units(f.events[1:])
             self._closing = u("narr_close")  # a story's closing line comes last, after any fact it carries
             units += [u("background_decor"), u("lighting"), u("background"), self._closing]
             # as long as its story: the open, each thing and what happens, and a close (no list of measurements)
-            natural = min(rng.randint(5, 7), 3 + len(objs[:4]) + (len(f.events) if video else 0))
-            return units, 2 if objs else 1, natural  # a story names at least one thing in it
+            natural = max(n_core + 1, min(rng.randint(5, 7), 3 + len(objs) + (len(f.events) if video else 0)))
+            return units, n_core, natural
         if itype == "theme":
             spec = self.ph.style_tpls["themes"][plan.theme or "mood"]
             ctx = self._vary(f.ctx())
@@ -501,11 +505,12 @@ class Writer:
                     continue
                 rel = relation(o, viewer) if viewer else None
                 place = self._placed_at_start(o) if o.get("moving") else {}
-                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, place, rel=rel)), rng, 2, self.used))
+                units.append(pick_from(spec["object"], self._vary(f.ctx(o, vctx, place, rel=rel)), rng, 4, self.used))
             self._closing = pick_from(spec["close"], self._vary(f.ctx(vctx)), rng, 2, self.used)
             units += [u("background_decor"), u("lighting"), self._closing]
-            natural = rng.randint(3, 4) if video else rng.randint(4, 5)  # the release's video views are shorter
-            return units, 2 if len(units) > 3 else 1, natural  # the view names what it sees
+            n_core = len(units) - 3  # the open and every thing in view (the contract); not the close or setting
+            natural = max(n_core, rng.randint(3, 4) if video else rng.randint(4, 5))  # the release's video views are shorter
+            return units, n_core, natural
         if itype == "instance":
             ex = f.by_id.get(plan.excluded_id)
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
@@ -565,11 +570,14 @@ class Writer:
         if itype == "camera":
             o = targets[0] if targets else None
             still = (f.g.get("camera") or {}).get("motion") in (None, "static")
-            units = [u("camera"), u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
+            # the contract: the camera's motion, and the thing the instruction films ("while filming the box")
+            units = [u("camera")]
             if o:
-                units.append(u("camera_subject", o))
+                units.append(u("camera_subject_leaves" if o.get("leaves") else "camera_subject", o))
+            n_core = len(units)
+            units += [u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             units += [u("duration"), u("background"), u("background_decor"), u("lighting")]
-            return units, 1, rng.randint(3, 5)
+            return units, n_core, max(n_core, rng.randint(3, 5))
         if itype == "background":
             units = [u("background"), u("background_decor"), u("background_colour"), u("lighting"), u("mood"),
                      u("viewpoint"), u("duration")]
@@ -675,7 +683,7 @@ class Writer:
                 units += [self._between(s), u("sound_kind", s),
                           u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
             units.append(u("sound_order"))
-            return [x for x in units if x] + setting, 1, min(rng.randint(8, 10), 3 + 3 * len(snds))
+            return [x for x in units if x] + setting, 1, max(4, min(rng.randint(8, 10), 3 + 3 * len(snds)))
         if itype == "event":
             # the contract: the start and the stop of every sound, each sound once, in the order they begin
             ev = [u("sound_span_when", s) for s in snds]
@@ -684,12 +692,12 @@ class Writer:
             more = [u("sound_order")] + [self._between(s) for s in snds] + [u("sound_quality", s) for s in snds]
             return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)
         if itype == "narrative":
-            units = [u("narr_audio_open")]
-            for s in snds:
-                units += [x for x in (self._between(s), u("narr_sound", s)) if x]
+            # the contract: a story names every sound in it, in the order they come
+            units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds]
+            n_core = len(units)
             self._closing = u("narr_audio_close")  # open/close say the background
             units += setting[1:] + [self._closing]
-            return units, 2 if snds else 1, min(rng.randint(5, 7), 3 + 2 * len(snds))  # a story names at least one of its sounds
+            return units, n_core, max(n_core + 1, min(rng.randint(5, 7), 3 + len(snds)))
         raise ValueError(f"no caption recipe for audio/{itype}")
 
     def _between(self, s: dict) -> list[str]:

@@ -192,6 +192,12 @@ class Facts:
         else:
             bg = scene.get("background")
             prep = lex.get("bg_prep", {}).get(bg, "in")
+            from acd.checks.setting import name_shown
+
+            if bg and not name_shown(g):
+                # The frames do not show what makes it that backdrop (a top-down forest is green ground, a
+                # low-angle beach is sky and sea): it is said as what is shown, never by its name.
+                bg, prep = f"plain {scene.get('background_colour') or ''} backdrop".replace("  ", " "), "against"
             sc.update(
                 bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
                 bg_in=f"{prep} {article(bg)}" if bg else None, bg_in_cap=f"{prep.title()} {article(bg)}" if bg else None,
@@ -298,6 +304,8 @@ class Facts:
                 ctx["width_frac"] = fraction_words(bbox[2] - bbox[0])
                 ctx["_area"] = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1])
             ctx["still_ref"] = None if moving else ref
+            if moving and ctx["action"]:
+                ctx["action_opts"] = [ctx["action"]] + list(lex.get("action_alt", {}).get(ctx["action"], []))
             if moving and not ctx["action"]:
                 ctx["action"] = f"moves to the {end_pos}"
             self.objs.append(ctx)
