@@ -222,6 +222,12 @@ class Facts:
             self._objects(g.get("objects") or [], lex)
             sc["objects_list"] = objects_list(self.objs, numbers)
             sc["objects_list_opts"] = _orders(self.objs, numbers)
+            if sc["objects_list_opts"]:  # the same list with other size words ("a little red ball, a big ...")
+                for k in (1, 2):
+                    alt = [dict(o, indef=(o.get("indef_opts") or [o["indef"]])[k % len(o.get("indef_opts") or [1])])
+                           for o in self.objs]
+                    sc["objects_list_opts"] += [x for x in (objects_list(alt, numbers), objects_list(alt[::-1], numbers))
+                                                if x not in sc["objects_list_opts"]]
             sc["many_list"] = sc["objects_list"] if len(self.objs) > 1 else None  # takes a plural verb
             sc["objects_cats"] = join_and(_cats_list(self.objs)) or None  # "a ball, two stars and a box"
             sc["many_cats"] = sc["objects_cats"] if len(self.objs) > 1 else None
