@@ -689,7 +689,8 @@ class Writer:
             ev = [u("sound_span_when", s) for s in snds]
             if not ev:
                 ev = [u("audio_empty")]
-            more = [u("sound_order")] + [self._between(s) for s in snds] + [u("sound_quality", s) for s in snds]
+            # not the pauses between sounds: each sound's start is already said ("after a gap, the drum begins")
+            more = [u("sound_order")] + [u("sound_quality", s) for s in snds]
             return ev + [x for x in more if x] + setting, len(ev), min(len(ev) + 2, 9)
         if itype == "narrative":
             # the contract: a story names every sound in it, in the order they come
