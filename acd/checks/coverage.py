@@ -20,7 +20,7 @@ from typing import Any
 from acd.checks.length import is_poem_layout, split_sentences
 
 COVERAGE = "coverage_chosen"
-_PLACE = re.compile(r"\b(?:left|right|top|bottom|cent(?:er|re)|middle|corner|edge|above|below|beneath|beside|next to|"
+_PLACE = re.compile(r"\b(?:left|right|top|bottom|cent(?:er|re|ral)|middle|corner|edge|above|below|beneath|beside|next to|"
                     r"upper|lower|high|low|side|near|across)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|single|pair|both|"
                      r"no|none)\b", re.IGNORECASE)

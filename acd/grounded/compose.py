@@ -27,7 +27,7 @@ _MOVER_GROUPS = {"obj_intro_video", "obj_intro_late", "obj_action", "obj_end", "
 _NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
             "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
 _INTRO_TYPES = ("brief", "detail", "theme", "instance")  # unit 0 sets the scene
-_EACH_IN_TURN = STRICT_NAMING + ("narrative", "perspective")  # each named thing in a sentence of its own
+_EACH_IN_TURN = STRICT_NAMING + ("narrative", "perspective", "event")  # each thing (or event) in a sentence of its own
 _DEF = "#def"
 _DEF_CACHE: dict[int, tuple[tuple, tuple]] = {}
 _INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
