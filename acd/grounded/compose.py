@@ -170,7 +170,7 @@ class Writer:
         mention must lead the caption (the ignore_instruction rejection of instance).
         """
         # The chosen caption holds to its type's contract (schemas/contracts.yaml): its core units are never
-        # dropped to meet a count, and a draft the coverage check faults is drawn again. Rejected captions
+        # dropped to meet a count, and a draft the content checks fault is drawn again. Rejected captions
         # (lite, force_first, another type or target) are written to miss on purpose and skip this.
         contract = not lite and not force_first and target is None and (itype or plan.itype) == plan.itype
         text, fitted = "", None
@@ -573,7 +573,7 @@ class Writer:
             # the contract: the camera's motion, and the thing the instruction films ("while filming the box")
             units = [u("camera")]
             if o:
-                units.append(u("camera_subject_leaves" if o.get("leaves") else "camera_subject", o))
+                units.append(u("camera_subject", o))  # said as leaving when it does (Writer.u)
             n_core = len(units)
             units += [u("camera_still_decor" if still else "camera_decor"), u("camera_view")]
             units += [u("duration"), u("background"), u("background_decor"), u("lighting")]
