@@ -87,7 +87,7 @@ def _orders(objs: list[dict], numbers: list[str]) -> list[str] | None:
         if head:
             out.append(f"{head}, as well as {last}")
     lean = [dict(o, indef=o["indef_lean"], size=None) for o in objs]  # sizes are said in later sentences
-    out += [objects_list(lean, numbers), objects_list(lean[::-1], numbers)]
+    out += [objects_list(lean, numbers), objects_list(lean[::-1], numbers), objects_list(lean[1:] + lean[:1], numbers)]
     return list(dict.fromkeys(x for x in out if x))
 
 
@@ -194,16 +194,20 @@ class Facts:
             prep = lex.get("bg_prep", {}).get(bg, "in")
             from acd.checks.setting import name_shown
 
+            shown_as = None
             if bg and not name_shown(g):
                 # The frames do not show what makes it that backdrop (a top-down forest is green ground, a
                 # low-angle beach is sky and sea): it is said as what is shown, never by its name.
-                bg, prep = f"plain {scene.get('background_colour') or ''} backdrop".replace("  ", " "), "against"
+                c = scene.get("background_colour") or "plain"
+                bg, prep = f"{c} backdrop", "against"
+                shown_as = [article(f"plain {c} backdrop"), article(f"{c} backdrop"), article(f"flat {c} background"),
+                            article(f"even {c} background")]
             sc.update(
                 bg=bg, bg_indef=article(bg) if bg else None, bg_colour=scene.get("background_colour"),
                 bg_in=f"{prep} {article(bg)}" if bg else None, bg_in_cap=f"{prep.title()} {article(bg)}" if bg else None,
                 # the other wordings describe the ground ("a sandy beach"): only when the ground is in view
-                bg_indef_opts=[article(bg)] + (list(lex.get("background_alt", {}).get(bg, []))
-                                               if scene.get("ground_visible", True) else []) if bg else None,
+                bg_indef_opts=shown_as or ([article(bg)] + (list(lex.get("background_alt", {}).get(bg, []))
+                                                            if scene.get("ground_visible", True) else [])) if bg else None,
                 lighting=lex["lighting_names"].get(scene.get("lighting"), scene.get("lighting")),
                 vp_indef=article(scene["viewpoint"]) if scene.get("viewpoint") else None,
                 vp_indef_opts=[article(scene["viewpoint"])] + list(lex.get("viewpoint_alt", {}).get(scene["viewpoint"], []))
