@@ -240,6 +240,10 @@ def problems(text: str | None, modality: str | None, instruction_type: str | Non
                     out.append(f"{req}: the {t.noun}'s motion ({t.raw.get('action') or 'moves'}) is not stated")
         elif req == "every_event":
             out += _event_problems(req, sents, things, g, modality)
+        elif req in ("exits_every", "exits_named") and modality == "video":
+            scope = {t.id for t in (named if req == "exits_named" else things)
+                     if excluded is None or t.noun != excluded.noun}
+            out += _event_problems(req, sents, things, g, modality, kinds=("leave",), ids=scope)
         elif req == "camera_motion":
             motion = ((g.get("camera") or {}).get("motion") or "static").lower()
             if motion == "static":
@@ -282,6 +286,9 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
             total += int(per) * max(0, len({t.noun for t in things}) - n_left_out)
         elif req == "moves_every":
             total += int(c.get("per", 0)) * len(movers)
+        elif req in ("exits_every", "exits_named") and modality == "video":
+            leavers = {i for e in g.get("events") or [] if e.get("type") == "leave" for i in e.get("objects") or []}
+            total += int(c.get("per_exit", 0)) * (min(len(leavers), n_named) if req == "exits_named" else len(leavers))
         elif req == "every_event":
             if modality == "audio":
                 total += int(c.get("per_sound", 0)) * len(things)
@@ -321,16 +328,19 @@ def _says_shown_backdrop(text: str, g: dict) -> bool:
     if name_shown(g):
         return False
     scene = g.get("scene") or {}
-    decor_words = fact_vocab()["decor_words"]
     stop = {"a", "an", "the", "of", "in", "with", "on", "and", "small", "few", "along", "far", "off"}
-    words = {w for d in scene.get("decorations") or [] for w in decor_words.get(d, set()) | set(re.findall(r"[a-z]+", d))}
-    words = {w for w in words if w not in stop and len(w) > 2}
+    # a decoration is named by its own nouns ("clouds", "sea"), not by its wordings' adjectives ("overhead",
+    # "soft") or a colour, which any sentence about the light may carry
+    words = {w for d in scene.get("decorations") or [] for w in re.findall(r"[a-z]+", d)}
+    words = {w for w in words if w not in stop and len(w) > 2 and w not in fact_vocab()["colours"]}
     colour = (scene.get("background_colour") or "").lower()
     return bool(words and re.search(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b", text, re.IGNORECASE)) \
         or bool(colour and re.search(r"\b" + re.escape(colour) + r"\b", text, re.IGNORECASE))
 
 
-def _event_problems(req: str, sents: list[str], things: list[_Thing], g: dict, modality: str) -> list[str]:
+def _event_problems(req: str, sents: list[str], things: list[_Thing], g: dict, modality: str,
+                    kinds: tuple[str, ...] | None = None, ids: set | None = None) -> list[str]:
+    """every_event (kinds/ids None: all), or only the events of those kinds about those things."""
     w = _words()
     out = []
     if modality == "audio":
@@ -346,8 +356,10 @@ def _event_problems(req: str, sents: list[str], things: list[_Thing], g: dict, m
         return out
     by_id = {t.id: t for t in things}
     for e in g.get("events") or []:
-        objs = [by_id[i] for i in e.get("objects") or [] if i in by_id]
+        objs = [by_id[i] for i in e.get("objects") or [] if i in by_id and (ids is None or i in ids)]
         kind = (e.get("type") or "").lower()
+        if kinds is not None and kind not in kinds:
+            continue
         rx = w["event"].get(kind)
         if not objs or rx is None:
             continue

@@ -373,7 +373,8 @@ class Writer:
         if have & {"sound_span_when", "sound_length"}:
             have.add("sound_span")
         if self.f.modality == "audio":
-            groups = ["audio_mood", "audio_duration"] + ([] if itype == "narrative" else ["audio_background"])
+            # a story carries no "This is a short recording of about 4 seconds" (readers: tacked on)
+            groups = ["audio_mood"] + ([] if itype == "narrative" else ["audio_duration", "audio_background"])
             extra = [self.u(g) for g in groups if g not in have]
             for s in self.f.sounds:
                 extra += [self.u(g, s) for g in ("sound_quality", "sound_pattern", "sound_span") if g not in have]
@@ -453,21 +454,23 @@ class Writer:
                 lean = objects_list([dict(o, indef=o["indef_lean"], size=None) for o in objs], f.lex["numbers"])
                 scene = [u("scene_intro", objects_list=lean)]
             first = self.join_units(scene[0], u("scene_tiny", k=1) if objs else [])
+            exits = self._exit_units(objs)  # the contract: an object that leaves the frame is said to leave
             self.definite = bool(objs)
-            units = [first] + self._object_units(objs, short=True)
+            units = [first] + exits + self._object_units(objs, short=True)
             self.definite = False
-            return units + self._setting_units(), 1, 1
+            return units + self._setting_units(), 1 + len(exits), 1  # exits merge into the one brief sentence
         if itype == "detail":
+            exits = self._exit_units(objs)  # the contract: every object and every exit
             self.definite = bool(objs)
-            units = [scene[0]] + self._object_units(objs)
+            units = [scene[0]] + exits + self._object_units(objs)
             self.definite = False
             if len(objs) >= 2:
                 units.append(self._relation(objs[0], objs[1]))
             units += self._setting_units(full=True)
             if video:
-                units += [u("camera")] + self._event_units(f.events) + [u("duration")]
+                units += [u("camera")] + self._event_units([e for e in f.events if e["type"] != "leave"]) + [u("duration")]
             units += self._box_units(objs)
-            return units, 1, rng.randint(10, 13)
+            return units, 1 + len(exits), rng.randint(10, 13)
         if itype == "narrative":
             units = [u("narr_open")]
             if video:  # who is there first, then what they do
@@ -516,16 +519,18 @@ class Writer:
             keep = [o for o in objs if not ex or o["cat"] != ex["cat"]]
             ol = objects_list(keep, f.lex["numbers"])
             first = u("scene_intro", objects_list=ol) if keep else u("scene_empty")
+            exits = self._exit_units(keep)
             self.definite = bool(keep)
-            units = [first or u("background")] + self._object_units(keep)
+            units = [first or u("background")] + exits + self._object_units(keep)
             self.definite = False
             units += self._setting_units(full=True)
             if video:
-                units += [u("camera")] + self._event_units([e for e in f.events if not ex or ex not in e["objs"]])
+                units += [u("camera")] + self._event_units([e for e in f.events if (not ex or ex not in e["objs"])
+                                                            and e["type"] != "leave"])
             if ex:  # belt and braces: no variant may carry the excluded category word
                 rx = re.compile(r"\b" + re.escape(ex["cat"].lower()) + r"s?\b")
                 units = [[v for v in un if not rx.search(v.lower())] for un in units]
-            return units, 1, rng.randint(5, 7)
+            return units, 1 + len(exits), max(1 + len(exits), rng.randint(5, 7))
         if itype == "appearance":
             targets = targets or objs[:1]
             # the contract's core: colour, size and a feature of each named object, one sentence each; then
@@ -538,6 +543,8 @@ class Writer:
         if itype == "position":
             targets = targets or objs[:1]
             units = [u("obj_intro_video" if o.get("moving") else "obj_position", o) for o in targets]
+            units += self._exit_units(targets)  # the contract: a named object that leaves is said to leave
+            n_core = len(units)
             others = [o for o in objs if o not in targets]
             pairs = [(a, b) for i, a in enumerate(targets) for b in targets[i + 1:]]
             pairs += [(a, b) for a in targets for b in others][:2]
@@ -547,7 +554,7 @@ class Writer:
             if len(objs) >= 3:
                 units += [u("lineup", lineup=self._lineup(objs))]
             units += [u("background")]
-            return units, len(targets), len(targets) + (1 if video else 2)
+            return units, n_core, n_core + (1 if video else 2)
         if itype == "action":
             o = targets[0] if targets else (objs[0] if objs else None)
             if o is None:
@@ -561,12 +568,20 @@ class Writer:
             return units, 1, rng.randint(3, 4)
         if itype == "event":
             # the contract: every event and every moving object's motion, in the order they happen
-            ev = self._event_units(f.events) or [u("no_events")]
-            moves = [u("obj_action", o) for o in objs if o.get("moving")]
-            units = ev + moves + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
+            # a mover's motion is told before it leaves (a reader rejects "exits ... then falls down")
+            core, told = [], set()
+            for e in f.events:
+                if e["type"] == "leave":
+                    for o in e["objs"]:
+                        if o.get("moving") and o["id"] not in told:
+                            core.append(u("obj_action", o))
+                            told.add(o["id"])
+                core += self._event_units([e])
+            core += [u("obj_action", o) for o in objs if o.get("moving") and o["id"] not in told]
+            core = core or [u("no_events")]
+            units = core + [u("obj_end", o) for o in objs if o.get("end_where")] + [u("duration"), u("background")]
             units += [u("camera"), u("background_decor"), u("lighting")]
-            n_core = len(ev) + len(moves)
-            return units, n_core, min(n_core + 1, 8)
+            return units, len(core), min(len(core) + 1, 8)
         if itype == "camera":
             o = targets[0] if targets else None
             still = (f.g.get("camera") or {}).get("motion") in (None, "static")
@@ -586,6 +601,12 @@ class Writer:
                 units.append(u("camera_still_decor" if still else "camera_decor"))
             return units, 1, rng.randint(4, 6)
         raise ValueError(f"no caption recipe for {f.modality}/{itype}")
+
+    def _exit_units(self, objs: list[dict]) -> list[list[str]]:
+        """One unit per leave event of these objects (video): blind readers count an unstated exit as missing."""
+        if self.f.modality != "video":
+            return []
+        return self._event_units([e for e in self.f.events if e["type"] == "leave" and any(o in e["objs"] for o in objs)])
 
     def _relation(self, a: dict, b: dict) -> list[str]:
         """Where a is relative to b; for a moving object that holds only at the start, and is said so."""
@@ -680,7 +701,7 @@ class Writer:
             for s in snds:
                 units.append(u("sound_full", s))
             for s in snds:  # its loudness, pitch and pattern are in its sound_full sentence: not again
-                units += [self._between(s), u("sound_kind", s),
+                units += [self._between(s),  # not "As sounds go, the bell is a tonal one" (readers: filler)
                           u("sound_length", s) if rng.random() < 0.5 else u("sound_span", s)]
             units.append(u("sound_order"))
             return [x for x in units if x] + setting, 1, max(4, min(rng.randint(8, 10), 3 + 3 * len(snds)))
@@ -697,7 +718,7 @@ class Writer:
             units = [u("narr_audio_open")] + [u("narr_sound", s) for s in snds]
             n_core = len(units)
             self._closing = u("narr_audio_close")  # open/close say the background
-            units += setting[1:] + [self._closing]
+            units += [u("audio_mood"), self._closing]  # not "This is a short recording of 4 seconds" in a story
             return units, n_core, max(n_core + 1, min(rng.randint(5, 7), 3 + len(snds)))
         raise ValueError(f"no caption recipe for audio/{itype}")
 
