@@ -161,8 +161,7 @@ def recheck_correction(row: dict, correction: str) -> tuple[str, list[str]]:
 
     rejected = correction if row.get("is_qcc") else row.get("rejected")
     fails = check_pair(row.get("instruction"), correction, rejected, bool(row.get("is_qcc")),
-                       row.get("length_key") or "none", row.get("length_constraint"),
-                       modality=row.get("modality"), instruction_type=row.get("instruction_type"))
+                       row.get("length_key") or "none", row.get("length_constraint"))
     return rejected, fails
 
 
