@@ -24,8 +24,9 @@ Reason codes (stable: review, reports and regeneration key on them):
                            length_violation within the length, weak_model with neither a new false fact nor
                            fewer grounded facts (acd/checks/rejected.py); skipped without a strategy
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
-Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup),
-which keeps a full 300k-pair build's checks to seconds.
+Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup). The
+style and reference checks cost about 0.3 ms a pair (some 90 s of CPU over a 300k-pair build, spread over the
+lots' workers); the rest, seconds.
 """
 from __future__ import annotations
 
