@@ -12,11 +12,11 @@ writer and the check cannot disagree about what a type must say.
 """
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from typing import Any
 
+from acd.checks.factcheck import parsed
 from acd.checks.length import is_poem_layout, split_sentences
 
 COVERAGE = "coverage_chosen"
@@ -179,7 +179,7 @@ def problems(text: str | None, modality: str | None, instruction_type: str | Non
     if not reqs:
         return []
     instruction = instruction or ""
-    g = json.loads(grounding) if isinstance(grounding, str) else grounding
+    g = parsed(grounding)
     if not g:
         return _problems_without_grounding(text, modality, instruction_type, instruction, reqs)
     modality = modality or "image"
@@ -264,8 +264,19 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
               n_named: int = 1) -> int:
     """The fewest words a caption of this type needs to meet its contract for this media (0: no bound known).
 
-    From schemas/contracts.yaml `min_words`; n_named is how many things the instruction names."""
-    g = json.loads(grounding) if isinstance(grounding, str) else grounding
+    From schemas/contracts.yaml `min_words`; n_named is how many things the instruction names. The planner asks
+    this for every length-controlled pair, so a grounding string's answer is remembered."""
+    if isinstance(grounding, str):
+        return _min_words_cached(modality, instruction_type, grounding, n_named)
+    return _min_words(modality, instruction_type, grounding, n_named)
+
+
+@lru_cache(maxsize=16384)
+def _min_words_cached(modality: str | None, instruction_type: str | None, grounding: str, n_named: int) -> int:
+    return _min_words(modality, instruction_type, parsed(grounding), n_named)
+
+
+def _min_words(modality: str | None, instruction_type: str | None, g: dict | None, n_named: int) -> int:
     if not g:
         return 0
     costs = contracts()["min_words"]
@@ -298,11 +309,16 @@ def min_words(modality: str | None, instruction_type: str | None, grounding: str
 
 
 def _says_size(text: str, size: str) -> bool:
+    return bool(_size_rx(size).search(text))
+
+
+@lru_cache(maxsize=16)
+def _size_rx(size: str) -> re.Pattern:
     from acd.grounded.phrasing import load_phrasing
 
     alts = load_phrasing().lexicon.get("size_alt", {}).get(size, [])
     words = {size, *alts, "tiny", "big", "little", "huge", "large", "small", "medium", "mid-sized", "medium-sized"}
-    return bool(re.search(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", text, re.IGNORECASE))
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=64)

@@ -50,6 +50,14 @@ def _patterns() -> dict[str, re.Pattern]:
     }
 
 
+def parsed(grounding: str | dict | None) -> dict | None:
+    """A grounding as a dict: a JSON string is parsed once per item (the cache below), a dict passes through.
+    The one parser every check reads a grounding with."""
+    if isinstance(grounding, str):
+        return _grounding(grounding)[0] if grounding else None
+    return grounding or None
+
+
 @lru_cache(maxsize=8192)
 def _grounding(raw: str) -> tuple[dict, frozenset]:
     """A grounding JSON parsed once, with every lower-case word in it (a lot checks ~10 pairs per item)."""

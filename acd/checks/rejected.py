@@ -15,7 +15,6 @@ regenerated or dropped. Without a strategy (or for "identical") nothing is check
 """
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from typing import Any
@@ -79,14 +78,9 @@ def _decidable_without_grounding(instruction: str | None, modality: str | None, 
 
 
 def _parse(grounding: str | dict | None) -> dict | None:
-    if not grounding:
-        return None
-    return _parse_str(grounding) if isinstance(grounding, str) else grounding
+    from acd.checks.factcheck import parsed
 
-
-@lru_cache(maxsize=4096)
-def _parse_str(raw: str) -> dict:
-    return json.loads(raw)
+    return parsed(grounding)
 
 
 def _new_false(instruction, chosen, rejected, modality, g) -> bool:
@@ -183,7 +177,7 @@ def stated_facts(text: str, modality: str, grounding: str | dict) -> frozenset:
     right before its noun); the backdrop, lighting, decorations, camera move, and each video event.
 
     A count of what a caption tells a reader, used to say a weak_model rejection tells measurably less."""
-    g = _parse(grounding) if not isinstance(grounding, dict) else grounding
+    g = _parse(grounding)
     low = " ".join((text or "").lower().split("\n"))
     if not low.strip() or not g:
         return frozenset()

@@ -62,11 +62,9 @@ def _words() -> dict:
 
 
 def _parse(grounding: dict | str | None) -> dict | None:
-    if isinstance(grounding, str):
-        from acd.checks.factcheck import _grounding
+    from acd.checks.factcheck import parsed
 
-        return _grounding(grounding)[0]  # parsed once per item (cached)
-    return grounding
+    return parsed(grounding)
 
 
 def _singular(word: str) -> str:
