@@ -27,7 +27,6 @@ _MOVER_GROUPS = {"obj_intro_video", "obj_intro_late", "obj_action", "obj_end", "
 _NO_LINK = {"listen", "hark", "hear", "see", "look", "watch", "behold", "notice", "glance", "peek", "off", "here",
             "there", "and", "so", "now"}  # first words a poem line cannot take "And so" before
 _INTRO_TYPES = ("brief", "detail", "theme", "instance")  # unit 0 sets the scene
-_EACH_IN_TURN = STRICT_NAMING + ("narrative", "perspective", "event")  # each thing (or event) in a sentence of its own
 _DEF = "#def"
 _DEF_CACHE: dict[int, tuple[tuple, tuple]] = {}
 _INDEF_ONLY = re.compile(r"\b(?:[Tt]here (?:is|\[is)|[Hh]ere is|[Tt]here \[|one sees|we find|finds|the viewer finds|[Ll]ook, there)")
@@ -211,8 +210,8 @@ class Writer:
             units, natural = units[: max(2, n_core)] + units[-4:], min(natural, 2)
         tiny = f"tiny_{itype}"
         self._about_main = (set(), set())
-        # a one-thing first sentence cannot stand in for a caption that must name each thing in turn
-        if units and tiny in self.ph.sentences and not force_first and itype not in _EACH_IN_TURN:
+        # a one-thing first sentence, where the type has one (prompts/grounded/captions.yaml `tiny_<type>`)
+        if units and tiny in self.ph.sentences and not force_first:
             main = self._main(itype, plan)
             short = self.u(tiny, main, k=3)
             if main and itype in _INTRO_TYPES:  # a first sentence about one thing: its own later sentences go
