@@ -52,11 +52,19 @@ def _parts(run_dir: Path, stage: str) -> list[Path]:
     return sorted((run_dir / stage).glob("*/part-*.parquet"))
 
 
+# A unit writes its companion part first and its done-marker last (pipeline.ingest/generate/review): a
+# companion whose marker is missing belongs to a unit in flight at the kill, which the resume redoes.
+DONE_MARKER = {"quarantine": "ingest", "deadletter": "generate", "review": "review_decisions"}
+
+
 def _snapshot(run_dir: Path) -> dict[str, int]:
-    """Every finished part (and the plan marker) -> inode."""
+    """Every part of a finished unit (and the plan marker) -> inode."""
     snap = {}
     for stage in PART_STAGES:
         for p in _parts(run_dir, stage):
+            marker = DONE_MARKER.get(stage)
+            if marker and not (run_dir / marker / p.parent.name / p.name).exists():
+                continue
             snap[str(p.relative_to(run_dir))] = p.stat().st_ino
     done = run_dir / "plan" / "_DONE"
     if done.exists():
