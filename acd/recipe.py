@@ -1,7 +1,8 @@
 """Recipes are data (schemas/recipes/<name>.yaml): what to build, how much, with which backend and bars.
 
-Every key is checked against the typed models in acd.recipe_model when the recipe loads: a misspelt or
-misplaced key stops the build before any work, naming the key's path and the nearest valid name.
+load_recipe returns the typed, frozen Recipe of acd.recipe_model: a misspelt or misplaced key stops the
+build before any work, naming the key's path and the nearest valid name; every default is filled in from
+the model's fields, and the engine reads attributes.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ KINDED = {"source": "kind", "backend": "name"}
 REAL_MEDIA_SOURCES = ("folder", "manifest", "hf")
 
 
-def check_backend_fits(recipe: dict[str, Any], where: str = "recipe") -> None:
+def check_backend_fits(recipe, where: str = "recipe") -> None:
     """Refuse, before any work, a recipe whose backend cannot caption its source's media: the offline
     `grounded` backend writes captions from grounding, which only the synthetic source has."""
-    kind, backend = recipe["source"].get("kind"), recipe["backend"].get("name")
-    if kind in REAL_MEDIA_SOURCES and backend == "grounded":
+    kind = recipe.source.kind
+    if kind in REAL_MEDIA_SOURCES and recipe.backend.capabilities.needs_grounding:
         raise RecipeError(
             f"{where}: source kind {kind!r} gives real media without grounding, which the offline 'grounded' "
             "backend cannot caption; use a model backend, e.g. backend: {name: openai, endpoints: [{base_url: "
@@ -44,10 +45,11 @@ def set_dotted(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
-def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict[str, Any]:
+def load_recipe(name_or_path: str | Path, overrides: dict | None = None):
     """Load a recipe by name (schemas/recipes/<name>.yaml) or path; deep-merge `overrides` over it; validate.
 
-    Returns the merged mapping as written (no defaults filled in: the run directory's name hashes it)."""
+    Returns the typed Recipe (every default filled in); `.written` keeps the merged mapping as written
+    (the run directory's name hashes it)."""
     p = Path(name_or_path)
     if not p.suffix:
         p = RECIPES_DIR / f"{name_or_path}.yaml"
@@ -60,7 +62,13 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> dict
         old = recipe.get(section) if isinstance(recipe, dict) else None
         if isinstance(new, dict) and isinstance(old, dict) and new.get(tag, old.get(tag)) != old.get(tag):
             recipe = {**recipe, section: {}}
-    recipe = deep_merge(recipe, overrides)
-    validate_recipe(recipe, f"recipe {p}")
-    check_backend_fits(recipe, f"recipe {p}")
-    return recipe
+    model = validate_recipe(deep_merge(recipe, overrides), f"recipe {p}")
+    check_backend_fits(model, f"recipe {p}")
+    return model
+
+
+def recipe_from_mapping(mapping: dict[str, Any], where: str = "recipe"):
+    """The typed Recipe of a mapping (a run's recorded recipe.json, a test's dict)."""
+    model = validate_recipe(mapping, where)
+    check_backend_fits(model, where)
+    return model

@@ -1,26 +1,30 @@
-"""The recipe as typed models: every section, every key, unknown keys refused (pydantic, extra="forbid").
+"""The recipe as one typed, frozen model: every section, every key with its default, unknown keys refused
+(pydantic, extra="forbid"). `acd.recipe.load_recipe` returns a `Recipe`; the engine reads attributes, so a
+default lives in exactly one place: its field here (or the data file a section's model is made from:
+schemas/checks.yaml's defaults, schemas/ingest.yaml). The JSON Schema (`acd schemas` ->
+schemas/recipe.schema.json) therefore shows the defaults a build really uses, and `<run>/recipe.json`
+records the effective recipe (every field, with its value).
 
-load_recipe validates with these and still returns the plain dict it read (the run directory's name hashes
-that dict, so nothing is added to it here: defaults stay where the code that reads them keeps them). Sections
-whose defaults are data (schemas/checks.yaml, schemas/ingest.yaml, the review block's DEFAULTS) get their
-models from those defaults, so a key added there is a valid recipe key at once; the rest are written out.
-
-`acd schemas` exports Recipe's JSON Schema to schemas/recipe.schema.json (a test keeps it current), so an
-editor with YAML language support completes and checks recipe keys.
+The mapping the user wrote is kept beside the model (`Recipe.written`): the run directory's name and the
+export's input hash are taken from it, so run directories made before the model held defaults keep their
+names and a rebuilt dataset its bytes.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
 
 from acd.errors import AcdError
 
-STRICT = ConfigDict(extra="forbid")
+# Frozen: a recipe is read, never edited in flight (a Build pickles it to workers; all must see one recipe).
+STRICT = ConfigDict(extra="forbid", frozen=True)
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -34,6 +38,25 @@ class RecipeError(AcdError, ValueError):
 
 class _Strict(BaseModel):
     model_config = STRICT
+
+
+# Models made at run time (create_model: their fields come from data files) are registered here by name,
+# and the module's __getattr__ finds them: pickle looks a class up by module and name, and a Build (its
+# recipe inside) is pickled to pool and Dask workers, where these models do not exist until first asked for.
+_DYNAMIC: dict[str, type[BaseModel]] = {}
+
+
+def _registered(model: type[BaseModel]) -> type[BaseModel]:
+    _DYNAMIC[model.__name__] = model
+    return model
+
+
+def __getattr__(name: str) -> Any:
+    if not name.startswith("__"):
+        recipe_model()  # builds (and registers) every run-time model
+        if name in _DYNAMIC:
+            return _DYNAMIC[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- models derived from data files ----------------------------------------------------------------------
@@ -52,100 +75,149 @@ def _scalar_type(value: Any) -> Any:
     return Any
 
 
+def _factory(value: Any):
+    return lambda: copy.deepcopy(value)
+
+
 def model_from_defaults(name: str, defaults: dict[str, Any], *, free: tuple[str, ...] = (),
                         fields: dict[str, Any] | None = None, doc: str = "") -> type[BaseModel]:
-    """A strict model whose keys are the keys of `defaults` (types from their values, nested mappings as
-    nested models, every key optional). `free` names nested mappings whose keys are open (a mapping of
-    names to values, not a fixed record); `fields` overrides a key's (type, default) with a precise one.
-    Defaults are documentation (the JSON Schema shows them); validation never writes them into a recipe."""
+    """A strict, frozen model whose keys are the keys of `defaults`, each defaulting to its value (types from
+    the values, nested mappings as nested models). `free` names nested mappings whose keys are open (a
+    mapping of names to values, not a fixed record); `fields` overrides a key's (type, default)."""
     spec: dict[str, Any] = {}
     for key, value in defaults.items():
-        if isinstance(value, dict):
-            t = dict[str, Any] if key in free else model_from_defaults(
-                f"{name}_{key}", value, free=tuple(f.split(".", 1)[1] for f in free if f.startswith(key + ".")))
-            spec[key] = (t | None, None)
-        else:  # the data file's default, shown in the JSON Schema (validation never fills it in)
-            spec[key] = (_scalar_type(value) | None, value)
+        if isinstance(value, dict) and key in free:
+            spec[key] = (dict[str, Any], Field(default_factory=_factory(value)))
+        elif isinstance(value, dict):
+            sub = model_from_defaults(f"{name}_{key}", value,
+                                      free=tuple(f.split(".", 1)[1] for f in free if f.startswith(key + ".")))
+            spec[key] = (sub, Field(default_factory=sub))
+        elif isinstance(value, list):
+            spec[key] = (_scalar_type(value), Field(default_factory=_factory(value)))
+        else:
+            spec[key] = (_scalar_type(value), value)
     spec.update(fields or {})
-    return create_model(name, __config__=STRICT, __doc__=doc or None, **spec)
+    return _registered(create_model(name, __config__=STRICT, __doc__=doc or None, **spec))
 
 
 @lru_cache(maxsize=1)
-def _limits_model() -> type[BaseModel]:
+def ingest_limits_model() -> type[BaseModel]:
+    """schemas/ingest.yaml as a model: a source's `limits:` overrides single keys, the rest keep the file's."""
     import yaml
 
     from acd.paths import SCHEMAS_DIR
 
     defaults = yaml.safe_load((SCHEMAS_DIR / "ingest.yaml").read_text(encoding="utf-8"))
     return model_from_defaults("IngestLimits", defaults, free=("video.playable",),
-                               doc="Overrides of schemas/ingest.yaml (deep-merged over it).")
+                               doc="Ingest limits: schemas/ingest.yaml's values unless set here.")
+
+
+JUDGES = ("offline", "none", "llm")
+CONTENT_CHECKS = ("grammar", "facts", "reference", "style", "coverage", "rejected")
 
 
 @lru_cache(maxsize=1)
-def _checks_model() -> type[BaseModel]:
-    from acd.checks.config import CONTENT_CHECKS, JUDGES, load_checks_spec
+def checks_model() -> type[BaseModel]:
+    """The check stage's settings: schemas/checks.yaml's `defaults` unless the recipe sets them."""
+    import yaml
 
-    defaults = load_checks_spec()["defaults"]
+    from acd.paths import SCHEMAS_DIR
+
+    defaults = yaml.safe_load((SCHEMAS_DIR / "checks.yaml").read_text(encoding="utf-8"))["defaults"]
     typed = {"max_attempts": Positive, "judge": Literal[JUDGES], "judge_sample_rate": Share,  # type: ignore[valid-type]
-             "near_duplicate_threshold": Share, "judge_min_per_lot": Count,
-             "content": list[Literal[CONTENT_CHECKS]]}  # type: ignore[valid-type]
+             "near_duplicate_threshold": Share, "judge_min_per_lot": Count}
     return model_from_defaults("Checks", defaults, fields={
-        **{k: (t | None, defaults.get(k)) for k, t in typed.items()},
+        **{k: (t, defaults[k]) for k, t in typed.items()},
+        "content": (tuple[Literal[CONTENT_CHECKS], ...], tuple(defaults["content"])),  # type: ignore[valid-type]
         "judge_params": (dict[str, Any] | None, None),  # sampling params of the llm judge's requests
     }, doc="The check stage: values over schemas/checks.yaml's defaults.")
 
 
-@lru_cache(maxsize=1)
-def _review_model() -> type[BaseModel]:
-    from acd.review.config import DEFAULTS, LS_DEFAULTS
+# --- review ----------------------------------------------------------------------------------------------
 
-    label_studio = model_from_defaults("LabelStudio", LS_DEFAULTS, doc="The Label Studio server review pushes to.")
-    return model_from_defaults("Review", DEFAULTS, fields={
-        "label_studio": (label_studio | None, None),
-        "on_reject": (Literal["drop", "regenerate"] | None, DEFAULTS.get("on_reject")),
-        "max_regenerations": (Count | None, DEFAULTS.get("max_regenerations")),
-    }, doc="Acceptance sampling and the lot gate (acd.review.config.DEFAULTS).")
+class LabelStudio(_Strict):
+    """The Label Studio server review pushes to. The token is read from `token_env` or the Prefect Secret
+    block `token_secret`, never from the recipe."""
+    url: str = "http://127.0.0.1:8080"
+    token_env: str = "LABEL_STUDIO_API_KEY"
+    token_secret: str | None = None  # name of a Prefect Secret block holding the token
+    document_root: str | None = None  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server; that env var if null
+    project_prefix: str = "ACD review"
+    # URL of the acd.review.webhook endpoint (e.g. http://127.0.0.1:8765/label-studio): push registers it on
+    # the project (annotation actions) so new annotations start a sync; null: sync by hand or on a schedule.
+    webhook_url: str | None = None
+    # A sync retries while Label Studio is unreachable (restarting): `retries` tries, waiting backoff_s,
+    # then twice that, ... (1+2+4+8 s by default), then stops with one clear message; nothing read is lost.
+    retries: Count = 5
+    backoff_s: Annotated[float, Field(ge=0.0)] = 1.0
+
+
+class Review(_Strict):
+    """Acceptance sampling and the lot gate."""
+    compliance_bar: Share = 0.95  # a lot passes when its measured compliance is above this
+    confidence: Share = 0.95  # of the Wilson interval reported with every decision
+    margin: Share = 0.03  # the interval half-width the sample is sized for (±3 points)
+    label_studio: LabelStudio | None = None  # null: auto gate only
+    wait: bool = False  # true: the build flow suspends until sync-reviews resumes it
+    on_reject: Literal["drop", "regenerate"] = "drop"  # what the pipeline does with a rejected lot
+    max_regenerations: Count = 1  # on_reject=regenerate: rounds per lot before it stays rejected
+    # The auto gate counts near-duplicate pairs as deduplicated (dropped, not non-compliant); a lot where
+    # more than this share are near-duplicates is rejected anyway: that is a degenerate generator.
+    max_duplicate_share: Share = 0.5
+    gold_share: Annotated[float, Field(ge=0.0)] = 0.05  # planted known-bad pairs per sampled pair
+    min_gold: Count = 1
+    overlap: Share = 0.0  # share of tasks Label Studio shows to a second annotator (agreement)
+    # Sequential sampling: a lot whose interval still straddles the bar once every pushed task is answered
+    # gets a further sample of max(followup_min, followup_share x pairs sampled so far), until it is decided
+    # or every pair of the lot was reviewed (then the exact compliance decides).
+    followup_share: Annotated[float, Field(ge=0.0)] = 0.25
+    followup_min: Count = 10
 
 
 # --- sources ---------------------------------------------------------------------------------------------
 
 class PerModality(_Strict):
-    image: Count | None = None
-    video: Count | None = None
-    audio: Count | None = None
+    image: Count = 0
+    video: Count = 0
+    audio: Count = 0
 
 
 def _file_source_fields() -> dict[str, Any]:
-    return {"licence": (str | None, None), "batch_size": (Positive | None, None),
-            "limits": (_limits_model() | None, None)}
+    limits = ingest_limits_model()
+    return {"licence": (str | None, None), "batch_size": (Positive, 256),
+            "limits": (limits, Field(default_factory=limits))}
 
 
 @lru_cache(maxsize=1)
 def _source_models() -> tuple[type[BaseModel], ...]:
     synthetic = create_model(
         "SyntheticSource", __config__=STRICT, __doc__="Procedural media with exact grounding.",
-        kind=(Literal["synthetic"], ...), counts=(PerModality | None, None), batch_size=(Positive | None, None))
+        kind=(Literal["synthetic"], ...), counts=(PerModality, Field(default_factory=PerModality)),
+        batch_size=(Positive, 64))
     folder = create_model(
         "FolderSource", __config__=STRICT, __doc__="Media files under a folder.",
-        kind=(Literal["folder"], ...), root=(str, ...), recursive=(bool | None, None),
-        include=(list[str] | None, None), exclude=(list[str] | None, None),
-        on_wrong_extension=(Literal["quarantine", "accept"] | None, None), **_file_source_fields())
+        kind=(Literal["folder"], ...), root=(str, ...), recursive=(bool, True),
+        include=(list[str], Field(default_factory=list)), exclude=(list[str], Field(default_factory=list)),
+        on_wrong_extension=(Literal["quarantine", "accept"], "quarantine"), **_file_source_fields())
     manifest = create_model(
         "ManifestSource", __config__=STRICT, __doc__="A jsonl / csv / parquet table of media paths or URLs.",
         kind=(Literal["manifest"], ...), path=(str, ...), root=(str | None, None),
         path_column=(str | None, None), modality_column=(str | None, None),
+        # one of the two spellings (caption_columns wins); null: `caption` / `captions` when present
         caption_columns=(Columns | None, None), caption_column=(Columns | None, None),
-        licence_column=(str | None, None), allow_http=(bool | None, None), http_timeout_s=(Seconds | None, None),
+        licence_column=(str | None, None), allow_http=(bool, False), http_timeout_s=(Seconds, 20.0),
         **_file_source_fields())
     hf = create_model(
         "HFSource", __config__=STRICT, __doc__="A Hugging Face `datasets` dataset on local disk or in the cache.",
         kind=(Literal["hf"], ...), path=(str, ...), name=(str | None, None),
-        data_files=(Union[str, list[str], dict[str, Any]] | None, None), split=(str | None, None),
-        streaming=(bool | None, None), image_column=(str | None, None), video_column=(str | None, None),
-        audio_column=(str | None, None), caption_column=(Columns | None, None),
-        caption_columns=(Columns | None, None), licence_column=(str | None, None), root=(str | None, None),
+        data_files=(Union[str, list[str], dict[str, Any]] | None, None), split=(str, "train"),
+        streaming=(bool, True), image_column=(str | None, None), video_column=(str | None, None),
+        audio_column=(str | None, None),
+        # one of the two spellings (caption_column wins)
+        caption_column=(Columns | None, None), caption_columns=(Columns | None, None),
+        licence_column=(str | None, None), root=(str | None, None),
         **_file_source_fields())
-    return synthetic, folder, manifest, hf
+    return tuple(_registered(m) for m in (synthetic, folder, manifest, hf))
 
 
 # --- backends --------------------------------------------------------------------------------------------
@@ -153,10 +225,21 @@ def _source_models() -> tuple[type[BaseModel], ...]:
 ROLES = ("instruct", "chosen", "rejected", "judge")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend is, declared by its recipe section: the engine asks these, never a backend's name."""
+    offline: bool  # needs no model or endpoint (so it cannot serve as checks.judge=llm either)
+    cacheable: bool  # its answers are worth caching by request (a rerun sends nothing it already has)
+    cpu_bound: bool  # its lots keep a CPU busy: worker processes, not threads waiting on an endpoint
+    needs_grounding: bool  # writes from the media's grounding: synthetic media only; its inputs are its phrasing
+
+
 class GroundedBackend(_Strict):
     """The offline writer: captions from the media's grounding."""
+    capabilities: ClassVar[Capabilities] = Capabilities(offline=True, cacheable=False, cpu_bound=True,
+                                                        needs_grounding=True)
     name: Literal["grounded"]
-    model: str | None = None
+    model: str = "grounded-v1"
     phrasing_dir: str | None = None
 
 
@@ -164,22 +247,24 @@ class Endpoint(_Strict):
     base_url: str
     api_key_env: str | None = None  # the key is read from this environment variable, never from the recipe
     api_key_secret: str | None = None  # or from this Prefect Secret block
-    max_in_flight: Positive | None = None
+    max_in_flight: Positive = 64  # requests this endpoint gets at once (its slots)
 
 
 class _ModelBackend(_Strict):
+    capabilities: ClassVar[Capabilities] = Capabilities(offline=False, cacheable=True, cpu_bound=False,
+                                                        needs_grounding=False)
     model: str | None = None  # every role's model, unless `models` names one
-    models: dict[str, str] | None = None  # {instruct|chosen|rejected|judge|rejected:<strategy>: model}
+    models: dict[str, str] = Field(default_factory=dict)  # {instruct|chosen|rejected|judge|rejected:<strategy>: model}
     model_revision: Union[str, dict[str, str]] | None = None
-    params: dict[str, Any] | None = None  # sampling parameters sent with every request
-    video_frames: Positive | None = None
-    cache: bool | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # sampling parameters sent with every request
+    video_frames: Positive = 8  # frames a video request carries
+    cache: bool = True  # answers cached by request (a rerun sends nothing it already has)
     cache_dir: str | None = None
 
     @field_validator("models")
     @classmethod
-    def _roles(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for role in v or {}:
+    def _roles(cls, v: dict[str, str]) -> dict[str, str]:
+        for role in v:
             if role not in ROLES and not role.startswith("rejected:"):
                 near = difflib.get_close_matches(role, ROLES, n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -194,37 +279,51 @@ class OpenAIBackend(_ModelBackend):
     base_url: str | None = None  # a single endpoint without the list
     api_key_env: str | None = None
     api_key_secret: str | None = None
-    max_in_flight: Positive | None = None
+    max_in_flight: Positive | None = None  # the single endpoint's slots (else Endpoint's default)
     rpm: Annotated[float, Field(gt=0)] | None = None
     tpm: Annotated[float, Field(gt=0)] | None = None
-    timeout_s: Seconds | None = None  # the ceiling; with latencies known: max(min_timeout_s, 3 x p99)
-    min_timeout_s: Seconds | None = None
-    hedge: bool | None = None  # resend a request slower than 1.5 x p99 on a free slot; first answer wins
-    down_after_s: Seconds | None = None  # an endpoint refusing connections this long is taken out
-    max_retries: Count | None = None
-    max_rate_limit_retries: Count | None = None
-    backoff_base_s: Seconds | None = None
-    backoff_cap_s: Seconds | None = None
-    seed: int | None = None
+    timeout_s: Seconds = 120.0  # the ceiling; with latencies known: max(min_timeout_s, 3 x p99)
+    min_timeout_s: Seconds = 2.0
+    hedge: bool = True  # resend a request slower than 1.5 x p99 on a free slot; first answer wins
+    down_after_s: Seconds = 5.0  # an endpoint refusing connections this long is taken out
+    max_retries: Count = 5
+    max_rate_limit_retries: Count = 30
+    backoff_base_s: Seconds = 0.5
+    backoff_cap_s: Seconds = 30.0
+    seed: int = 0
 
 
 class VLLMBackend(_ModelBackend):
     """In-process vllm.LLM on a GPU box."""
     name: Literal["vllm"]
-    engine: dict[str, Any] | None = None  # vllm.LLM keyword arguments
+    engine: dict[str, Any] = Field(default_factory=dict)  # vllm.LLM keyword arguments
 
 
 # --- the rest --------------------------------------------------------------------------------------------
 
 class Shards(_Strict):
-    target_bytes: Positive | None = None
+    target_bytes: Positive = 256 * 1024 * 1024  # bytes per WebDataset tar
 
 
 class Export(_Strict):
-    rows_per_file: Positive | None = None
-    acm_splits: list[str] | None = None
-    license: str | None = None
+    rows_per_file: Positive = 100_000  # ~tens of MB of zstd text per Parquet file at the 300k scale
+    acm_splits: list[str] = Field(default_factory=lambda: ["train"])  # splits exported for ACM training
+    license: str | None = None  # the dataset licence; wins over the recipe's top-level `license`
     pretty_name: str | None = None
+
+
+class _RecipeBase(_Strict):
+    """What every Recipe has beside its fields: the mapping it was read from."""
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def written(self) -> dict[str, Any]:
+        """The mapping as written (recipe file + overrides, no defaults): what names the run directory."""
+        return self._written
+
+    def effective(self) -> dict[str, Any]:
+        """Every field with the value the build uses (JSON types): <run>/recipe.json."""
+        return self.model_dump(mode="json")
 
 
 @lru_cache(maxsize=1)
@@ -232,15 +331,35 @@ def recipe_model() -> type[BaseModel]:
     """The Recipe model (built on first use: some sections come from data files)."""
     source = Annotated[Union[_source_models()], Field(discriminator="kind")]  # type: ignore[valid-type]
     backend = Annotated[Union[GroundedBackend, OpenAIBackend, VLLMBackend], Field(discriminator="name")]
-    return create_model(
-        "Recipe", __config__=STRICT, __doc__="An ACD build recipe (schemas/recipes/<name>.yaml).",
+    checks = checks_model()
+    return _registered(create_model(
+        "Recipe", __base__=_RecipeBase, __doc__="An ACD build recipe (schemas/recipes/<name>.yaml).",
         name=(str, ...), seed=(int, ...), source=(source, ...), pairs=(PerModality, ...), backend=(backend, ...),
-        qcc_share=(Share | None, None), length_control_share=(Share | None, None),
-        splits=(dict[str, Share] | None, None), lot_size=(Positive | None, None),
-        checks=(_checks_model() | None, None), review=(_review_model() | None, None),
-        shards=(Shards | None, None), export=(Export | None, None),
+        qcc_share=(Share, 0.4),  # share of pairs whose rejected caption equals the chosen one (q-c-c)
+        length_control_share=(Share, 0.6),  # share of pairs that carry a length constraint
+        splits=(dict[str, Share], Field(default_factory=lambda: {"train": 1.0})),
+        lot_size=(Positive, 256),  # pairs per lot: the unit of work, resume and review
+        checks=(checks, Field(default_factory=checks)), review=(Review, Field(default_factory=Review)),
+        shards=(Shards, Field(default_factory=Shards)), export=(Export, Field(default_factory=Export)),
         license=(str | None, None),  # the dataset licence (export.license wins)
-    )
+    ))
+
+
+def as_section(model: type[BaseModel], value: Any) -> Any:
+    """A recipe section as its model: the model itself, or a mapping of it validated (tests and tools pass
+    plain mappings; the engine passes the Recipe's section)."""
+    if isinstance(value, model):
+        return value
+    if value is None:
+        return model()
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise RecipeError(f"{model.__name__}: " + "; ".join(explain_section(err))) from None
+
+
+def explain_section(err: ValidationError) -> list[str]:
+    return [f"{'.'.join(map(str, e['loc'])) or '<section>'}: {e['msg']}" for e in err.errors()]
 
 
 def recipe_json_schema() -> dict[str, Any]:
@@ -314,12 +433,14 @@ def explain(err: ValidationError) -> list[str]:
     return lines
 
 
-def validate_recipe(recipe: dict[str, Any], where: str = "recipe") -> None:
-    """Raise RecipeError naming every key that does not fit; return nothing (the dict stays as it is)."""
+def validate_recipe(recipe: dict[str, Any], where: str = "recipe") -> BaseModel:
+    """The typed, frozen Recipe for a mapping; RecipeError naming every key that does not fit."""
     if not isinstance(recipe, dict):
         raise RecipeError(f"{where}: a recipe is a mapping, not {type(recipe).__name__}")
     try:
-        recipe_model().model_validate(recipe)
+        model = recipe_model().model_validate(recipe)
     except ValidationError as err:
         lines = explain(err)
         raise RecipeError(f"{where}: " + ("\n  ".join([""] + lines) if len(lines) > 1 else lines[0])) from None
+    model._written = copy.deepcopy(recipe)
+    return model
