@@ -19,7 +19,7 @@ from functools import lru_cache
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
 
 from acd.errors import AcdError
 
@@ -83,21 +83,32 @@ def model_from_defaults(name: str, defaults: dict[str, Any], *, free: tuple[str,
                         fields: dict[str, Any] | None = None, doc: str = "") -> type[BaseModel]:
     """A strict, frozen model whose keys are the keys of `defaults`, each defaulting to its value (types from
     the values, nested mappings as nested models). `free` names nested mappings whose keys are open (a
-    mapping of names to values, not a fixed record); `fields` overrides a key's (type, default)."""
+    mapping of names to values, not a fixed record); a value given for one is merged over its default key by
+    key (deep_merge, as a nested model's keys are), not put in its place. `fields` overrides a key's
+    (type, default); a dotted key ("video.max_duration_s") one of a nested model's."""
+    fields = fields or {}
     spec: dict[str, Any] = {}
     for key, value in defaults.items():
         if isinstance(value, dict) and key in free:
-            spec[key] = (dict[str, Any], Field(default_factory=_factory(value)))
+            spec[key] = (Annotated[dict[str, Any], BeforeValidator(_merged_over(value))],
+                         Field(default_factory=_factory(value)))
         elif isinstance(value, dict):
             sub = model_from_defaults(f"{name}_{key}", value,
-                                      free=tuple(f.split(".", 1)[1] for f in free if f.startswith(key + ".")))
+                                      free=tuple(f.split(".", 1)[1] for f in free if f.startswith(key + ".")),
+                                      fields={f.split(".", 1)[1]: t for f, t in fields.items() if f.startswith(key + ".")})
             spec[key] = (sub, Field(default_factory=sub))
         elif isinstance(value, list):
             spec[key] = (_scalar_type(value), Field(default_factory=_factory(value)))
         else:
             spec[key] = (_scalar_type(value), value)
-    spec.update(fields or {})
+    spec.update({k: t for k, t in fields.items() if "." not in k})
     return _registered(create_model(name, __config__=STRICT, __doc__=doc or None, **spec))
+
+
+def _merged_over(default: dict[str, Any]):
+    from acd.merge import deep_merge
+
+    return lambda v: deep_merge(default, v) if isinstance(v, dict) else v
 
 
 @lru_cache(maxsize=1)
@@ -108,7 +119,12 @@ def ingest_limits_model() -> type[BaseModel]:
     from acd.paths import SCHEMAS_DIR
 
     defaults = yaml.safe_load((SCHEMAS_DIR / "ingest.yaml").read_text(encoding="utf-8"))
-    return model_from_defaults("IngestLimits", defaults, free=("video.playable",),
+    # Durations are read as float (the file writes 600, a recipe may write 0.5): an int from the file's value
+    # would refuse them. int | float keeps the file's 600 an int in recipe.json.
+    seconds = ("video.min_duration_s", "video.max_duration_s", "audio.min_duration_s", "audio.max_duration_s",
+               "time.max_seconds_per_file")
+    numbers = {k: (Union[int, float], defaults[k.split(".")[0]][k.split(".")[1]]) for k in seconds}
+    return model_from_defaults("IngestLimits", defaults, free=("video.playable",), fields=numbers,
                                doc="Ingest limits: schemas/ingest.yaml's values unless set here.")
 
 

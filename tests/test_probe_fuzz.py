@@ -150,7 +150,7 @@ def _check_audio(data: bytes, ext: str) -> None:
     t = time.monotonic()
     try:
         p = probe_bytes(data, ext, LIMITS)
-        assert p.modality == "audio" and p.facts["duration_s"] <= float(LIMITS["audio"]["max_duration_s"]) + 1
+        assert p.modality == "audio" and p.facts["duration_s"] <= float(LIMITS.audio.max_duration_s) + 1
     except ProbeError as exc:
         assert exc.reason in REASONS
     assert time.monotonic() - t < AUDIO_BOUND_S

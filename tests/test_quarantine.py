@@ -269,7 +269,10 @@ def test_grounded_backend_with_real_sources_is_a_recipe_error():
         with pytest.raises(RecipeError, match="'grounded' backend cannot caption"):
             load_recipe("demo", {"source": source})
     openai = {"name": "openai", "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "model": "m"}
-    assert load_recipe("demo", {"source": {"kind": "folder", "root": "/x"}, "backend": openai})["backend"] == openai
+    from acd.recipe_model import OpenAIBackend
+
+    recipe = load_recipe("demo", {"source": {"kind": "folder", "root": "/x"}, "backend": openai})
+    assert recipe.backend == OpenAIBackend.model_validate(openai)
 
 
 def test_media_parts_written_before_the_frame_cap_columns_still_read(folder_run, tmp_path):

@@ -118,3 +118,41 @@ def test_hf_streaming_parquet_audio_and_path_cells(tmp_path):
         ("train:0", "audio", 16000, 1), ("train:1", "audio", 16000, 1)]
     assert media[1]["duration_s"] == pytest.approx(0.5, abs=1e-3)
     assert [(q["source_id"], q["reason"]) for q in quarantine] == [("train:2", "escapes_root")]
+
+
+def test_make_source_takes_the_typed_section_or_a_mapping(corpus, tmp_path):
+    from acd import recipe_model
+    from acd.recipe_model import RecipeError
+
+    section = recipe_model.FolderSource(kind="folder", root=str(corpus.root), batch_size=4)
+    src = make_source(section, 0)
+    assert isinstance(src, FolderSource) and src.batch_size == 4 and src.limits == load_limits()
+    assert (src.recursive, src.include, src.trust_sniffed) == (True, [], False)  # the model's defaults
+    with pytest.raises(ValueError, match=r"unknown source kind 'foldr' \(synthetic, folder, manifest, hf\)"):
+        make_source({"kind": "foldr", "root": str(corpus.root)}, 0)
+    with pytest.raises(RecipeError, match="recursve"):  # an unknown key is refused, not ignored
+        make_source({"kind": "folder", "root": str(corpus.root), "recursve": False}, 0)
+    with pytest.raises(RecipeError):  # a section's own class refuses another kind
+        FolderSource({"kind": "manifest", "root": str(corpus.root)}, 0)
+    m = ManifestSource({"path": str(tmp_path / "m.jsonl")}, 0)
+    assert (m.allow_http, m.http_timeout_s, m.batch_size, m.caption_columns) == (False, 20.0, 256, None)
+
+
+def test_both_caption_spellings_and_which_wins(tmp_path):
+    path = str(tmp_path / "m.jsonl")
+    assert ManifestSource({"path": path, "caption_column": "c"}, 0).caption_columns == ["c"]
+    assert ManifestSource({"path": path, "caption_columns": ["a", "b"], "caption_column": "c"}, 0).caption_columns == ["a", "b"]
+    assert HFSource({"path": path, "caption_columns": ["a", "b"]}, 0).caption_columns == ["a", "b"]
+    assert HFSource({"path": path, "caption_columns": ["a", "b"], "caption_column": "c"}, 0).caption_columns == ["c"]
+    assert HFSource({"path": path}, 0).caption_columns == []
+
+
+def test_limits_override_single_keys_as_the_deep_merge_did():
+    defaults = load_limits()
+    lim = load_limits({"video": {"max_side": 64, "playable": {"mp4": []}}, "time": {"max_seconds_per_file": 1.5}})
+    assert lim.video.max_side == 64 and lim.video.max_decode_frames == defaults.video.max_decode_frames
+    assert lim.video.reencode == defaults.video.reencode and lim.image == defaults.image
+    # `playable` is a free mapping, merged over the file's like every other key (webm stays playable)
+    assert lim.video.playable == {"mp4": [], "webm": defaults.video.playable["webm"]}
+    assert lim.time.max_seconds_per_file == 1.5  # a duration may be fractional though the file writes 20
+    assert load_limits(lim) is lim

@@ -2,7 +2,7 @@
 
     probe_bytes(data, name_ext, limits) -> Probed | raises ProbeError(reason, detail)
     sample_frames(video_bytes, n, limits) -> n PIL images spread over the video
-    load_limits(overrides) -> schemas/ingest.yaml merged with a source's `limits:`
+    load_limits(overrides) -> the IngestLimits model: schemas/ingest.yaml with a source's `limits:` set over it
 """
 from acd.media.errors import REASONS, ProbeError
 from acd.media.image import Probed, probe_image

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import math
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from acd.media.errors import ProbeError
 from acd.media.image import Probed
-from acd.media.limits import Clock
+from acd.media.limits import Clock, as_limits
 
 
 MIN_RATE, MAX_RATE = 1000, 768000  # outside this a header is lying (or it is not audio)
@@ -26,18 +27,18 @@ def _check_rate(sr: int) -> None:
         raise ProbeError("not_audio", f"implausible sample rate {sr} Hz")
 
 
-def _check_duration(duration: float, lim: dict) -> None:
+def _check_duration(duration: float, lim: Any) -> None:
     if not math.isfinite(duration):
         raise ProbeError("not_audio", f"duration {duration}")
-    if duration > float(lim["max_duration_s"]):
-        raise ProbeError("too_long", f"{duration:.2f}s > max_duration_s {lim['max_duration_s']}")
-    if duration < float(lim["min_duration_s"]):
-        raise ProbeError("too_short", f"{duration:.3f}s < min_duration_s {lim['min_duration_s']}")
+    if duration > float(lim.max_duration_s):
+        raise ProbeError("too_long", f"{duration:.2f}s > max_duration_s {lim.max_duration_s}")
+    if duration < float(lim.min_duration_s):
+        raise ProbeError("too_short", f"{duration:.3f}s < min_duration_s {lim.min_duration_s}")
 
 
-def _check_decoded_size(frames: int, sr: int, channels: int, lim: dict) -> None:
+def _check_decoded_size(frames: int, sr: int, channels: int, lim: Any) -> None:
     """What decoding would hold in memory (rate x channels x seconds), from the header, before decoding."""
-    cap = int(lim["max_decoded_samples"])
+    cap = int(lim.max_decoded_samples)
     if frames * channels > cap:
         raise ProbeError("decompression_bomb", f"declared {frames / sr:.1f}s x {sr} Hz x {channels} channels = "
                                                f"{frames * channels} samples > audio.max_decoded_samples {cap}")
@@ -46,7 +47,7 @@ def _check_decoded_size(frames: int, sr: int, channels: int, lim: dict) -> None:
 BLOCK_FRAMES = 1 << 16  # decode in blocks: the clock is checked between them
 
 
-def _decode_soundfile(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray, int, int] | None:
+def _decode_soundfile(data: bytes, lim: Any, clock: Clock) -> tuple[np.ndarray, int, int] | None:
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except Exception:
@@ -64,8 +65,8 @@ def _decode_soundfile(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray,
         if known:
             _check_duration(f.frames / sr, lim)
             _check_decoded_size(f.frames, sr, channels, lim)
-        max_frames = int(float(lim["max_duration_s"]) * sr) + 1
-        budget = int(lim["max_decoded_samples"]) // channels  # frames the decoded-size cap allows
+        max_frames = int(float(lim.max_duration_s) * sr) + 1
+        budget = int(lim.max_decoded_samples) // channels  # frames the decoded-size cap allows
         want = min(f.frames, max_frames) if known else max_frames
         out = np.empty((want, channels), np.float32) if known else None  # known size: one buffer, no copies
         chunks, total = [], 0
@@ -80,7 +81,7 @@ def _decode_soundfile(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray,
                 total += len(block)
                 if total > budget:
                     raise ProbeError("decompression_bomb", f"over audio.max_decoded_samples "
-                                                           f"{lim['max_decoded_samples']} while decoding")
+                                                           f"{lim.max_decoded_samples} while decoding")
                 clock.check("audio decode")
         except ProbeError:
             raise
@@ -90,7 +91,7 @@ def _decode_soundfile(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray,
     return x, sr, channels
 
 
-def _decode_av(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray, int, int]:
+def _decode_av(data: bytes, lim: Any, clock: Clock) -> tuple[np.ndarray, int, int]:
     import av
 
     try:
@@ -110,8 +111,8 @@ def _decode_av(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray, int, i
         if st.duration and st.time_base:
             _check_duration(float(st.duration * st.time_base), lim)
             _check_decoded_size(int(float(st.duration * st.time_base) * sr), sr, ch, lim)
-        max_samples = int(float(lim["max_duration_s"]) * sr) + 1
-        cap = int(lim["max_decoded_samples"])
+        max_samples = int(float(lim.max_duration_s) * sr) + 1
+        cap = int(lim.max_decoded_samples)
         resampler = av.AudioResampler(format="flt", layout="stereo" if ch > 1 else "mono", rate=sr)
         chunks, total, decoded = [], 0, 0
         for frame in container.decode(st):
@@ -123,7 +124,7 @@ def _decode_av(data: bytes, lim: dict, clock: Clock) -> tuple[np.ndarray, int, i
                 chunks.append(a)
                 total += len(a)
             if total > max_samples:
-                raise ProbeError("too_long", f"over max_duration_s {lim['max_duration_s']} while decoding")
+                raise ProbeError("too_long", f"over max_duration_s {lim.max_duration_s} while decoding")
             clock.check("audio decode")
         if not chunks:
             raise ProbeError("not_audio", "no decodable audio frame")
@@ -150,9 +151,11 @@ def to_mono_rate(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     return resample_poly(mono, r.numerator, r.denominator)
 
 
-def probe_audio(data: bytes, limits: dict, ext: str = "wav") -> Probed:
-    lim = limits["audio"]
-    target = int(lim["target_sample_rate"])
+def probe_audio(data: bytes, limits: Any, ext: str = "wav") -> Probed:
+    """`limits`: the IngestLimits model (or a mapping of overrides)."""
+    limits = as_limits(limits)
+    lim = limits.audio
+    target = int(lim.target_sample_rate)
     import scipy.signal  # noqa: F401  first use costs ~1 s of imports: before the clock starts, not on it
 
     clock = Clock(limits)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from acd.media.errors import ProbeError
+from acd.media.limits import as_limits
 from acd.media.sniff import mime_of
 
 # Pillow format -> (stored ext, mime) for the formats stored as they are; mimes come from sniff's one table.
@@ -71,14 +73,15 @@ def _flatten(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def probe_image(data: bytes, limits: dict) -> Probed:
-    lim = limits["image"]
+def probe_image(data: bytes, limits: Any) -> Probed:
+    """`limits`: the IngestLimits model (or a mapping of overrides)."""
+    lim = as_limits(limits).image
     im = _open(data)
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ProbeError("corrupt_image", f"declared size {w}x{h}")
-    if w * h > int(lim["max_pixels"]):
-        raise ProbeError("decompression_bomb", f"declared {w}x{h} = {w * h} pixels > max_pixels {lim['max_pixels']}")
+    if w * h > int(lim.max_pixels):
+        raise ProbeError("decompression_bomb", f"declared {w}x{h} = {w * h} pixels > max_pixels {lim.max_pixels}")
     fmt = (im.format or "").upper()
     try:
         im.verify()  # structure/CRC check without decoding pixels; the image must be reopened afterwards
@@ -98,8 +101,8 @@ def probe_image(data: bytes, limits: dict) -> Probed:
     except Exception:  # a broken EXIF block is not a broken image; ignore the orientation then
         orientation = 1
     multi_frame = getattr(im, "n_frames", 1) > 1
-    longest = int(lim["longest_side"])
-    keep = {f.upper() for f in lim.get("keep_formats", [])}
+    longest = int(lim.longest_side)
+    keep = {f.upper() for f in lim.keep_formats}
     needs_change = (
         fmt not in keep or fmt not in _SAVE or im.mode != "RGB" or orientation not in (1, None)
         or max(im.size) > longest or multi_frame
@@ -119,7 +122,7 @@ def probe_image(data: bytes, limits: dict) -> Probed:
         raise _classify_decode_error(exc) from None
     buf = io.BytesIO()
     if fmt == "JPEG":  # lossy stays lossy (PNG of a photo is 5x bigger); everything else goes lossless
-        out.save(buf, "JPEG", quality=int(lim.get("jpeg_quality", 92)), subsampling=0, optimize=False)
+        out.save(buf, "JPEG", quality=int(lim.jpeg_quality), subsampling=0, optimize=False)
         ext, mime = _SAVE["JPEG"]
     else:
         out.save(buf, "PNG", compress_level=6)

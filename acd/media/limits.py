@@ -1,33 +1,31 @@
-"""Ingest limits as data: schemas/ingest.yaml, deep-merged with a source config's `limits:` mapping."""
+"""Ingest limits as data: the IngestLimits model (acd.recipe_model), schemas/ingest.yaml's values unless a
+source's `limits:` sets them (key by key: a recipe setting only video.max_side keeps the other video limits)."""
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
-import yaml
-
 from acd.media.errors import ProbeError
-from acd.merge import deep_merge
-from acd.paths import SCHEMAS_DIR
 
 
-@functools.lru_cache(maxsize=1)
-def _defaults() -> dict[str, Any]:
-    with open(SCHEMAS_DIR / "ingest.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+def as_limits(limits: Any = None) -> Any:
+    """The IngestLimits model of `limits`: the model itself, a mapping of overrides validated (tests and tools
+    pass mappings), or None for schemas/ingest.yaml's values."""
+    from acd.recipe_model import as_section, ingest_limits_model
+
+    return as_section(ingest_limits_model(), limits)
 
 
-def load_limits(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The effective limits: defaults from schemas/ingest.yaml with `overrides` merged in (a fresh copy)."""
-    return deep_merge(_defaults(), overrides)
+def load_limits(overrides: Any = None) -> Any:
+    """The effective limits (IngestLimits): schemas/ingest.yaml's values with `overrides` set over them."""
+    return as_limits(overrides)
 
 
 class Clock:
     """time.max_seconds_per_file for one probe: `check()` between decoded frames/blocks raises `timeout`."""
 
-    def __init__(self, limits: dict):
-        self.deadline = time.monotonic() + float(limits.get("time", {}).get("max_seconds_per_file", 20))
+    def __init__(self, limits: Any):
+        self.deadline = time.monotonic() + float(as_limits(limits).time.max_seconds_per_file)
 
     def check(self, what: str) -> None:
         if time.monotonic() > self.deadline:

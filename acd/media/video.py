@@ -9,6 +9,7 @@ import io
 import os
 import tempfile
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 from acd.media.errors import ProbeError
 from acd.media.image import Probed
 from acd.media.limits import Clock as _Clock
+from acd.media.limits import as_limits
 from acd.media.sniff import mime_of
 
 _AUDIO_PLAYABLE = {"mp4": {"aac", "mp3"}, "webm": {"opus", "vorbis"}}
@@ -56,8 +58,10 @@ def _stream_span(container, vs) -> float | None:
     return None
 
 
-def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
-    lim = limits["video"]
+def probe_video(data: bytes, limits: Any, ext: str = "mp4") -> Probed:
+    """`limits`: the IngestLimits model (or a mapping of overrides)."""
+    limits = as_limits(limits)
+    lim = limits.video
     clock = _Clock(limits)
     container = _open(data)
     try:
@@ -71,8 +75,8 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
         w, h = int(cc.width or 0), int(cc.height or 0)
         if w <= 0 or h <= 0:
             raise ProbeError("corrupt_video", f"video stream declares {w}x{h}")
-        if w * h > int(lim["max_pixels"]):
-            raise ProbeError("decompression_bomb", f"declared frame {w}x{h} > max_pixels {lim['max_pixels']}")
+        if w * h > int(lim.max_pixels):
+            raise ProbeError("decompression_bomb", f"declared frame {w}x{h} > max_pixels {lim.max_pixels}")
         codec = cc.name
         rate = vs.average_rate or vs.guessed_rate
         fps = float(rate) if rate else None
@@ -83,7 +87,7 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
         audio_codec = audio_cc.name if audio_cc is not None else ("unknown" if audio is not None else None)
 
         # Validation decode: every frame up to the cap must decode; a short count vs. the header is truncation.
-        cap = int(lim["max_decode_frames"])
+        cap = int(lim.max_decode_frames)
         decoded, pix_fmt, last_end = 0, None, None
         try:
             for frame in container.decode(vs):
@@ -128,16 +132,16 @@ def probe_video(data: bytes, limits: dict, ext: str = "mp4") -> Probed:
     if duration is None or duration <= 0:
         duration = num_frames / fps if fps else None
     if duration is not None:
-        if duration > float(lim["max_duration_s"]):
-            raise ProbeError("too_long", f"{duration:.2f}s > max_duration_s {lim['max_duration_s']}")
-        if duration < float(lim["min_duration_s"]):
-            raise ProbeError("too_short", f"{duration:.3f}s < min_duration_s {lim['min_duration_s']}")
+        if duration > float(lim.max_duration_s):
+            raise ProbeError("too_long", f"{duration:.2f}s > max_duration_s {lim.max_duration_s}")
+        if duration < float(lim.min_duration_s):
+            raise ProbeError("too_short", f"{duration:.3f}s < min_duration_s {lim.min_duration_s}")
 
     playable = (
-        codec in set(lim["playable"].get(ext, []))
+        codec in set(lim.playable.get(ext, []))
         and (ext != "mp4" or pix_fmt == "yuv420p")
         and (audio_codec is None or audio_codec in _AUDIO_PLAYABLE.get(ext, set()))
-        and max(w, h) <= int(lim["max_side"])
+        and max(w, h) <= int(lim.max_side)
     )
     facts = {"width": w, "height": h, "duration_s": duration, "fps": fps, "num_frames": num_frames}
     if hit_cap:
@@ -154,13 +158,14 @@ def _even(x: int) -> int:
     return max(2, x - (x % 2))
 
 
-def reencode_h264(data: bytes, limits: dict, clock: _Clock | None = None) -> tuple[bytes, dict]:
+def reencode_h264(data: bytes, limits: Any, clock: _Clock | None = None) -> tuple[bytes, dict]:
     """Re-encode to H.264 yuv420p MP4 (+AAC audio when there is audio), longest side capped, faststart.
 
     Fixed encoder settings and a single encoder thread keep the output bytes identical across runs.
     """
-    lim = limits["video"]
-    rc = lim["reencode"]
+    limits = as_limits(limits)
+    lim = limits.video
+    rc = lim.reencode
     clock = clock or _Clock(limits)
     src = _open(data)
     fd, tmp = tempfile.mkstemp(suffix=".mp4")
@@ -168,29 +173,29 @@ def reencode_h264(data: bytes, limits: dict, clock: _Clock | None = None) -> tup
     try:
         vs = src.streams.video[0]
         w, h = vs.codec_context.width, vs.codec_context.height
-        scale = min(1.0, int(lim["max_side"]) / max(w, h))
+        scale = min(1.0, int(lim.max_side) / max(w, h))
         ow, oh = _even(round(w * scale)), _even(round(h * scale))
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
         rate = Fraction(rate).limit_denominator(1001)
         a_in = src.streams.audio[0] if src.streams.audio else None
         dst = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
-            ov = dst.add_stream(rc["codec"], rate=rate)
-            ov.width, ov.height, ov.pix_fmt = ow, oh, rc["pix_fmt"]
-            ov.codec_context.options = {"crf": str(rc["crf"]), "preset": rc["preset"]}
+            ov = dst.add_stream(rc.codec, rate=rate)
+            ov.width, ov.height, ov.pix_fmt = ow, oh, rc.pix_fmt
+            ov.codec_context.options = {"crf": str(rc.crf), "preset": rc.preset}
             ov.codec_context.thread_count = 1
             oa = None
             if a_in is not None and a_in.codec_context is not None and a_in.codec_context.sample_rate:
-                oa = dst.add_stream(rc["audio_codec"], rate=a_in.codec_context.sample_rate)
-                oa.bit_rate = int(rc["audio_bitrate"])
-            cap, n = int(lim["max_decode_frames"]), 0
+                oa = dst.add_stream(rc.audio_codec, rate=a_in.codec_context.sample_rate)
+                oa.bit_rate = int(rc.audio_bitrate)
+            cap, n = int(lim.max_decode_frames), 0
             streams = [vs] + ([a_in] if oa is not None else [])
             for packet in src.demux(*streams):
                 for frame in packet.decode():
                     if packet.stream.type == "video":
                         if n >= cap:
                             continue
-                        f = frame.reformat(width=ow, height=oh, format=rc["pix_fmt"])
+                        f = frame.reformat(width=ow, height=oh, format=rc.pix_fmt)
                         f.pts, f.time_base = n, 1 / rate
                         n += 1
                         dst.mux(ov.encode(f))
@@ -217,7 +222,7 @@ def reencode_h264(data: bytes, limits: dict, clock: _Clock | None = None) -> tup
     return out, {"width": ow, "height": oh, "duration_s": n / float(rate), "fps": float(rate), "num_frames": n}
 
 
-def sample_frames(data: bytes, n: int, limits: dict) -> list[Image.Image]:
+def sample_frames(data: bytes, n: int, limits: Any) -> list[Image.Image]:
     """`n` RGB frames spread evenly over the video (nearest to the middle of n equal segments), for model input.
 
     Decodes sequentially (seeking is unreliable across containers) and keeps only the current best frame per
@@ -225,6 +230,7 @@ def sample_frames(data: bytes, n: int, limits: dict) -> list[Image.Image]:
     """
     if n <= 0:
         return []
+    limits = as_limits(limits)
     clock = _Clock(limits)
     container = _open(data)
     try:
@@ -242,7 +248,7 @@ def sample_frames(data: bytes, n: int, limits: dict) -> list[Image.Image]:
             vs = container.streams.video[0]
         targets = [start + (k + 0.5) * duration / n for k in range(n)]
         best: list[tuple[float, Image.Image] | None] = [None] * n
-        cap = int(limits["video"]["max_decode_frames"])
+        cap = int(limits.video.max_decode_frames)
         try:
             for i, frame in enumerate(container.decode(vs)):
                 if i >= cap:

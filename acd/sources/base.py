@@ -3,14 +3,14 @@
 A source is iterated in *batches* (its own unit of resume): `batches()` names them deterministically and
 `read(batch, media_dir)` produces that batch's result. The ingest stage writes one Parquet part per batch,
 so a rerun skips batches that are done. acd.sources.factory.make_source builds a source from a recipe's
-`source:` mapping (a module of its own, so this one never imports the sources that import it).
+`source:` section (a module of its own, so this one never imports the sources that import it).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 
 @dataclass
@@ -29,6 +29,24 @@ class Source(Protocol):
     def read(self, batch: str, media_dir: Path) -> IngestResult:
         """Produce one batch: store each good item's bytes under media_dir via store_media()."""
         ...
+
+
+# kind -> the name of its section model in acd.recipe_model (made at run time; found by the module's __getattr__)
+SECTION_MODELS = {"synthetic": "SyntheticSource", "folder": "FolderSource", "manifest": "ManifestSource",
+                  "hf": "HFSource"}
+
+
+def source_section(kind: str, config: Any) -> Any:
+    """A source's typed recipe section: the model itself, or a mapping validated as it (`kind` implied, so a
+    test or tool may leave it out; every other default is the model's field)."""
+    from acd import recipe_model
+
+    model = getattr(recipe_model, SECTION_MODELS[kind])
+    if isinstance(config, model):
+        return config
+    if isinstance(config, Mapping):
+        config = {"kind": kind, **config}  # a `kind` of its own wins (and a wrong one is refused)
+    return recipe_model.as_section(model, config)
 
 
 def media_key(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """Folder source: every media file under a root, in sorted order, batched.
 
-Config (recipe `source:`):
+Config (recipe `source:`, the FolderSource model; defaults are its fields):
     kind: folder
     root: path                     # the tree to ingest; nothing outside it is ever opened
     recursive: true                # walk subfolders
@@ -26,10 +26,9 @@ from typing import Any
 
 from acd.media.errors import ProbeError
 from acd.media.item import Collector, probe_bytes, read_file
-from acd.media.limits import load_limits
 from acd.media.safety import read_head, resolve_inside
 from acd.media.sniff import EXTENSIONS, UNSUPPORTED_EXT, ext_of, sniff
-from acd.sources.base import IngestResult
+from acd.sources.base import IngestResult, source_section
 
 ESCAPE = "escape"  # candidate kind for a directory link out of the root (reported, never walked)
 
@@ -37,17 +36,19 @@ ESCAPE = "escape"  # candidate kind for a directory link out of the root (report
 class FolderSource:
     name = "folder"
 
-    def __init__(self, config: dict[str, Any], seed: int = 0):
-        self.root = Path(os.path.expanduser(config["root"]))
+    def __init__(self, config: Any, seed: int = 0):
+        """`config`: the recipe's FolderSource section (acd.recipe_model), or a mapping of one."""
+        config = source_section("folder", config)
+        self.root = Path(os.path.expanduser(config.root))
         if not self.root.is_dir():
             raise ValueError(f"folder source: root {self.root} is not a directory")
-        self.recursive = bool(config.get("recursive", True))
-        self.batch_size = int(config.get("batch_size", 256))
-        self.include = list(config.get("include") or [])
-        self.exclude = list(config.get("exclude") or [])
-        self.licence = config.get("licence")
-        self.trust_sniffed = config.get("on_wrong_extension", "quarantine") == "accept"
-        self.limits = load_limits(config.get("limits"))
+        self.recursive = config.recursive
+        self.batch_size = config.batch_size
+        self.include = list(config.include)
+        self.exclude = list(config.exclude)
+        self.licence = config.licence
+        self.trust_sniffed = config.on_wrong_extension == "accept"
+        self.limits = config.limits
         self._candidates: list[tuple[str, str]] | None = None
 
     # -- what the inputs are ------------------------------------------------------------------------------

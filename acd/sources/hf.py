@@ -1,7 +1,7 @@
 """HF source: rows of a `datasets` dataset (a save_to_disk folder, a folder of data files, or a cached
 dataset name), media read as raw bytes (decode=False), batched by row ranges in dataset order.
 
-Config (recipe `source:`):
+Config (recipe `source:`, the HFSource model; defaults are its fields):
     kind: hf
     path: data/my_ds                # save_to_disk dir | data dir / builder name for load_dataset
     name: null                      # optional dataset config name (load_dataset)
@@ -27,10 +27,9 @@ from typing import Any
 
 from acd.media.errors import ProbeError
 from acd.media.item import Collector, probe_bytes, read_file
-from acd.media.limits import load_limits
 from acd.media.safety import resolve_inside
 from acd.media.sniff import ext_of
-from acd.sources.base import IngestResult
+from acd.sources.base import IngestResult, source_section
 
 _FEATURES = {"Image": "image", "Video": "video", "Audio": "audio"}
 
@@ -38,21 +37,25 @@ _FEATURES = {"Image": "image", "Video": "video", "Audio": "audio"}
 class HFSource:
     name = "hf"
 
-    def __init__(self, config: dict[str, Any], seed: int = 0):
-        self.path = str(config["path"])
-        self.config_name = config.get("name")
-        self.data_files = config.get("data_files")
-        self.split = config.get("split", "train")
-        self.streaming = bool(config.get("streaming", True))
-        self.columns = {m: config[f"{m}_column"] for m in ("image", "video", "audio") if config.get(f"{m}_column")}
-        cc = config.get("caption_column", config.get("caption_columns"))
+    def __init__(self, config: Any, seed: int = 0):
+        """`config`: the recipe's HFSource section (acd.recipe_model), or a mapping of one."""
+        config = source_section("hf", config)
+        self.path = config.path
+        self.config_name = config.name
+        self.data_files = config.data_files
+        self.split = config.split
+        self.streaming = config.streaming
+        given = {"image": config.image_column, "video": config.video_column, "audio": config.audio_column}
+        self.columns = {m: col for m, col in given.items() if col}
+        # both spellings are valid; caption_column wins
+        cc = config.caption_column if config.caption_column is not None else config.caption_columns
         self.caption_columns = [cc] if isinstance(cc, str) else list(cc or [])
-        self.licence_column = config.get("licence_column")
-        self.licence = config.get("licence")
+        self.licence_column = config.licence_column
+        self.licence = config.licence
         local = Path(os.path.expanduser(self.path))
-        self.root = Path(config["root"]) if config.get("root") else (local if local.is_dir() else None)
-        self.batch_size = int(config.get("batch_size", 256))
-        self.limits = load_limits(config.get("limits"))
+        self.root = Path(config.root) if config.root else (local if local.is_dir() else None)
+        self.batch_size = config.batch_size
+        self.limits = config.limits
         self._ds = None
         self._n: int | None = None
 

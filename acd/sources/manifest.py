@@ -1,6 +1,6 @@
 """Manifest source: a JSONL / CSV / Parquet table of media paths or URLs, with optional captions.
 
-Config (recipe `source:`):
+Config (recipe `source:`, the ManifestSource model; defaults are its fields):
     kind: manifest
     path: data/manifest.jsonl       # .jsonl | .csv | .parquet
     root: data/                     # files must resolve inside it (default: the manifest's folder)
@@ -34,10 +34,9 @@ from urllib.request import url2pathname
 
 from acd.media.errors import ProbeError
 from acd.media.item import Collector, byte_cap, probe_bytes, read_file
-from acd.media.limits import load_limits
 from acd.media.safety import resolve_inside
 from acd.media.sniff import EXTENSIONS, SNIFF_BYTES, ext_of
-from acd.sources.base import IngestResult
+from acd.sources.base import IngestResult, source_section
 
 MODALITIES = ("image", "video", "audio")
 
@@ -45,20 +44,23 @@ MODALITIES = ("image", "video", "audio")
 class ManifestSource:
     name = "manifest"
 
-    def __init__(self, config: dict[str, Any], seed: int = 0):
-        self.path = Path(os.path.expanduser(config["path"]))
+    def __init__(self, config: Any, seed: int = 0):
+        """`config`: the recipe's ManifestSource section (acd.recipe_model), or a mapping of one."""
+        config = source_section("manifest", config)
+        self.path = Path(os.path.expanduser(config.path))
         self.base = self.path.parent
-        self.root = Path(os.path.expanduser(config["root"])) if config.get("root") else self.base
-        self.path_column = config.get("path_column")
-        self.modality_column = config.get("modality_column")
-        cc = config.get("caption_columns", config.get("caption_column"))
+        self.root = Path(os.path.expanduser(config.root)) if config.root else self.base
+        self.path_column = config.path_column
+        self.modality_column = config.modality_column
+        # both spellings are valid; caption_columns wins
+        cc = config.caption_columns if config.caption_columns is not None else config.caption_column
         self.caption_columns = [cc] if isinstance(cc, str) else cc
-        self.licence_column = config.get("licence_column")
-        self.licence = config.get("licence")
-        self.allow_http = bool(config.get("allow_http", False))
-        self.http_timeout_s = float(config.get("http_timeout_s", 20))
-        self.batch_size = int(config.get("batch_size", 256))
-        self.limits = load_limits(config.get("limits"))
+        self.licence_column = config.licence_column
+        self.licence = config.licence
+        self.allow_http = config.allow_http
+        self.http_timeout_s = float(config.http_timeout_s)
+        self.batch_size = config.batch_size
+        self.limits = config.limits
         self._rows: list[tuple[int, dict | None, str | None]] | None = None
 
     # -- parsing: each row is (row number, mapping or None, error reason or None) ----------------------------
@@ -159,7 +161,7 @@ class ManifestSource:
         # largest cap: a .jpg URL stops at max_bytes.image.
         name_ext = ext_of(urlparse(url).path)
         known = EXTENSIONS.get(name_ext)
-        caps = {m: int(v) for m, v in self.limits["max_bytes"].items()}
+        caps = {m: int(v) for m, v in self.limits.max_bytes}
         cap = caps[known[0]] if known else max(caps.values())
         try:
             with httpx.Client(timeout=self.http_timeout_s, follow_redirects=True) as client:

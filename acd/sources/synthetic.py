@@ -1,6 +1,7 @@
 """The synthetic source: procedural images, videos and audio with exact grounding (the embedded default).
 
-Config (a recipe's `source:`): {kind: synthetic, counts: {image: N, video: N, audio: N}, batch_size: 64}.
+Config (a recipe's `source:`, the SyntheticSource model): {kind: synthetic, counts: {image: N, video: N, audio: N},
+batch_size: 64}.
 Item i of a modality is a pure function of (seed, modality, i) (see acd.synth), so batches are
 independent units of work, and two builds give byte-identical media and media keys.
 """
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from acd.media.sniff import mime_of
 from acd.records import dumps
-from acd.sources.base import IngestResult, store_media
+from acd.sources.base import IngestResult, source_section, store_media
 from acd.synth import MODALITIES
 
 LICENCE = "CC0-1.0 (procedurally generated)"
@@ -36,17 +37,12 @@ def _renderer(modality: str) -> Callable[[int, int], tuple[bytes, dict, dict]]:
 class SyntheticSource:
     name = "synthetic"
 
-    def __init__(self, config: dict[str, Any], seed: int):
-        counts = dict(config.get("counts") or {})
-        unknown = set(counts) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"synthetic source: unknown modalities {sorted(unknown)} (image, video, audio)")
-        self.counts = {m: int(counts.get(m, 0)) for m in MODALITIES}
-        if any(c < 0 for c in self.counts.values()):
-            raise ValueError(f"synthetic source: counts must be >= 0, got {counts}")
-        self.batch_size = int(config.get("batch_size", 64))
-        if self.batch_size < 1:
-            raise ValueError("synthetic source: batch_size must be >= 1")
+    def __init__(self, config: Any, seed: int):
+        """`config`: the recipe's SyntheticSource section (acd.recipe_model), or a mapping of one; the model
+        refuses unknown modalities, negative counts and a batch_size below 1."""
+        config = source_section("synthetic", config)
+        self.counts = {m: getattr(config.counts, m) for m in MODALITIES}
+        self.batch_size = config.batch_size
         self.seed = int(seed)
 
     def batches(self) -> list[str]:
