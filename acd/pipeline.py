@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from acd.plan import plan_pairs, stable_hash
 from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, QUARANTINE_SCHEMA, conform, dumps, rows_to_table
-from acd.recipe import load_recipe
+from acd.recipe import load_recipe, recipe_from_mapping
 from acd.runstore import RunStore
 from acd.stages import Progress
 
@@ -35,13 +35,15 @@ DEADLETTER_SCHEMA = pa.schema(
 
 
 
-def recipe_fingerprint(recipe: dict[str, Any]) -> str:
-    return stable_hash(dumps(recipe))[:10]
+def recipe_fingerprint(recipe) -> str:
+    """A hash of the recipe as written (Recipe.written): run directories named before the recipe had typed
+    defaults keep their names."""
+    return stable_hash(dumps(recipe.written))[:10]
 
 
-def default_run_dir(recipe: dict[str, Any], root: str | Path = "runs") -> Path:
+def default_run_dir(recipe, root: str | Path = "runs") -> Path:
     """runs/<name>-<hash of the recipe>: an edited recipe gets a fresh run, an unchanged one resumes."""
-    return Path(root) / f"{recipe['name']}-{recipe_fingerprint(recipe)}"
+    return Path(root) / f"{recipe.name}-{recipe_fingerprint(recipe)}"
 
 
 def _since(timings: dict[str, float], key: str, t0: float) -> float:
@@ -64,22 +66,19 @@ _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_backend(cfg: dict[str, Any], slot_share: float = 1.0):
-    """One backend object per (config, process): every lot thread of a process sends through the same
-    endpoint slots, pacing and request cache, so the recipe's limits hold for the process as a whole."""
-    key = dumps({"cfg": cfg, "share": slot_share})
+def shared_backend(section, slot_share: float = 1.0):
+    """One backend object per (backend section, process): every lot thread of a process sends through the
+    same endpoint slots, pacing and request cache, so the recipe's limits hold for the process as a whole."""
+    key = dumps({"cfg": section.model_dump(mode="json"), "share": slot_share})
     with _SHARED_LOCK:
         if key not in _SHARED:
             from acd.backends.base import make_backend
 
-            cfg = dict(cfg)
-            if slot_share != 1.0:
-                cfg["slot_share"] = slot_share
-            backend = make_backend(cfg)
-            if cfg["name"] != "grounded" and cfg.get("cache", True):
+            backend = make_backend(section, slot_share=slot_share)
+            if section.capabilities.cacheable and section.cache:
                 from acd.backends.cache import CachedBackend, RequestCache
 
-                backend = CachedBackend(backend, RequestCache(cfg.get("cache_dir")))
+                backend = CachedBackend(backend, RequestCache(section.cache_dir))
             _SHARED[key] = backend
         return _SHARED[key]
 
@@ -97,9 +96,24 @@ def last_out_dir(run_dir: str | Path) -> Path | None:
     return Path(json.loads(path.read_text())["out_dir"]) if path.exists() else None
 
 
+# <run>/recipe.json: the effective recipe (every field, the value the build uses). Beside it the recipe as
+# written, whose hash names the run directory and enters the export's input hash (RECIPE_WRITTEN).
+RECIPE_FILE = "recipe.json"
+RECIPE_WRITTEN = "recipe.written.json"
+
+
+def recorded_recipe(run_dir: str | Path):
+    """The Recipe a run was built from. Run directories from before typed recipes hold only recipe.json,
+    the recipe as written; it loads all the same."""
+    run_dir = Path(run_dir)
+    written = run_dir / RECIPE_WRITTEN
+    source = written if written.exists() else run_dir / RECIPE_FILE
+    return recipe_from_mapping(json.loads(source.read_text()), f"recipe of {run_dir}")
+
+
 class Build:
-    def __init__(self, recipe: dict[str, Any], run_dir: str | Path, out_dir: str | Path | None):
-        self.recipe = recipe
+    def __init__(self, recipe, run_dir: str | Path, out_dir: str | Path | None):
+        self.recipe = recipe if not isinstance(recipe, dict) else recipe_from_mapping(recipe)
         self.run_dir = Path(run_dir)
         self.out_dir = Path(out_dir) if out_dir is not None else None  # None: a review sync with nowhere to export
         self.store = RunStore(self.run_dir)
@@ -113,8 +127,7 @@ class Build:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path | None) -> "Build":
         """Reopen a run from the recipe it recorded (review sync re-exports a run this way)."""
-        recipe = json.loads((Path(run_dir) / "recipe.json").read_text())
-        return cls(recipe, run_dir, out_dir)
+        return cls(recorded_recipe(run_dir), run_dir, out_dir)
 
     # --- plumbing ---------------------------------------------------------------------------------
     def __getstate__(self):  # backends, judges and sources are rebuilt on the worker that needs them
@@ -123,30 +136,38 @@ class Build:
         return state
 
     def _record_recipe(self) -> None:
-        path = self.run_dir / "recipe.json"
-        text = json.dumps(self.recipe, sort_keys=True, indent=2)
-        if path.exists() and path.read_text() != text:
-            raise ValueError(
-                f"{self.run_dir} was built from a different recipe; use a new run directory "
-                "(the default run directory already includes the recipe's hash)"
-            )
-        if not path.exists():
-            from acd.atomicio import write_text
+        """recipe.json (effective) and recipe.written.json; a run directory built from another recipe is
+        refused. One recorded before typed recipes (recipe.json as written) is brought up to date."""
+        from acd.atomicio import write_text
 
+        path = self.run_dir / RECIPE_FILE
+        text = json.dumps(self.recipe.effective(), sort_keys=True, indent=2)
+        written = json.dumps(self.recipe.written, sort_keys=True, indent=2)
+        if path.exists() and path.read_text() != text:
+            if recorded_recipe(self.run_dir).effective() != self.recipe.effective():
+                raise ValueError(
+                    f"{self.run_dir} was built from a different recipe; use a new run directory "
+                    "(the default run directory already includes the recipe's hash)"
+                )
+        if not path.exists() or path.read_text() != text:
+            if not (self.run_dir / RECIPE_WRITTEN).exists() and path.exists():
+                write_text(self.run_dir / RECIPE_WRITTEN, path.read_text())  # an old run: what it was named by
             write_text(path, text)
+        if not (self.run_dir / RECIPE_WRITTEN).exists():
+            write_text(self.run_dir / RECIPE_WRITTEN, written)
 
     @property
     def source(self):
         if self._source is None:
             from acd.sources.factory import make_source
 
-            self._source = make_source(self.recipe["source"], int(self.recipe["seed"]))
+            self._source = make_source(self.recipe.source, self.recipe.seed)
         return self._source
 
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = shared_backend(self.recipe["backend"], self.slot_share)
+            self._backend = shared_backend(self.recipe.backend, self.slot_share)
         return self._backend
 
     @property
@@ -155,7 +176,7 @@ class Build:
         go through the shared backend loop (their lots wait on the endpoint, not on this CPU)."""
         from acd.backends.base import supports_async
 
-        return self.recipe["backend"]["name"] != "grounded" and supports_async(self.backend)
+        return not self.recipe.backend.capabilities.cpu_bound and supports_async(self.backend)
 
     def prepare_concurrent_lots(self) -> None:
         """Before a model backend's lots start: import the check modules and load the judge's model here, once,
@@ -164,7 +185,7 @@ class Build:
         import acd.checks.lot  # noqa: F401
         import acd.checks.rules  # noqa: F401
 
-        if (self.recipe.get("checks") or {}).get("judge", "offline") == "offline":
+        if self.recipe.checks.judge == "offline":
             from acd.checks.judge import load_model
 
             load_model()
@@ -189,16 +210,16 @@ class Build:
             r.update(instruction=f"Describe the {r.get('modality') or 'image'} in one sentence.",
                      chosen="A small red ball rolls slowly to the left across the scene.",
                      rejected="A large blue box stands still on the right side.")
-        cfg = dict(self.recipe.get("checks") or {})
+        checks = self.recipe.checks
         judge = None
-        if cfg.get("judge", "offline") == "offline":
+        if checks.judge == "offline":
             from acd.checks.judge import OfflineJudge
 
             judge = OfflineJudge()  # a throwaway instance: the lots' judges start with empty caches
         else:
-            cfg["judge"] = "none"  # a model judge would send requests
+            checks = checks.model_copy(update={"judge": "none"})  # a model judge would send requests
         table = pa.Table.from_pylist(rows)
-        check_lot(table, cfg, judge, groundings={k: m.get("grounding") for k, m in media.items()})
+        check_lot(table, checks, judge, groundings={k: m.get("grounding") for k, m in media.items()})
         if judge is not None:
             judge.prefetch([rows[0]["chosen"], rows[0]["instruction"]])
 
@@ -217,18 +238,18 @@ class Build:
     def judge(self):
         """checks.judge: offline (the embedding judge), llm (the recipe's model backend in its judge role,
         its requests cached and paced like generation), none."""
-        cfg = self.recipe.get("checks", {})
-        kind = cfg.get("judge", "offline")
-        if self._judge is None and kind == "offline":
+        checks = self.recipe.checks
+        if self._judge is None and checks.judge == "offline":
             from acd.checks.judge import OfflineJudge
 
             self._judge = OfflineJudge()
-        elif self._judge is None and kind == "llm":
-            if self.recipe["backend"]["name"] == "grounded":
-                raise ValueError("checks.judge=llm needs a model backend (openai or vllm); grounded has no judge model")
+        elif self._judge is None and checks.judge == "llm":
+            if self.recipe.backend.capabilities.offline:
+                raise ValueError(f"checks.judge=llm needs a model backend (openai or vllm); "
+                                 f"{self.recipe.backend.name} has no judge model")
             from acd.backends.llm_judge import LLMCheckJudge
 
-            self._judge = LLMCheckJudge(self.backend, cfg.get("judge_params"))
+            self._judge = LLMCheckJudge(self.backend, checks.judge_params)
         return self._judge
 
     # --- ingest -------------------------------------------------------------------------------------
@@ -307,7 +328,7 @@ class Build:
         import hashlib
 
         modality, itype = _lot_kind(self.store.read_part("plan", lot))
-        if self.recipe["backend"]["name"] == "grounded":
+        if self.recipe.backend.capabilities.needs_grounding:  # it writes from its phrasing, not from prompts
             from acd.grounded.phrasing import current_revision
 
             return hashlib.sha256(f"grounded:{current_revision()}".encode()).hexdigest()[:16]
@@ -315,7 +336,7 @@ class Build:
             from acd.prompts import template_files
 
             roles = ["instruct", "chosen", "rejected"]
-            if (self.recipe.get("checks") or {}).get("judge") == "llm":
+            if self.recipe.checks.judge == "llm":
                 roles.append("judge")
             files = sorted({f for role in roles for f in template_files(role, modality, itype)})
         h = hashlib.sha256()
@@ -372,8 +393,8 @@ class Build:
             judge = type(judge)()
         t0 = _since(t, "setup", t0)
         pairs, deadletters = generate_lot(
-            plan, media, self.run_dir, backend, self.recipe.get("checks", {}), judge, timings=t,
-            attempt_offset=self.regeneration_round(lot) * int(self.recipe.get("checks", {}).get("max_attempts", 3)),
+            plan, media, self.run_dir, backend, self.recipe.checks, judge, timings=t,
+            attempt_offset=self.regeneration_round(lot) * self.recipe.checks.max_attempts,
             pairs_in_flight=self.pairs_in_flight() if self.concurrent_lots else 0,
         )
         t0 = _since(t, "generate_lot", t0)
@@ -392,9 +413,9 @@ class Build:
     def review(self, lot: str) -> dict[str, Any]:
         # review/ and review_decisions/ hold each lot's *current* decision: `acd review sync` replaces the
         # automatic one with the annotators' when Label Studio is configured.
-        cfg = self.recipe.get("review", {})
+        cfg = self.recipe.review
         if self.store.has_part("review", lot) and self.store.has_part("review_decisions", lot):
-            if cfg.get("label_studio"):  # a push that found Label Studio down is retried now
+            if cfg.label_studio:  # a push that found Label Studio down is retried now
                 from acd.review.stage import retry_queued_lot
 
                 retry_queued_lot(self.run_dir, lot, cfg)
@@ -404,13 +425,13 @@ class Build:
         pairs = self.store.read_part("generate", lot)
         # The automatic gate always runs; with Label Studio configured its decision is provisional and the
         # lot's sample goes to annotators (push and move on: `acd review sync` / sync-reviews decides later).
-        reviewed, decision = review_lot(pairs, cfg, int(self.recipe["seed"]))
-        if cfg.get("label_studio"):
+        reviewed, decision = review_lot(pairs, cfg, self.recipe.seed)
+        if cfg.label_studio:
             from acd.review.stage import push_or_queue
 
             # Label Studio down: queued (retried by the next build or sync), the automatic decision stands.
-            decision["pushed"] = push_or_queue(self.run_dir, pairs, cfg, int(self.recipe["seed"]))
-            if (cfg["label_studio"] or {}).get("webhook_url"):
+            decision["pushed"] = push_or_queue(self.run_dir, pairs, cfg, self.recipe.seed)
+            if cfg.label_studio.webhook_url:
                 from acd.review.registry import register_run
 
                 # Syncs the webhook starts then also re-export this build's dataset.
@@ -429,9 +450,7 @@ class Build:
         generated again with fresh attempts (new wording), then reviewed again (pushed again with Label
         Studio). At most review.max_regenerations rounds per lot; after that the lot stays rejected (dropped).
         """
-        from acd.review.config import review_config
-
-        rounds = int(review_config(self.recipe)["max_regenerations"])
+        rounds = self.recipe.review.max_regenerations
         if not self.store.has_stage("review_decisions"):
             return []
         redo = []

@@ -34,13 +34,14 @@ DRIVER = "driver"  # one after another where the driver runs them (cheap; or one
 
 
 def _ingest_where(build) -> str:
-    return CPU if build.recipe["source"].get("kind") in ("synthetic", "folder", "manifest") else DRIVER
+    # A Hugging Face dataset streams from one reader; the other sources read files any worker can open.
+    return CPU if build.recipe.source.kind in ("synthetic", "folder", "manifest") else DRIVER
 
 
 def _generate_where(build) -> str:
     # Model backends are I/O-bound and async inside one process; a pool would multiply their per-process
     # in-flight limits and rate pacing (openai) or load the model once per worker (vllm).
-    if build.recipe["backend"].get("name") == "grounded":
+    if build.recipe.backend.capabilities.cpu_bound:
         return CPU
     return IO if build.concurrent_lots else DRIVER
 

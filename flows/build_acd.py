@@ -116,12 +116,12 @@ def build_acd(
     object) over it. Secrets come from env or Prefect blocks, never from parameters."""
     logger = get_run_logger()
     spec = load_recipe(recipe, _parse_overrides(overrides))
-    out = Path(out_dir or f"out/{spec['name']}")
+    out = Path(out_dir or f"out/{spec.name}")
     build = Build(spec, run_dir or default_run_dir(spec), out)
     workers = _dask_workers()
-    if workers > 1 and spec["backend"]["name"] != "grounded":
+    if workers > 1 and not spec.backend.capabilities.cpu_bound:
         build.slot_share = 1.0 / workers  # every worker process sends; together they keep the endpoint's limits
-    progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
+    progress = PrefectStageProgress(artifact_key("build-acd", spec.name))
     _take_over_run_dir(build, logger)
     try:
         sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
@@ -133,15 +133,14 @@ def build_acd(
         runlock.release(build.run_dir)
 
 
-def _wait_for_humans(build: Build, spec: dict, lots: list[str], decisions: list[dict], logger) -> list[dict]:
+def _wait_for_humans(build: Build, spec, lots: list[str], decisions: list[dict], logger) -> list[dict]:
     """review.wait: suspend until sync-reviews has human decisions for every lot, then go on to export.
 
     A suspended deployment run restarts from the top when resumed; the parts on disk make that cheap, and
     the lots' decisions are then the annotators' (review_decisions is replaced by the sync), so it does not
     suspend again.
     """
-    review = spec.get("review") or {}
-    if not (review.get("wait") and review.get("label_studio")):
+    if not (spec.review.wait and spec.review.label_studio):
         return decisions
     pending = [d["lot_id"] for d in decisions
                if d.get("mode") != "label_studio" or d.get("pending") or d.get("decision") == "needs_more"]
@@ -230,7 +229,7 @@ def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstre
 
     from acd.report import markdown_report
 
-    create_markdown_artifact(markdown=markdown_report(build), key=artifact_key("build-acd", spec["name"], "report"),
+    create_markdown_artifact(markdown=markdown_report(build), key=artifact_key("build-acd", spec.name, "report"),
                              description="ACD build report")
     accepted = sum(1 for d in decisions if d.get("decision") == "accepted")
     logger.info("dataset written to %s (%d/%d lots accepted)", out.resolve(), accepted, len(lots))
