@@ -445,11 +445,11 @@ class Build:
         d = self.run_dir / "superseded" / lot
         return len(list(d.glob("round-*"))) if d.exists() else 0
 
-    def regenerate_rejected(self) -> list[str]:
-        """review.on_reject=regenerate: a rejected lot's parts move to superseded/<lot>/round-k and the lot is
-        generated again with fresh attempts (new wording), then reviewed again (pushed again with Label
-        Studio). At most review.max_regenerations rounds per lot; after that the lot stays rejected (dropped).
-        """
+    def take_rejected(self) -> list[str]:
+        """review.on_reject=regenerate: the lots to generate again. A rejected lot's parts move to
+        superseded/<lot>/round-k; the regenerate stage then generates it again with fresh attempts (new
+        wording) and rereview reviews it again (pushed again with Label Studio). At most
+        review.max_regenerations rounds per lot; after that the lot stays rejected (dropped)."""
         rounds = self.recipe.review.max_regenerations
         if not self.store.has_stage("review_decisions"):
             return []
@@ -468,17 +468,16 @@ class Build:
                 if src.exists():
                     src.rename(dest / stage)
             redo.append(d["lot_id"])
+        return redo
+
+    def regenerate_rejected(self) -> list[str]:
+        """take_rejected, then each lot generated and reviewed again here (a review sync's path: it runs in
+        one process; a build runs the same as its regenerate and rereview stages)."""
+        redo = self.take_rejected()
         for lot in redo:
             self.generate(lot)
             self.review(lot)
         return redo
-
-    def regenerate_and_review(self) -> list[dict[str, Any]] | None:
-        """The build's regenerate stage: regenerate_rejected, then every lot's current decision (None when no
-        lot was regenerated: the review stage's decisions stand)."""
-        if not self.regenerate_rejected():
-            return None
-        return [self.review(lot) for lot in self.plan()]
 
     # --- export ----------------------------------------------------------------------------------------
     def accepted_pairs(self) -> pa.Table:
@@ -594,20 +593,12 @@ def run_build(
     processes (default: one per core; ACD_WORKERS=1 runs them here), a model backend's lots on threads of
     this process; everything else runs here (acd.local_executor). Stage and component seconds go to
     <run>/timings.json."""
-    from acd import runlock
     from acd.local_executor import LocalExecutor
-    from acd.stages import run_stages
+    from acd.stages import drive
 
     recipe = load_recipe(recipe_name, overrides)
     build = Build(recipe, run_dir or default_run_dir(recipe), out_dir)
-    runlock.acquire(build.run_dir, driver="cli")
-    try:
-        from acd.atomicio import sweep_dead_temps
-
-        sweep_dead_temps(build.run_dir, build.out_dir)  # a killed writer's half files (only the lock holder sweeps)
-        done = run_stages(build, LocalExecutor(build, workers), progress or (lambda stage, done, total: None))
-    finally:
-        runlock.release(build.run_dir)
+    done = drive(build, LocalExecutor(build, workers), progress or (lambda stage, done, total: None))
     return {
         "run_dir": str(build.run_dir),
         "out_dir": str(build.out_dir),

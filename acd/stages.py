@@ -1,12 +1,15 @@
 """The build's stages, in order: defined here once, for every driver.
 
-    ingest (per source batch) → plan → generate (per lot) → review (per lot) → regenerate rejected lots
-    → export → finish (timings.json, report.html)
+    ingest (per source batch) → plan → generate (per lot) → review (per lot)
+    → regenerate (per rejected lot; review.on_reject=regenerate) → rereview (per lot) → export
+    → finish (timings.json, report.html)
 
-A stage is data: its name, the `Build` method it calls (per unit, or once), its units, and where those units
-may run (CPU, IO or DRIVER, below). `run_stages` walks STAGES and hands each stage's units to an Executor;
-an executor decides only *where* units run, never what runs or in which order (datatrove's
-PipelineExecutor / LocalPipelineExecutor split):
+A stage is a small object (Stage): its unit kind, where its units may run (CPU, IO or DRIVER, below), what
+it reads and writes in the run directory, and its hooks (before, after). The work itself is the Build's
+(acd.pipeline: the run's context, its recipe, store and backends). `drive` is the one driver (lock, sweep,
+run_stages, unlock) of the CLI and the flow; `run_stages` walks STAGES and hands each stage's units to an
+Executor, which decides only *where* units run, never what runs or in which order (datatrove's
+PipelineStep / PipelineExecutor split):
 
 - acd.local_executor.LocalExecutor (`acd build`): this process, a process pool, or threads;
 - flows/build_acd.PrefectExecutor (the build-acd flow): one Prefect task per unit through the flow's
@@ -46,48 +49,154 @@ def _generate_where(build) -> str:
     return IO if build.concurrent_lots else DRIVER
 
 
-def _driver(build) -> str:
-    return DRIVER
-
-
-def _batches(build, results: dict) -> list[str]:
-    return build.ingest_batches()
-
-
-def _lots(build, results: dict) -> list[str]:
-    return results["plan"]
-
-
-def _prepare_generate(build) -> None:
-    if build.concurrent_lots:
-        build.prepare_concurrent_lots()
-
-
-@dataclass(frozen=True)
 class Stage:
-    name: str                    # progress key and timings.json key
-    method: str                  # the Build method: method(unit) per unit, or method() once
-    units: Callable[[Any, dict], list[str]] | None = None  # the stage's units (given earlier results); None: once
-    where: Callable[[Any], str] = _driver
+    """One stage of the build: a declared unit kind, where its units may run, what it reads and writes.
+
+    A unit stage lists its units (`units`) and runs one (`run`) wherever the executor puts it: the driver,
+    a pool worker, a Dask worker. A once-stage (`units` returns None) runs `run_once` where the executor
+    runs once-stages. Stages are stateless objects found by name (`stage(name)`), so a unit travels to a
+    worker as (build, stage name, unit)."""
+    name: str = ""               # progress key, timings.json key, how a worker finds the stage
+    unit: str = ""               # what one unit is: "batch", "lot", or "" for a once-stage
     task: str | None = None      # its name as an orchestrator task (Prefect); None: always in the driver
     retries: int = 0             # an executor that retries failed units may retry this many times
-    before: Callable[[Any], None] | None = None  # in the driver's process, before the first unit
     reported: bool = True        # a line in timings.json and a progress bar / artifact
-    takes_progress: bool = False  # method(progress) when it runs in the driver (export's file-level bars)
-    replaces: str | None = None  # its result, when not None, stands for this earlier stage's result
+    takes_progress: bool = False  # run_once(build, progress) gets the driver's progress (export's file bars)
+    replaces: str | None = None  # its result, when it ran, stands for this earlier stage's result
+    reads: tuple[str, ...] = ()   # run-store parts (or the source) it reads
+    writes: tuple[str, ...] = ()  # run-store parts it writes (a unit's last write is its done-marker)
+
+    def active(self, build) -> bool:
+        """Whether this build has the stage at all (regeneration only with review.on_reject=regenerate)."""
+        return True
+
+    def units(self, build, results: dict) -> list[str] | None:
+        """The stage's units, given earlier stages' results (computed in the driver); None: a once-stage."""
+        return None
+
+    def where(self, build) -> str:
+        return DRIVER
+
+    def before(self, build) -> None:
+        """In the driver, before the first unit."""
+
+    def run(self, build, unit: str) -> Any:
+        raise NotImplementedError
+
+    def run_once(self, build, progress: Progress | None = None) -> Any:
+        raise NotImplementedError
+
+    def after(self, build, executor: "Executor", result: Any) -> Any:
+        """In the driver, after the last unit; returns the stage's result."""
+        return result
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("ingest", "ingest", units=_batches, where=_ingest_where, task="ingest-batch", retries=1),
-    Stage("plan", "plan", task="plan"),
-    Stage("generate", "generate", units=_lots, where=_generate_where, task="generate-lot", retries=1,
-          before=_prepare_generate),
-    # Cheap, and a Label Studio push belongs to one client.
-    Stage("review", "review", units=_lots, task="review-lot"),
-    # review.on_reject=regenerate: the rejected lots again (generate + review), then every lot's decision.
-    Stage("regenerate", "regenerate_and_review", reported=False, replaces="review"),
-    Stage("export", "export_stage", task="export", takes_progress=True),
-)
+class Ingest(Stage):
+    name, unit, task, retries = "ingest", "batch", "ingest-batch", 1
+    reads, writes = ("source",), ("quarantine", "ingest")
+
+    def units(self, build, results):
+        return build.ingest_batches()
+
+    def where(self, build):
+        return _ingest_where(build)
+
+    def run(self, build, unit):
+        return build.ingest(unit)
+
+
+class Plan(Stage):
+    name, task = "plan", "plan"
+    reads, writes = ("ingest",), ("media_index", "plan")
+
+    def run_once(self, build, progress=None):
+        return build.plan()
+
+
+class Generate(Stage):
+    name, unit, task, retries = "generate", "lot", "generate-lot", 1
+    reads, writes = ("plan", "media_index"), ("deadletter", "generate")
+
+    def units(self, build, results):
+        return results["plan"]
+
+    def where(self, build):
+        return _generate_where(build)
+
+    def before(self, build):
+        if build.concurrent_lots:
+            build.prepare_concurrent_lots()
+
+    def run(self, build, unit):
+        return build.generate(unit)
+
+
+class Review(Stage):
+    # Cheap, and a Label Studio push belongs to one client: in the driver.
+    name, unit, task = "review", "lot", "review-lot"
+    reads, writes = ("generate",), ("review", "review_decisions")
+
+    def units(self, build, results):
+        return results["plan"]
+
+    def run(self, build, unit):
+        return build.review(unit)
+
+    def after(self, build, executor, result):
+        # review.wait: a driver that can suspend (the Prefect flow) waits for the annotators here.
+        return executor.await_humans(build, result)
+
+
+class Regenerate(Stage):
+    """review.on_reject=regenerate: the lots review rejected are generated again, as units on the same
+    executors as generate (pool, Prefect threads, Dask workers). Listing them moves their parts aside
+    (superseded/<lot>/round-k), in the driver, before any unit runs."""
+    name, unit, task, retries = "regenerate", "lot", "regenerate-lot", 1
+    reported = False
+    reads, writes = ("review_decisions", "plan", "media_index"), ("superseded", "deadletter", "generate")
+
+    def active(self, build):
+        return build.recipe.review.on_reject == "regenerate"
+
+    def units(self, build, results):
+        return build.take_rejected()
+
+    def where(self, build):
+        return _generate_where(build)
+
+    def before(self, build):
+        Generate().before(build)
+
+    def run(self, build, unit):
+        return build.generate(unit)
+
+
+class Rereview(Stage):
+    """The regenerated lots reviewed again (pushed again with Label Studio); its result is every lot's
+    current decision, which stands for review's."""
+    name, unit, task = "rereview", "lot", "review-lot"
+    reported, replaces = False, "review"
+    reads, writes = ("generate",), ("review", "review_decisions")
+
+    def active(self, build):
+        return build.recipe.review.on_reject == "regenerate"
+
+    def units(self, build, results):
+        return results["plan"] if results.get("regenerate") else []
+
+    def run(self, build, unit):
+        return build.review(unit)
+
+
+class Export(Stage):
+    name, task, takes_progress = "export", "export", True
+    reads, writes = ("review", "review_decisions", "media_index"), ("out_dir",)
+
+    def run_once(self, build, progress=None):
+        return build.export_stage(progress)
+
+
+STAGES: tuple[Stage, ...] = (Ingest(), Plan(), Generate(), Review(), Regenerate(), Rereview(), Export())
 
 
 def stage(name: str) -> Stage:
@@ -99,10 +208,12 @@ def unit_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def call_unit(build, method: str, *args) -> Outcome:
-    """Run one unit (or a once-stage) wherever the executor put it; every executor calls this."""
+def call_unit(build, stage_name: str, unit: str | None = None, progress: Progress | None = None) -> Outcome:
+    """Run one unit of a stage (unit None: the once-stage itself) wherever the executor put it; every
+    executor calls this, with the stage's name (a worker finds the stage object by it)."""
+    st = stage(stage_name)
     t0 = time.perf_counter()
-    result = getattr(build, method)(*args)
+    result = st.run_once(build, progress) if unit is None else st.run(build, unit)
     return result, time.perf_counter() - t0, unit_worker()
 
 
@@ -136,17 +247,17 @@ class Executor:
 
     def run_units(self, build, stage: Stage, units: list[str], where: str,
                   on_done: Callable[[int, Outcome], None]) -> list[Outcome]:
-        """Run `call_unit(build, stage.method, unit)` for every unit; outcomes in unit order."""
+        """Run `call_unit(build, stage.name, unit)` for every unit; outcomes in unit order."""
         raise NotImplementedError
 
     def run_once(self, build, stage: Stage, progress: Progress) -> Outcome:
-        """A stage without units (plan, regenerate, export)."""
-        args = (progress,) if stage.takes_progress else ()
-        return call_unit(build, stage.method, *args)
+        """A stage without units (plan, export)."""
+        return call_unit(build, stage.name, None, progress if stage.takes_progress else None)
 
-    def after(self, build, stage: Stage, result: Any) -> Any:
-        """After a stage, in the driver (the flow waits for human review here); returns the stage's result."""
-        return result
+    def await_humans(self, build, decisions: list[dict]) -> list[dict]:
+        """Review's hook: a driver that can suspend until annotators decide (the Prefect flow with
+        review.wait) does so here and returns the new decisions; others go on with these."""
+        return decisions
 
     def release(self) -> None:
         """No later stage needs CPU workers: free them (their judge models and caches) before review and export."""
@@ -176,13 +287,18 @@ def run_stages(build, executor: Executor, progress: Progress) -> dict[str, Any]:
     and the report). Returns {stage name: result} plus "seconds" and "components"."""
     timer = StageTimer()
     results: dict[str, Any] = {}
+    stages = [st for st in STAGES if st.active(build)]
     try:
-        for k, st in enumerate(STAGES):
+        for k, st in enumerate(stages):
             where = st.where(build)
-            if st.before is not None:
-                st.before(build)
             t0 = time.perf_counter()
-            if st.units is None:
+            units = st.units(build, results)
+            if units == []:  # nothing to do this time (no lot was rejected): the stage leaves no result
+                _release_if_done(executor, build, stages[k + 1:])
+                continue
+            if units is not None:
+                st.before(build)
+            if units is None:
                 if st.reported:
                     progress(st.name, 0, 1)
                 result, dt, _ = executor.run_once(build, st, progress)
@@ -193,20 +309,41 @@ def run_stages(build, executor: Executor, progress: Progress) -> dict[str, Any]:
                 if st.reported:
                     progress(st.name, 1, 1)
             else:
-                result = _run_units(build, executor, st, st.units(build, results), where, timer, progress)
+                result = _run_units(build, executor, st, units, where, timer, progress)
             if st.reported:
                 timer.add(st.name, time.perf_counter() - t0)
-            result = executor.after(build, st, result)
-            if st.replaces is None:
-                results[st.name] = result
-            elif result is not None:
+            result = st.after(build, executor, result)
+            results[st.name] = result
+            if st.replaces is not None:
                 results[st.replaces] = result
-            if not any(later.units is not None and later.where(build) == CPU for later in STAGES[k + 1:]):
-                executor.release()
+            _release_if_done(executor, build, stages[k + 1:])
     finally:
         executor.close()
     build.finish(timer.seconds, timer.components)
     return {**results, "seconds": timer.seconds, "components": timer.components}
+
+
+def _release_if_done(executor: Executor, build, later: list[Stage]) -> None:
+    if not any(st.unit and st.where(build) == CPU for st in later):
+        executor.release()
+
+
+def drive(build, executor: Executor, progress: Progress, lock: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """The one driver, for `acd build` and the build-acd flow: take the run directory's lock (`lock`, else
+    the CLI's), remove what killed writers left mid-file (only the lock holder may), run every stage,
+    release the lock."""
+    from acd import runlock
+    from acd.atomicio import sweep_dead_temps
+
+    if lock is None:
+        runlock.acquire(build.run_dir, driver="cli")
+    else:
+        lock()
+    try:
+        sweep_dead_temps(build.run_dir, build.out_dir)
+        return run_stages(build, executor, progress)
+    finally:
+        runlock.release(build.run_dir)
 
 
 def _run_units(build, executor: Executor, st: Stage, units: list[str], where: str, timer: StageTimer,
