@@ -146,7 +146,9 @@ def _wait_for_humans(build: Build, spec, lots: list[str], decisions: list[dict],
 
     logger.info("waiting for human review of %d lots (sync-reviews resumes this run)", len(pending))
     wait_for_reviews(str(build.run_dir))
-    return [build.review(lot) for lot in lots]
+    from acd.stages.review import review
+
+    return [review(build, lot) for lot in lots]
 
 
 def _take_over_run_dir(build: Build, logger) -> dict | None:
@@ -212,7 +214,7 @@ class PrefectExecutor(Executor):
         return TASKS[stage.name].submit(build, stage.name).result()
 
     def await_humans(self, build: Build, decisions: list[dict]) -> list[dict]:
-        return _wait_for_humans(build, self.spec, list(build.plan()), decisions, self.logger)
+        return _wait_for_humans(build, self.spec, build.lots(), decisions, self.logger)
 
 
 def _finish(build: Build, spec, out: Path, done: dict, logger, start_downstream: bool,
