@@ -429,9 +429,7 @@ class Build:
         generated again with fresh attempts (new wording), then reviewed again (pushed again with Label
         Studio). At most review.max_regenerations rounds per lot; after that the lot stays rejected (dropped).
         """
-        from acd.review.config import review_config
-
-        rounds = int(review_config(self.recipe)["max_regenerations"])
+        rounds = self.recipe.review.max_regenerations
         if not self.store.has_stage("review_decisions"):
             return []
         redo = []
