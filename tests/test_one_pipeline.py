@@ -47,18 +47,18 @@ def _sources() -> list[Path]:
 
 
 def test_no_driver_writes_the_stage_order_again():
-    """A function naming three or more stages is a stage order of its own; the only one is acd.stages. (The
+    """A function naming three or more stages is a stage order of its own; the only one is acd.stages.run. (The
     flow's former _build named ingest_batch, plan, generate_lot, review_lot and export; the CLI's former
     _run_stages build.plan, build.review and build.export.)"""
     offenders = []
     for path in _sources():
-        if path == ROOT / "acd" / "stages.py":
+        if path == ROOT / "acd" / "stages" / "run.py":
             continue
         for fn in _functions(path):
             hits = _mentioned(fn)
             if len(hits) >= 3:
                 offenders.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} names {sorted(hits)}")
-    assert not offenders, "stage order written outside acd/stages.py:\n" + "\n".join(offenders)
+    assert not offenders, "stage order written outside acd/stages/run.py:\n" + "\n".join(offenders)
 
 
 def test_the_flow_makes_its_tasks_from_the_stage_list():

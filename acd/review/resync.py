@@ -5,7 +5,7 @@ differ only in how they are started and what they print.
 
     pull + decide   acd.review.stage.sync: every pushed lot's annotations stored, each lot decided
     regenerate      review.on_reject=regenerate: rejected lots generated again with new wording, reviewed and
-                    pushed again (Build.regenerate_rejected; at most review.max_regenerations rounds)
+                    pushed again (acd.stages.regenerate.regenerate_rejected; at most review.max_regenerations rounds)
     re-export       into `out_dir`, else into the out dir the run's build last exported to
                     (<run>/exported_to.json), so the dataset the build wrote follows the annotators; a run that
                     was never exported (a build waiting for review) is not exported by the sync
@@ -68,6 +68,8 @@ def sync_and_reexport(run_dir: str | Path, *, out_dir: str | Path | None = None,
 
     from acd import runlock
     from acd.pipeline import Build, last_out_dir
+    from acd.stages.export import reexport
+    from acd.stages.regenerate import regenerate_rejected
 
     target = Path(out_dir) if out_dir is not None else last_out_dir(run_dir)
     regenerated: list[str] = []
@@ -86,11 +88,11 @@ def sync_and_reexport(run_dir: str | Path, *, out_dir: str | Path | None = None,
     try:
         build = Build.from_run_dir(run_dir, target) if regenerate or target is not None else None
         if regenerate:
-            regenerated = build.regenerate_rejected()
+            regenerated = regenerate_rejected(build)
             if regenerated:
                 log.info("regenerated %d rejected lot(s): %s", len(regenerated), ", ".join(regenerated))
         if target is not None:
-            manifest = build.reexport()
+            manifest = reexport(build)
             log.info("re-exported %s: %s pairs", target, manifest.get("counts", {}).get("pairs"))
     finally:
         if took:
