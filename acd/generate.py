@@ -314,7 +314,7 @@ def generate_lot(
     media: pa.Table,
     run_dir: Path,
     backend,
-    checks_cfg: dict[str, Any],
+    checks_cfg: Any,
     judge=None,
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
@@ -324,8 +324,10 @@ def generate_lot(
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
     rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
     the budget of unfinished pairs a process's lots share (async backends; see _Admission)."""
-    from acd.checks.config import effective_config
+    from acd.checks.config import checks_settings
     from acd.checks.lot import check_lot
+
+    checks_cfg = checks_settings(checks_cfg)
 
     media_by_key = {}
     for row in media.to_pylist():
@@ -336,7 +338,7 @@ def generate_lot(
     if timings is not None and judge is not None:
         judge = _TimedJudge(judge, timings)
 
-    max_attempts = int(checks_cfg.get("max_attempts", 3))
+    max_attempts = checks_cfg.max_attempts
     last_attempt = attempt_offset + max_attempts - 1
     pending = plan.to_pylist()
     next_attempt = {p["pair_id"]: attempt_offset for p in pending}  # each pair's next attempt
@@ -349,7 +351,7 @@ def generate_lot(
         if concurrent:  # each pair retries its own rule failures inside its chain
             generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
                                         timings, priority, _admission(backend, pairs_in_flight),
-                                        effective_config(checks_cfg)["content"])
+                                        checks_cfg.content)
         else:  # batch backends: every pending pair is at the same attempt
             generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
                                          deadletters, timings)

@@ -60,8 +60,8 @@ def _release_memory() -> None:
         pass
 
 
-def _worker_call(method: str, unit: str) -> Outcome:
-    out = call_unit(_WORKER_BUILD, method, unit)
+def _worker_call(stage_name: str, unit: str) -> Outcome:
+    out = call_unit(_WORKER_BUILD, stage_name, unit)
     _release_memory()
     return out
 
@@ -88,18 +88,18 @@ class LocalExecutor(Executor):
         if threads > 1 and len(units) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"acd-{stage.method}") as pool:
-                return windowed(lambda u: pool.submit(call_unit, build, stage.method, u), units, threads, on_done,
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"acd-{stage.name}") as pool:
+                return windowed(lambda u: pool.submit(call_unit, build, stage.name, u), units, threads, on_done,
                                 _first_done, _cancel)
         if where != CPU or self.workers <= 1 or len(units) <= 1:
             outcomes = []
             for i, unit in enumerate(units):
-                outcomes.append(call_unit(build, stage.method, unit))
+                outcomes.append(call_unit(build, stage.name, unit))
                 on_done(i, outcomes[-1])
             return outcomes
         # A bounded window of submissions (not all at once) keeps the driver's memory flat.
         pool = self._pool()
-        return windowed(lambda u: pool.submit(_worker_call, stage.method, u), units, self.workers * 2, on_done,
+        return windowed(lambda u: pool.submit(_worker_call, stage.name, u), units, self.workers * 2, on_done,
                         _first_done, _cancel)
 
     def _pool(self):

@@ -79,14 +79,14 @@ def fitting_constraint(lc, constraints: list, modality: str, type_name: str, gro
     return fits[int(u * len(fits))] if fits else lc
 
 
-def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
-    """Pair specs (PLAN_COLUMNS of PAIR_SCHEMA) for the recipe over the given media table."""
+def plan_pairs(media: pa.Table, recipe) -> pa.Table:
+    """Pair specs (PLAN_COLUMNS of PAIR_SCHEMA) for the Recipe over the given media table."""
     tax = load_taxonomy()
-    seed = int(recipe["seed"])
-    lot_size = int(recipe.get("lot_size", 256))
-    qcc_share = float(recipe.get("qcc_share", 0.4))
-    length_share = float(recipe.get("length_control_share", 0.6))
-    splits = recipe.get("splits", {"train": 1.0})
+    seed = recipe.seed
+    lot_size = recipe.lot_size
+    qcc_share = recipe.qcc_share
+    length_share = recipe.length_control_share
+    splits = recipe.splits
     constraints = [c for c in tax.constraints if c.form != "none"]
     none_constraint = next(c for c in tax.constraints if c.form == "none")
 
@@ -104,7 +104,7 @@ def plan_pairs(media: pa.Table, recipe: dict[str, Any]) -> pa.Table:
         return split_cache[key]
 
     rows: list[dict[str, Any]] = []
-    for modality, total in recipe["pairs"].items():
+    for modality, total in recipe.pairs.model_dump().items():
         if not total:
             continue
         keys = sorted(set(keys_by_modality.get(modality, [])))

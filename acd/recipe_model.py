@@ -75,10 +75,6 @@ def _scalar_type(value: Any) -> Any:
     return Any
 
 
-def _factory(value: Any):
-    return lambda: copy.deepcopy(value)
-
-
 def model_from_defaults(name: str, defaults: dict[str, Any], *, free: tuple[str, ...] = (),
                         fields: dict[str, Any] | None = None, doc: str = "") -> type[BaseModel]:
     """A strict, frozen model whose keys are the keys of `defaults`, each defaulting to its value (types from
@@ -89,16 +85,14 @@ def model_from_defaults(name: str, defaults: dict[str, Any], *, free: tuple[str,
     fields = fields or {}
     spec: dict[str, Any] = {}
     for key, value in defaults.items():
+        # Plain defaults, not factories: the JSON Schema then shows them (pydantic copies mutable ones).
         if isinstance(value, dict) and key in free:
-            spec[key] = (Annotated[dict[str, Any], BeforeValidator(_merged_over(value))],
-                         Field(default_factory=_factory(value)))
+            spec[key] = (Annotated[dict[str, Any], BeforeValidator(_merged_over(value))], value)
         elif isinstance(value, dict):
             sub = model_from_defaults(f"{name}_{key}", value,
                                       free=tuple(f.split(".", 1)[1] for f in free if f.startswith(key + ".")),
                                       fields={f.split(".", 1)[1]: t for f, t in fields.items() if f.startswith(key + ".")})
-            spec[key] = (sub, Field(default_factory=sub))
-        elif isinstance(value, list):
-            spec[key] = (_scalar_type(value), Field(default_factory=_factory(value)))
+            spec[key] = (sub, sub())
         else:
             spec[key] = (_scalar_type(value), value)
     spec.update({k: t for k, t in fields.items() if "." not in k})
@@ -200,20 +194,19 @@ class PerModality(_Strict):
 
 def _file_source_fields() -> dict[str, Any]:
     limits = ingest_limits_model()
-    return {"licence": (str | None, None), "batch_size": (Positive, 256),
-            "limits": (limits, Field(default_factory=limits))}
+    return {"licence": (str | None, None), "batch_size": (Positive, 256), "limits": (limits, limits())}
 
 
 @lru_cache(maxsize=1)
 def _source_models() -> tuple[type[BaseModel], ...]:
     synthetic = create_model(
         "SyntheticSource", __config__=STRICT, __doc__="Procedural media with exact grounding.",
-        kind=(Literal["synthetic"], ...), counts=(PerModality, Field(default_factory=PerModality)),
+        kind=(Literal["synthetic"], ...), counts=(PerModality, PerModality()),
         batch_size=(Positive, 64))
     folder = create_model(
         "FolderSource", __config__=STRICT, __doc__="Media files under a folder.",
         kind=(Literal["folder"], ...), root=(str, ...), recursive=(bool, True),
-        include=(list[str], Field(default_factory=list)), exclude=(list[str], Field(default_factory=list)),
+        include=(list[str], []), exclude=(list[str], []),
         on_wrong_extension=(Literal["quarantine", "accept"], "quarantine"), **_file_source_fields())
     manifest = create_model(
         "ManifestSource", __config__=STRICT, __doc__="A jsonl / csv / parquet table of media paths or URLs.",
@@ -270,9 +263,9 @@ class _ModelBackend(_Strict):
     capabilities: ClassVar[Capabilities] = Capabilities(offline=False, cacheable=True, cpu_bound=False,
                                                         needs_grounding=False)
     model: str | None = None  # every role's model, unless `models` names one
-    models: dict[str, str] = Field(default_factory=dict)  # {instruct|chosen|rejected|judge|rejected:<strategy>: model}
+    models: dict[str, str] = {}  # {instruct|chosen|rejected|judge|rejected:<strategy>: model}
     model_revision: Union[str, dict[str, str]] | None = None
-    params: dict[str, Any] = Field(default_factory=dict)  # sampling parameters sent with every request
+    params: dict[str, Any] = {}  # sampling parameters sent with every request
     video_frames: Positive = 8  # frames a video request carries
     cache: bool = True  # answers cached by request (a rerun sends nothing it already has)
     cache_dir: str | None = None
@@ -312,7 +305,7 @@ class OpenAIBackend(_ModelBackend):
 class VLLMBackend(_ModelBackend):
     """In-process vllm.LLM on a GPU box."""
     name: Literal["vllm"]
-    engine: dict[str, Any] = Field(default_factory=dict)  # vllm.LLM keyword arguments
+    engine: dict[str, Any] = {}  # vllm.LLM keyword arguments
 
 
 # --- the rest --------------------------------------------------------------------------------------------
@@ -323,7 +316,7 @@ class Shards(_Strict):
 
 class Export(_Strict):
     rows_per_file: Positive = 100_000  # ~tens of MB of zstd text per Parquet file at the 300k scale
-    acm_splits: list[str] = Field(default_factory=lambda: ["train"])  # splits exported for ACM training
+    acm_splits: list[str] = ["train"]  # splits exported for ACM training
     license: str | None = None  # the dataset licence; wins over the recipe's top-level `license`
     pretty_name: str | None = None
 
@@ -353,10 +346,9 @@ def recipe_model() -> type[BaseModel]:
         name=(str, ...), seed=(int, ...), source=(source, ...), pairs=(PerModality, ...), backend=(backend, ...),
         qcc_share=(Share, 0.4),  # share of pairs whose rejected caption equals the chosen one (q-c-c)
         length_control_share=(Share, 0.6),  # share of pairs that carry a length constraint
-        splits=(dict[str, Share], Field(default_factory=lambda: {"train": 1.0})),
+        splits=(dict[str, Share], {"train": 1.0}),
         lot_size=(Positive, 256),  # pairs per lot: the unit of work, resume and review
-        checks=(checks, Field(default_factory=checks)), review=(Review, Field(default_factory=Review)),
-        shards=(Shards, Field(default_factory=Shards)), export=(Export, Field(default_factory=Export)),
+        checks=(checks, checks()), review=(Review, Review()), shards=(Shards, Shards()), export=(Export, Export()),
         license=(str | None, None),  # the dataset licence (export.license wins)
     ))
 

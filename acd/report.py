@@ -29,7 +29,7 @@ def report_data(build) -> dict:
     s = build.store.sql
     has = build.store.has_stage
     data = {
-        "recipe": build.recipe["name"],
+        "recipe": build.recipe.name,
         "counts": s(
             "select modality, instruction_type, count(*) as planned, "
             "sum(case when check_passed then 1 else 0 end) as passed_checks "

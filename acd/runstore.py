@@ -15,6 +15,20 @@ import pyarrow.parquet as pq
 
 from acd.atomicio import write_via
 
+# Names in the run directory beside the stage parts (one place for every reader and writer):
+# the media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
+# look their media up here instead of scanning every ingest part with DuckDB once per lot.
+MEDIA_INDEX = ("media_index", "all")
+PLAN_DONE = "plan/_DONE"  # the planned lots, one per line: plan's done-marker
+# Which out dir the run's dataset was last exported to (absolute): where a review sync re-exports by default.
+EXPORTED_TO = "exported_to.json"
+# A lot's parts that judged its captions; a regenerated lot loses them (stages.generate.invalidate_downstream).
+REVIEW_PARTS = ("review_decisions", "review")
+# The effective recipe (every field, the value the build uses), and the recipe as written, whose hash
+# names the run directory and enters the export's input hash.
+RECIPE_FILE = "recipe.json"
+RECIPE_WRITTEN = "recipe.written.json"
+
 # Fixed writer settings: identical input gives byte-identical files (no timestamps in Parquet metadata).
 PARQUET_OPTS = dict(compression="zstd", use_dictionary=True, write_statistics=True, version="2.6")
 

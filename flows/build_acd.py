@@ -26,12 +26,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from acd import runlock
-from acd.atomicio import sweep_dead_temps
 from acd.errors import AcdError
 from acd.pipeline import Build, default_run_dir
 from acd.progress import PrefectStageProgress, artifact_key
 from acd.recipe import load_recipe
-from acd.stages import IO, STAGES, Executor, Stage, call_unit, run_stages, windowed
+from acd.stages import IO, STAGES, Executor, Stage, call_unit, drive, windowed
 
 
 def _task_runner():
@@ -83,9 +82,9 @@ def _pickle_tasks_by_value() -> None:
 _TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
-def _unit(build: Build, method: str, unit: str | None = None) -> tuple:
+def _unit(build: Build, stage_name: str, unit: str | None = None) -> tuple:
     """One unit of a stage (or a once-stage: plan, export), exactly as the CLI's executor runs it."""
-    return call_unit(build, method, *(() if unit is None else (unit,)))
+    return call_unit(build, stage_name, unit)
 
 
 # One task per stage that has a task name, made from the engine's stage list (its names and retries).
@@ -116,32 +115,28 @@ def build_acd(
     object) over it. Secrets come from env or Prefect blocks, never from parameters."""
     logger = get_run_logger()
     spec = load_recipe(recipe, _parse_overrides(overrides))
-    out = Path(out_dir or f"out/{spec['name']}")
+    out = Path(out_dir or f"out/{spec.name}")
     build = Build(spec, run_dir or default_run_dir(spec), out)
     workers = _dask_workers()
-    if workers > 1 and spec["backend"]["name"] != "grounded":
+    if workers > 1 and not spec.backend.capabilities.cpu_bound:
         build.slot_share = 1.0 / workers  # every worker process sends; together they keep the endpoint's limits
-    progress = PrefectStageProgress(artifact_key("build-acd", spec["name"]))
-    _take_over_run_dir(build, logger)
+    progress = PrefectStageProgress(artifact_key("build-acd", spec.name))
     try:
-        sweep_dead_temps(build.run_dir, out)  # what a killed writer left mid-file (only the lock holder sweeps)
-        return _build(build, spec, out, progress, logger, start_downstream, downstream_params)
+        done = drive(build, PrefectExecutor(spec, logger), progress, lock=lambda: _take_over_run_dir(build, logger))
     except AcdError as exc:
         logger.error("%s", exc)  # the one line to act on (the task's traceback is Prefect's)
         raise
-    finally:
-        runlock.release(build.run_dir)
+    return _finish(build, spec, out, done, logger, start_downstream, downstream_params)
 
 
-def _wait_for_humans(build: Build, spec: dict, lots: list[str], decisions: list[dict], logger) -> list[dict]:
+def _wait_for_humans(build: Build, spec, lots: list[str], decisions: list[dict], logger) -> list[dict]:
     """review.wait: suspend until sync-reviews has human decisions for every lot, then go on to export.
 
     A suspended deployment run restarts from the top when resumed; the parts on disk make that cheap, and
     the lots' decisions are then the annotators' (review_decisions is replaced by the sync), so it does not
     suspend again.
     """
-    review = spec.get("review") or {}
-    if not (review.get("wait") and review.get("label_studio")):
+    if not (spec.review.wait and spec.review.label_studio):
         return decisions
     pending = [d["lot_id"] for d in decisions
                if d.get("mode") != "label_studio" or d.get("pending") or d.get("decision") == "needs_more"]
@@ -151,7 +146,9 @@ def _wait_for_humans(build: Build, spec: dict, lots: list[str], decisions: list[
 
     logger.info("waiting for human review of %d lots (sync-reviews resumes this run)", len(pending))
     wait_for_reviews(str(build.run_dir))
-    return [build.review(lot) for lot in lots]
+    from acd.stages.review import review
+
+    return [review(build, lot) for lot in lots]
 
 
 def _take_over_run_dir(build: Build, logger) -> dict | None:
@@ -202,35 +199,31 @@ class PrefectExecutor(Executor):
     At most a window of a stage's tasks is in flight: build.lot_threads() for a model backend's lots (they wait
     on the endpoint), cpu_threads() otherwise. After review it waits for human review (review.wait)."""
 
-    def __init__(self, spec: dict, logger):
+    def __init__(self, spec, logger):
         self.spec, self.logger = spec, logger
 
     def run_units(self, build: Build, stage: Stage, units: list[str], where: str, on_done) -> list:
         window = build.lot_threads() if where == IO else cpu_threads()
         fn = TASKS[stage.name]
-        return windowed(lambda u: fn.submit(build, stage.method, u), units, window, on_done, _first_done)
+        self.logger.info("%s: %d %ss", stage.name, len(units), stage.unit)
+        return windowed(lambda u: fn.submit(build, stage.name, u), units, window, on_done, _first_done)
 
     def run_once(self, build: Build, stage: Stage, progress) -> tuple:
-        if stage.task is None:  # runs where the flow runs (regenerate: a handful of lots, after review)
-            return call_unit(build, stage.method)
-        return TASKS[stage.name].submit(build, stage.method).result()
+        if stage.task is None:  # a stage without a task runs where the flow runs
+            return call_unit(build, stage.name, None, progress if stage.takes_progress else None)
+        return TASKS[stage.name].submit(build, stage.name).result()
 
-    def after(self, build: Build, stage: Stage, result):
-        if stage.name == "review":
-            return _wait_for_humans(build, self.spec, list(build.plan()), result, self.logger)
-        if stage.name == "plan":
-            self.logger.info("planned %d lots", len(result))
-        return result
+    def await_humans(self, build: Build, decisions: list[dict]) -> list[dict]:
+        return _wait_for_humans(build, self.spec, build.lots(), decisions, self.logger)
 
 
-def _build(build: Build, spec: dict, out: Path, progress, logger, start_downstream: bool,
-           downstream_params: dict | None = None) -> dict:
-    done = run_stages(build, PrefectExecutor(spec, logger), progress)
+def _finish(build: Build, spec, out: Path, done: dict, logger, start_downstream: bool,
+            downstream_params: dict | None = None) -> dict:
     lots, decisions, manifest, seconds = done["plan"], done["review"], done["export"]["manifest"], done["seconds"]
 
     from acd.report import markdown_report
 
-    create_markdown_artifact(markdown=markdown_report(build), key=artifact_key("build-acd", spec["name"], "report"),
+    create_markdown_artifact(markdown=markdown_report(build), key=artifact_key("build-acd", spec.name, "report"),
                              description="ACD build report")
     accepted = sum(1 for d in decisions if d.get("decision") == "accepted")
     logger.info("dataset written to %s (%d/%d lots accepted)", out.resolve(), accepted, len(lots))

@@ -25,18 +25,23 @@ WAIT_FILE = "review_wait.json"
 
 
 def _review_block(run_dir: str, recipe: str | None, label_studio_url: str | None, document_root: str | None) -> dict | None:
-    """The review block to pull with: the run's own (None), or `recipe`'s, or either pointed at another server."""
+    """The review block to pull with: the run's own (None), or `recipe`'s, or either pointed at another server.
+    Returned as a mapping with every field (a task parameter: names of the token's env var / Secret block,
+    never the token)."""
     if not (recipe or label_studio_url):
         return None
-    from acd.recipe import load_recipe
+    from acd.recipe import load_recipe, recipe_from_mapping
+    from acd.recipe_model import LabelStudio
+    from acd.review.config import review_settings
 
     own = Path(run_dir) / "recipe.json"
-    review = load_recipe(recipe)["review"] if recipe else json.loads(own.read_text())["review"] if own.exists() else {}
+    source = load_recipe(recipe) if recipe else recipe_from_mapping(json.loads(own.read_text()), str(own)) if own.exists() else None
+    review = review_settings(source)
     if label_studio_url:  # point a recipe without a label_studio block at a server (the token stays in env)
-        ls = dict(review.get("label_studio") or {})
-        ls.update(url=label_studio_url, **({"document_root": document_root} if document_root else {}))
-        review = {**review, "label_studio": ls}
-    return review
+        ls = (review.label_studio or LabelStudio()).model_copy(
+            update=dict(url=label_studio_url, **({"document_root": document_root} if document_root else {})))
+        review = review.model_copy(update={"label_studio": ls})
+    return review.model_dump(mode="json")
 
 
 @task(name="sync-and-reexport")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from acd.checks import JUDGE_PREFERS_REJECTED, NEAR_DUPLICATE, check_lot, check_pair, judge_sample, near_duplicates
-from acd.checks.config import effective_config
+from acd.checks.config import checks_settings
 from acd.checks.length import count_words
 from acd.checks.rules import resolve_constraint
 from acd.records import PAIR_SCHEMA, rows_to_table
@@ -230,13 +230,13 @@ def test_judge_sample_is_stable_and_has_floor():
     assert sum(judge_sample(ids[:20], [False] * 20, 1.0, 4)) == 0
 
 
-def test_effective_config_validates():
-    assert effective_config(None)["judge"] == "offline"
-    assert effective_config({"judge_sample_rate": 1})["judge_sample_rate"] == 1.0
+def test_checks_settings_validates():
+    assert checks_settings(None).judge == "offline"
+    assert checks_settings({"judge_sample_rate": 1}).judge_sample_rate == 1.0
     with pytest.raises(ValueError):
-        effective_config({"judge": "gpt"})
+        checks_settings({"judge": "gpt"})
     with pytest.raises(ValueError):
-        effective_config({"near_duplicate_threshold": 1.5})
+        checks_settings({"near_duplicate_threshold": 1.5})
 
 
 def test_llm_judge_without_object_is_explicit():

@@ -49,15 +49,17 @@ class ScriptedBackend:
 def lot(tmp_path_factory):
     from acd.pipeline import Build
     from acd.recipe import load_recipe
+    from acd.stages.ingest import ingest
+    from acd.stages.plan import plan
 
     tmp = tmp_path_factory.mktemp("chains")
     recipe = load_recipe("demo", {"source": {"counts": {"image": 3, "video": 0, "audio": 0}},
                                   "pairs": {"image": 36, "video": 0, "audio": 0}, "qcc_share": 0.0,
                                   "length_control_share": 0.0, "lot_size": 64, "checks": {"judge": "none"}})
     build = Build(recipe, tmp / "run", tmp / "out")
-    for batch in build.ingest_batches():
-        build.ingest(batch)
-    plan = max((build.store.read_part("plan", lot) for lot in build.plan()), key=lambda t: t.num_rows)
+    for batch in build.source.batches():
+        ingest(build, batch)
+    plan = max((build.store.read_part("plan", lot) for lot in plan(build)), key=lambda t: t.num_rows)
     media = build.media_table(sorted(set(plan.column("media_key").to_pylist())))
     # as real media: no grounding, so the scripted captions are held only to what the instructions name
     # (with a grounding the coverage check rightly fails a caption that says nothing about the picture)

@@ -256,12 +256,13 @@ def test_grounded_writer_change_makes_its_lots_stale(tmp_path, monkeypatch):
     made by another revision is generated again, not resumed with stale captions."""
     from acd.grounded import phrasing
     from acd.pipeline import Build
+    from acd.stages.generate import lot_state
 
     ov = {"source": {"counts": {"image": 4, "video": 0, "audio": 2}}, "pairs": {"image": 8, "video": 0, "audio": 4},
           "lot_size": 8, "checks": {"judge": "none"}}
     run_build("demo", tmp_path / "out", tmp_path / "run", overrides=ov)
     build = Build.from_run_dir(tmp_path / "run", tmp_path / "out")
-    lots = build.plan()
-    assert lots and {build.lot_state(lot) for lot in lots} == {"done"}
+    lots = build.lots()
+    assert lots and {lot_state(build, lot) for lot in lots} == {"done"}
     monkeypatch.setattr(phrasing, "current_revision", lambda directory=None: "another-writer")
-    assert {build.lot_state(lot) for lot in lots} == {"stale"}
+    assert {lot_state(build, lot) for lot in lots} == {"stale"}

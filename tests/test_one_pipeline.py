@@ -47,18 +47,18 @@ def _sources() -> list[Path]:
 
 
 def test_no_driver_writes_the_stage_order_again():
-    """A function naming three or more stages is a stage order of its own; the only one is acd.stages. (The
+    """A function naming three or more stages is a stage order of its own; the only one is acd.stages.run. (The
     flow's former _build named ingest_batch, plan, generate_lot, review_lot and export; the CLI's former
     _run_stages build.plan, build.review and build.export.)"""
     offenders = []
     for path in _sources():
-        if path == ROOT / "acd" / "stages.py":
+        if path == ROOT / "acd" / "stages" / "run.py":
             continue
         for fn in _functions(path):
             hits = _mentioned(fn)
             if len(hits) >= 3:
                 offenders.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} names {sorted(hits)}")
-    assert not offenders, "stage order written outside acd/stages.py:\n" + "\n".join(offenders)
+    assert not offenders, "stage order written outside acd/stages/run.py:\n" + "\n".join(offenders)
 
 
 def test_the_flow_makes_its_tasks_from_the_stage_list():
@@ -93,7 +93,7 @@ class Recording(Executor):
         self.asked.append((stage.name, where, len(units)))
         outcomes = []
         for i, u in enumerate(units):
-            outcomes.append(call_unit(build, stage.method, u))
+            outcomes.append(call_unit(build, stage.name, u))
             on_done(i, outcomes[-1])
         return outcomes
 
@@ -113,7 +113,8 @@ def test_any_executor_runs_the_stages_in_order_and_timings_keep_their_shape(tmp_
     seen = []
     ex = Recording()
     done = run_stages(build, ex, lambda stage, n, total: seen.append((stage, n, total)))
-    assert [a[0] for a in ex.asked] == [s.name for s in STAGES]
+    # on_reject=drop: the regenerate and rereview stages are not part of this build
+    assert [a[0] for a in ex.asked] == [s.name for s in STAGES if s.name not in ("regenerate", "rereview")]
     where = {name: w for name, w, _ in ex.asked}
     assert (where["ingest"], where["generate"], where["review"]) == ("cpu", "cpu", "driver")  # synthetic, grounded
     count = {name: n for name, _, n in ex.asked}

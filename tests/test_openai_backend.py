@@ -328,3 +328,22 @@ def test_a_hung_request_is_hedged_on_a_free_slot():
         assert all(r.status == "ok" and r.usage["attempts"] == 1 for r in res)
         assert b.stats["hedge_won"] == 10 and elapsed < 30  # not one timed out
         assert srv.stats()["outcomes"]["timeout"] == 10
+
+
+def test_typed_section_slot_share_and_capabilities():
+    """make_backend takes the recipe's typed section (or the same mapping); the process's slot share is its
+    own argument; a backend declares its capabilities (its section's), never compared by name."""
+    from acd.recipe_model import OpenAIBackend as Section
+
+    section = Section(name="openai", base_url="http://127.0.0.1:9/v1/", model="m", rpm=600, tpm=6000)
+    b = make_backend(section, slot_share=0.25)
+    assert b.section is section and b.capabilities == Section.capabilities and b.capabilities.cacheable
+    assert [(e.base_url, e.max_in_flight) for e in b.endpoints] == [("http://127.0.0.1:9/v1", 16)]  # 64 x 0.25
+    assert (b.rpm, b.tpm, b.timeout_s, b.hedge, b.max_retries) == (150.0, 1500.0, 120.0, True, 5)
+    same = make_backend({"name": "openai", "base_url": "http://127.0.0.1:9/v1/", "model": "m", "max_in_flight": 8})
+    assert same.endpoints[0].max_in_flight == 8 and same.rpm is None
+    assert make_backend({"name": "grounded"}).capabilities.offline
+    with pytest.raises(ValueError, match="unknown backend 'opena'"):
+        make_backend({"name": "opena"})
+    with pytest.raises(ValueError, match="timeout"):  # unknown keys are refused (RecipeError is a ValueError)
+        make_backend({"name": "openai", "base_url": "http://x/v1", "model": "m", "timeout": 3})

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from acd.records import PAIR_SCHEMA, rows_to_table
-from acd.review import plant_gold, review_config, review_lot, sample_lot, sample_size, wilson
+from acd.review import plant_gold, review_lot, review_settings, sample_lot, sample_size, wilson
 from acd.review.gate import human_review, verdict_ok
 from acd.review.labelstudio import guideline_html, parse_result
 from acd.review.stats import cohen_kappa, decide, percent_agreement
@@ -104,7 +104,7 @@ def test_auto_gate():
     _, d = review_lot(make_pairs(100, passed=lambda i: i % 5 != 0), {"review": {"on_reject": "regenerate"}}, seed=1)
     assert (d["decision"], d["action"]) == ("rejected", "regenerate")
     with pytest.raises(ValueError):
-        review_config({"review": {"on_reject": "ignore"}})
+        review_settings({"review": {"on_reject": "ignore"}})
 
 
 def test_auto_gate_counts_near_duplicates_as_dedup_not_noncompliance():
@@ -166,18 +166,101 @@ def test_verdicts_and_parse():
     assert html.count("<li>") == bullets > 0 and "<p>- " not in html and "\n- " not in html  # every bullet a list item
 
 
-def test_review_config_refuses_unknown_or_misplaced_keys():
+def test_review_settings_refuses_unknown_or_misplaced_keys():
     from acd.recipe import load_recipe
-    from acd.review.config import review_config
 
     with pytest.raises(ValueError, match="project_prefix"):
-        review_config({"review": {"project_prefix": "x", "label_studio": {"url": "http://h"}}})
-    with pytest.raises(ValueError, match="review.label_studio: webhok_url"):
-        review_config({"review": {"label_studio": {"webhok_url": "http://h"}}})
-    ok = review_config({"review": {"label_studio": {"project_prefix": "mine"}}})
-    assert ok["label_studio"]["project_prefix"] == "mine" and ok["max_regenerations"] == 1
+        review_settings({"review": {"project_prefix": "x", "label_studio": {"url": "http://h"}}})
+    with pytest.raises(ValueError, match="label_studio.webhok_url"):
+        review_settings({"review": {"label_studio": {"webhok_url": "http://h"}}})
+    with pytest.raises(ValueError, match="label_studio.webhok_url"):
+        review_settings({"label_studio": {"webhok_url": "http://h"}})  # a review block itself
+    ok = review_settings({"review": {"label_studio": {"project_prefix": "mine"}}})
+    assert ok.label_studio.project_prefix == "mine" and ok.max_regenerations == 1
     with pytest.raises(ValueError, match="compliance_bsr"):
         load_recipe("demo", {"review": {"compliance_bsr": 0.9}})
+
+
+def test_review_settings_takes_a_recipe_a_review_none_or_a_mapping():
+    from acd.recipe import load_recipe
+    from acd.recipe_model import LabelStudio, Review
+    from acd.review.config import recipe_seed
+
+    recipe = load_recipe("demo", {"review": {"compliance_bar": 0.9}})
+    assert review_settings(recipe) is recipe.review and recipe_seed(recipe) == recipe.seed
+    assert review_settings(recipe.review) is recipe.review and recipe_seed(recipe.review) is None
+    assert review_settings(None) == Review() == review_settings({}) == review_settings({"review": None})
+    assert review_settings({"compliance_bar": 0.9}).compliance_bar == 0.9
+    whole = recipe.effective()  # <run>/recipe.json as a build now writes it, every field
+    assert review_settings(whole) == recipe.review and recipe_seed(whole) == recipe.seed
+    assert review_settings({"review": {"margin": 0.05}, "seed": 3}).margin == 0.05
+    # The model's defaults are the ones review's code had (acd.review.config DEFAULTS / LS_DEFAULTS before).
+    assert Review().model_dump() == dict(
+        compliance_bar=0.95, confidence=0.95, margin=0.03, label_studio=None, wait=False, on_reject="drop",
+        max_regenerations=1, max_duplicate_share=0.5, gold_share=0.05, min_gold=1, overlap=0.0,
+        followup_share=0.25, followup_min=10)
+    assert LabelStudio().model_dump() == dict(
+        url="http://127.0.0.1:8080", token_env="LABEL_STUDIO_API_KEY", token_secret=None, document_root=None,
+        project_prefix="ACD review", webhook_url=None, retries=5, backoff_s=1.0)
+
+
+def test_resolve_token_reads_the_env_var_named_in_the_model(monkeypatch):
+    from acd.recipe_model import LabelStudio
+    from acd.review.config import resolve_token
+
+    monkeypatch.setenv("ACD_TEST_LS_TOKEN", "s3cret")
+    assert resolve_token(LabelStudio(token_env="ACD_TEST_LS_TOKEN")) == "s3cret"
+    monkeypatch.delenv("ACD_TEST_LS_TOKEN")
+    with pytest.raises(RuntimeError, match=r"\$ACD_TEST_LS_TOKEN") as err:
+        resolve_token({"token_env": "ACD_TEST_LS_TOKEN"})
+    assert "s3cret" not in str(err.value)
+
+
+def _run_with_recipe(tmp_path, recipe_json: dict):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps(recipe_json))
+    return run
+
+
+@pytest.mark.parametrize("form", ["written", "effective"])
+def test_webhook_and_registry_read_a_runs_recipe_json_in_either_form(tmp_path, form):
+    """<run>/recipe.json holds the effective recipe; run dirs made before hold the recipe as written."""
+    import json
+
+    from acd.recipe import load_recipe
+    from acd.review import registry, webhook as wh
+
+    ls = {"url": "http://ls.example:8080", "token_env": "ACD_UNSET_TOKEN", "webhook_url": "http://h/label-studio"}
+    recipe = load_recipe("demo", {"review": {"label_studio": ls, "on_reject": "regenerate"}})
+    run = _run_with_recipe(tmp_path, recipe.written if form == "written" else recipe.effective())
+    state = tmp_path / "state"
+    t = wh.single_run(run, state=state)
+    assert t.review == recipe.review and t.review.label_studio.url == "http://ls.example:8080"
+    assert t.recipe == str(run.resolve() / "recipe.json")
+    path = registry.register_run(run, recipe.review, 7, state=state)
+    entry = json.loads(path.read_text())
+    assert entry["review"] == recipe.review.model_dump(mode="json") and entry["projects"] == [7]
+    assert "token" not in entry["review"]["label_studio"]
+    assert wh.Target.from_entry(entry).review == recipe.review
+    (run / "recipe.json").unlink()  # the registry entry alone
+    assert wh.single_run(run, state=state).review == recipe.review
+    assert wh.Target("r", run, {}).review.label_studio is None
+
+
+def test_sync_reviews_flow_points_the_review_block_at_another_server(tmp_path):
+    import flows.sync_reviews as flow
+    from acd.recipe import load_recipe
+
+    recipe = load_recipe("demo", {"review": {"compliance_bar": 0.9}})
+    run = _run_with_recipe(tmp_path, recipe.written)
+    assert flow._review_block(str(run), None, None, None) is None  # the run's own
+    block = flow._review_block(str(run), None, "http://other:9000", "/srv/media")
+    assert block["compliance_bar"] == 0.9 and block["label_studio"]["url"] == "http://other:9000"
+    assert block["label_studio"]["document_root"] == "/srv/media" and block["label_studio"]["token_env"] == "LABEL_STUDIO_API_KEY"
+    assert review_settings(block).label_studio.url == "http://other:9000"
 
 
 def choice(name, *values):

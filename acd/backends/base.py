@@ -6,8 +6,13 @@ it returns status="failed" with the reason, so the rest of the lot goes on (the 
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Mapping, Protocol, Union, runtime_checkable
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from acd.recipe_model import Capabilities, GroundedBackend, OpenAIBackend, RecipeError, VLLMBackend
 
 ROLES = ("instruct", "chosen", "rejected", "judge")
 
@@ -41,6 +46,7 @@ class GenResult:
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    capabilities: Capabilities  # its recipe section's: offline, cacheable, cpu_bound, needs_grounding
     model: str
     model_revision: str
 
@@ -68,17 +74,41 @@ def register(name: str):
     return deco
 
 
-def make_backend(config: dict[str, Any]) -> Backend:
-    """Build a backend from a recipe's `backend:` mapping, e.g. {name: grounded} or {name: openai, ...}."""
+# A recipe's `backend:` section, one model per backend name (the name is each model's tag).
+BackendSection = Union[GroundedBackend, OpenAIBackend, VLLMBackend]
+# Where each backend's factory lives: backends register on import, and are imported lazily so optional
+# extras (vllm) cost nothing when unused.
+_MODULES = {"grounded": "acd.backends.grounded", "openai": "acd.backends.openai_backend",
+            "vllm": "acd.backends.vllm_backend"}
+_SECTION = TypeAdapter(Annotated[BackendSection, Field(discriminator="name")])
+
+
+def backend_section(config: BackendSection | Mapping[str, Any]) -> BackendSection:
+    """The typed section for a backend: the model itself, or a mapping (tests, tools) validated by the model
+    its `name` picks; ValueError for an unknown or missing name, RecipeError for keys that do not fit."""
+    if isinstance(config, typing.get_args(BackendSection)):
+        return config  # type: ignore[return-value]
+    try:
+        return _SECTION.validate_python(config)
+    except ValidationError as err:
+        first = err.errors()[0]
+        if first["type"] == "union_tag_invalid":
+            raise ValueError(f"unknown backend {first['ctx']['tag']!r}; known: {sorted(_MODULES)}") from None
+        if first["type"] == "union_tag_not_found":
+            raise ValueError(f"backend: missing required key 'name'; known: {sorted(_MODULES)}") from None
+        where = f"backend ({first['loc'][0]})" if first["loc"] else "backend"
+        raise RecipeError(f"{where}: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'][1:])) or '<section>'}: {e['msg']}" for e in err.errors())) from None
+
+
+def make_backend(config: BackendSection | Mapping[str, Any], slot_share: float = 1.0) -> Backend:
+    """Build a backend from a recipe's `backend:` section (GroundedBackend / OpenAIBackend / VLLMBackend of
+    acd.recipe_model) or the same as a mapping, e.g. {name: grounded} or {name: openai, ...}. `slot_share` is
+    this process's share of each endpoint's slots and rate limits (Dask workers: 1/workers)."""
     import importlib
 
-    name = config["name"]
+    section = backend_section(config)
+    name = section.name
     if name not in _REGISTRY:
-        # Backends register on import; import lazily so optional extras (vllm) cost nothing when unused.
-        module = {"grounded": "acd.backends.grounded", "openai": "acd.backends.openai_backend",
-                  "vllm": "acd.backends.vllm_backend"}.get(name)
-        if module:
-            importlib.import_module(module)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](config)
+        importlib.import_module(_MODULES[name])
+    return _REGISTRY[name](section, slot_share=slot_share)

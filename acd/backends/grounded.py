@@ -11,8 +11,9 @@ import hashlib
 import json
 import random
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Mapping
 
+from acd import recipe_model
 from acd.backends.base import GenRequest, GenResult, register
 from acd.checks.length import parse_constraint
 from acd.grounded.compose import Writer
@@ -35,11 +36,16 @@ def rng_for(pair: dict[str, Any], role: str, attempt: int) -> random.Random:
 
 class GroundedBackend:
     name = "grounded"
+    capabilities = recipe_model.GroundedBackend.capabilities
 
-    def __init__(self, config: dict[str, Any] | None = None):
-        config = dict(config or {})
-        self.ph = load_phrasing(config.get("phrasing_dir"))
-        self.model = config.get("model", "grounded-v1")
+    def __init__(self, config: recipe_model.GroundedBackend | Mapping[str, Any] | None = None,
+                 slot_share: float = 1.0):
+        """`config`: the recipe's backend section, or a mapping of it (`name` may be left out). `slot_share`
+        is accepted for make_backend's sake: this backend holds no endpoint slots."""
+        self.section = section = config if isinstance(config, recipe_model.GroundedBackend) else \
+            recipe_model.as_section(recipe_model.GroundedBackend, {"name": self.name, **(config or {})})
+        self.ph = load_phrasing(section.phrasing_dir)
+        self.model = section.model
         self.model_revision = self.ph.revision
         self._facts: OrderedDict[tuple[str, str], Facts] = OrderedDict()
         self._lc: dict[str, LengthConstraint | None] = {}
@@ -109,5 +115,6 @@ class GroundedBackend:
 
 
 @register("grounded")
-def make_grounded(config: dict[str, Any] | None = None) -> GroundedBackend:
-    return GroundedBackend(config)
+def make_grounded(config: recipe_model.GroundedBackend | Mapping[str, Any] | None = None,
+                  slot_share: float = 1.0) -> GroundedBackend:
+    return GroundedBackend(config, slot_share)

@@ -43,13 +43,13 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import aiohttp
 import httpx
 import orjson
 
-from acd import errors
+from acd import errors, recipe_model
 from acd.backends import aio
 from acd.backends.base import GenRequest, GenResult, register
 from acd.backends.pacing import Backoff, TokenBucket, retry_after_seconds
@@ -81,12 +81,12 @@ class Endpoint:
     disabled: str | None = None  # why this endpoint is out of rotation (auth, refused)
 
 
-def _resolve_key(spec: dict) -> str | None:
-    if spec.get("api_key_secret"):
+def _resolve_key(spec: recipe_model.Endpoint) -> str | None:
+    if spec.api_key_secret:
         from prefect.blocks.system import Secret  # lazy: the engine works without a Prefect server
 
-        return Secret.load(spec["api_key_secret"]).get()
-    env = spec.get("api_key_env")
+        return Secret.load(spec.api_key_secret).get()
+    env = spec.api_key_env
     if env:
         value = os.environ.get(env)
         if not value:
@@ -128,45 +128,60 @@ class _Outcome:
     latency: float = 0.0
 
 
+def _endpoint_sections(section: recipe_model.OpenAIBackend) -> list[recipe_model.Endpoint]:
+    """The section's endpoints: its `endpoints` list, or the single endpoint its top-level keys describe."""
+    if section.endpoints:
+        return list(section.endpoints)
+    if not section.base_url:
+        return []
+    single = {"max_in_flight": section.max_in_flight} if section.max_in_flight is not None else {}  # else Endpoint's
+    return [recipe_model.Endpoint(base_url=section.base_url, api_key_env=section.api_key_env,
+                                  api_key_secret=section.api_key_secret, **single)]
+
+
 class OpenAIBackend:
     name = "openai"
+    capabilities = recipe_model.OpenAIBackend.capabilities
 
-    def __init__(self, config: dict[str, Any]):
-        specs = config.get("endpoints") or [{k: config[k] for k in ("base_url", "api_key_env", "api_key_secret",
-                                                                    "max_in_flight") if k in config}]
-        if not specs or not specs[0].get("base_url"):
+    def __init__(self, config: recipe_model.OpenAIBackend | Mapping[str, Any], slot_share: float = 1.0):
+        """`config`: the recipe's backend section, or a mapping of it (`name` may be left out). `slot_share`:
+        this process's share of each endpoint's slots and of rpm/tpm (Dask workers: 1/workers)."""
+        self.section = section = config if isinstance(config, recipe_model.OpenAIBackend) else \
+            recipe_model.as_section(recipe_model.OpenAIBackend, {"name": self.name, **config})
+        specs = _endpoint_sections(section)
+        if not specs or not specs[0].base_url:
             raise errors.AcdError("openai backend: needs endpoints: [{base_url: ...}] (or base_url)")
-        share = float(config.get("slot_share", 1.0))  # this process's share of each endpoint (Dask workers)
+        share = float(slot_share)
         self.endpoints = [
-            Endpoint(base_url=s["base_url"].rstrip("/"),
-                     max_in_flight=max(1, int(int(s.get("max_in_flight", 64)) * share)),
+            Endpoint(base_url=s.base_url.rstrip("/"),
+                     max_in_flight=max(1, int(s.max_in_flight * share)),
                      api_key=_resolve_key(s),
-                     key_source=(f"${s['api_key_env']}" if s.get("api_key_env") else
-                                 f"Secret block {s['api_key_secret']!r}" if s.get("api_key_secret") else "no key"))
+                     key_source=(f"${s.api_key_env}" if s.api_key_env else
+                                 f"Secret block {s.api_key_secret!r}" if s.api_key_secret else "no key"))
             for s in specs]
-        models = dict(config.get("models") or {})
-        default = config.get("model") or models.get("chosen") or next(iter(models.values()), None)
+        models = dict(section.models)
+        default = section.model or models.get("chosen") or next(iter(models.values()), None)
         if not default:
             raise errors.AcdError("openai backend: needs `model:` or `models: {role: model}`")
         self.models = {r: models.get(r, default) for r in ("instruct", "chosen", "rejected", "judge")}
         self.models.update({k: v for k, v in models.items() if ":" in k})
         self.model = self.models["chosen"]
-        rev = config.get("model_revision")
+        rev = section.model_revision
         self._revisions: dict[str, str] = dict(rev) if isinstance(rev, dict) else (
             {m: rev for m in set(self.models.values())} if rev else {})
-        self.params: dict[str, Any] = dict(config.get("params") or {})
-        self.timeout_s = float(config.get("timeout_s", 120))
-        self.min_timeout_s = min(self.timeout_s, float(config.get("min_timeout_s", 2.0)))
-        self.hedge = bool(config.get("hedge", True))
-        self.down_after_s = float(config.get("down_after_s", 5.0))
-        self.max_retries = int(config.get("max_retries", 5))
-        self.max_rate_limit_retries = int(config.get("max_rate_limit_retries", 30))
-        self.rpm = float(config["rpm"]) * share if config.get("rpm") else None
-        self.tpm = float(config["tpm"]) * share if config.get("tpm") else None
-        self.video_frames = int(config.get("video_frames", 8))
-        self.backoff_base = float(config.get("backoff_base_s", 0.5))
-        self.backoff_cap = float(config.get("backoff_cap_s", 30.0))
-        self.seed = int(config.get("seed", 0))
+        self.params: dict[str, Any] = dict(section.params)
+        self.timeout_s = section.timeout_s
+        self.min_timeout_s = min(self.timeout_s, section.min_timeout_s)
+        self.hedge = section.hedge
+        self.down_after_s = section.down_after_s
+        self.max_retries = section.max_retries
+        self.max_rate_limit_retries = section.max_rate_limit_retries
+        self.rpm = section.rpm * share if section.rpm else None
+        self.tpm = section.tpm * share if section.tpm else None
+        self.video_frames = section.video_frames
+        self.backoff_base = section.backoff_base_s
+        self.backoff_cap = section.backoff_cap_s
+        self.seed = section.seed
         self._secrets = sorted({ep.api_key for ep in self.endpoints if ep.api_key}, key=len, reverse=True)
         self._discovered = False
         self._started = False
@@ -572,5 +587,5 @@ def _estimate_tokens(messages: list[dict]) -> int:
 
 
 @register("openai")
-def make_openai_backend(config: dict[str, Any]) -> OpenAIBackend:
-    return OpenAIBackend(config)
+def make_openai_backend(config: recipe_model.OpenAIBackend | Mapping[str, Any], slot_share: float = 1.0) -> OpenAIBackend:
+    return OpenAIBackend(config, slot_share)

@@ -15,8 +15,9 @@ the engine installs and runs without it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
+from acd import recipe_model
 from acd.backends.base import GenRequest, GenResult, register
 
 log = logging.getLogger("acd.backends.vllm")
@@ -26,20 +27,25 @@ SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", 
 
 class VLLMBackend:
     name = "vllm"
+    capabilities = recipe_model.VLLMBackend.capabilities
 
-    def __init__(self, config: dict[str, Any], vllm_module):
+    def __init__(self, config: recipe_model.VLLMBackend | Mapping[str, Any], vllm_module, slot_share: float = 1.0):
+        """`config`: the recipe's backend section, or a mapping of it (`name` may be left out). `slot_share`
+        is accepted for make_backend's sake: the in-process engine shares no endpoint."""
+        self.section = section = config if isinstance(config, recipe_model.VLLMBackend) else \
+            recipe_model.as_section(recipe_model.VLLMBackend, {"name": self.name, **config})
         self._vllm = vllm_module
-        models = dict(config.get("models") or {})
-        default = config.get("model") or models.get("chosen")
+        models = dict(section.models)
+        default = section.model or models.get("chosen")
         if not default:
             raise ValueError("vllm backend: needs `model:` or `models: {role: model}`")
         self.models = {r: models.get(r, default) for r in ("instruct", "chosen", "rejected", "judge")}
         self.models.update({k: v for k, v in models.items() if ":" in k})
         self.model = self.models["chosen"]
-        self.model_revision = str(config.get("model_revision") or "")
-        self.engine_kwargs = dict(config.get("engine") or {})
-        self.params = dict(config.get("params") or {})
-        self.video_frames = int(config.get("video_frames", 8))
+        self.model_revision = str(section.model_revision or "")
+        self.engine_kwargs = dict(section.engine)
+        self.params = dict(section.params)
+        self.video_frames = section.video_frames
         self._llms: dict[str, Any] = {}
 
     def model_for(self, req: GenRequest) -> str:
@@ -110,10 +116,10 @@ class VLLMBackend:
 
 
 @register("vllm")
-def make_vllm_backend(config: dict[str, Any]) -> VLLMBackend:
+def make_vllm_backend(config: recipe_model.VLLMBackend | Mapping[str, Any], slot_share: float = 1.0) -> VLLMBackend:
     try:
         import vllm  # heavy, GPU-only: imported only when a recipe asks for this backend
     except ImportError as exc:
         raise RuntimeError("backend 'vllm' needs the vllm package (GPU machines): pip install -e '.[vllm]' "
                            "- or use backend name 'openai' against a `vllm serve` endpoint") from exc
-    return VLLMBackend(config, vllm)
+    return VLLMBackend(config, vllm, slot_share)

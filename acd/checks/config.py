@@ -1,7 +1,6 @@
-"""schemas/checks.yaml as a typed-enough mapping, merged with a recipe's `checks:` section."""
+"""schemas/checks.yaml: the check stage's defaults (the Checks model's), patterns and word lists."""
 from __future__ import annotations
 
-import copy
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -10,9 +9,10 @@ from typing import Any
 import yaml
 
 from acd.paths import SCHEMAS_DIR
+# The recipe's `checks:` section is the Checks model of acd.recipe_model, made from this file's defaults.
+from acd.recipe_model import CONTENT_CHECKS, JUDGES, as_section, checks_model
 
-JUDGES = ("offline", "none", "llm")
-CONTENT_CHECKS = ("grammar", "facts", "reference", "style", "coverage", "rejected")
+__all__ = ["CONTENT_CHECKS", "JUDGES", "checks_settings", "load_checks_spec", "pattern_sources", "compiled_patterns"]
 
 
 @lru_cache(maxsize=4)
@@ -21,23 +21,10 @@ def load_checks_spec(path: str | Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def effective_config(cfg: dict | None) -> dict[str, Any]:
-    """The recipe's `checks:` values over the defaults in schemas/checks.yaml; validated."""
-    out = copy.deepcopy(load_checks_spec()["defaults"])
-    out.update({k: v for k, v in (cfg or {}).items() if v is not None})
-    if out["judge"] not in JUDGES:
-        raise ValueError(f"checks.judge must be one of {JUDGES}, got {out['judge']!r}")
-    for key in ("near_duplicate_threshold", "judge_sample_rate"):
-        v = float(out[key])
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"checks.{key} must be in 0..1, got {v}")
-        out[key] = v
-    out["judge_min_per_lot"] = int(out["judge_min_per_lot"])
-    unknown = [c for c in out["content"] if c not in CONTENT_CHECKS]
-    if unknown:
-        raise ValueError(f"checks.content: unknown checks {unknown} (choose from {list(CONTENT_CHECKS)})")
-    out["content"] = tuple(out["content"])
-    return out
+def checks_settings(cfg: Any = None):
+    """The recipe's `checks:` section (the Checks model; a mapping or None is validated into one, its unset
+    keys schemas/checks.yaml's defaults)."""
+    return as_section(checks_model(), cfg)
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from acd.checks.config import effective_config
+from acd.checks.config import checks_settings
 from acd.checks.neardup import NEAR_DUPLICATE, near_duplicates
 from acd.checks.rules import check_pair, vectorised_text_flags
 
@@ -45,15 +45,15 @@ def judge_sample(pair_ids: list[str], eligible: list[bool], rate: float, min_cou
     return picked
 
 
-def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None,
+def check_lot(pairs: pa.Table, cfg: Any = None, judge: Any | None = None,
               groundings: dict[str, str | None] | None = None) -> pa.Table:
     """Fill check_passed (bool), check_failures (list<string>, [] when passed), judge_score (float|null).
 
-    cfg: the recipe's `checks:` mapping (defaults from schemas/checks.yaml). judge: an object with
-    OfflineJudge's compliance()/prefetch(); made on demand when cfg judge == "offline".
+    cfg: the recipe's `checks:` section (Checks; a mapping is validated into one). judge: an object with
+    OfflineJudge's compliance()/prefetch(); made on demand when checks.judge == "offline".
     groundings: media_key -> grounding JSON, for the fact check of media whose source knows the truth.
     """
-    conf = effective_config(cfg)
+    conf = checks_settings(cfg)
     missing = [c for c in _REQUIRED if c not in pairs.column_names]
     if missing:
         raise ValueError(f"check_lot: pairs table lacks columns {missing}")
@@ -70,19 +70,19 @@ def check_lot(pairs: pa.Table, cfg: dict | None, judge: Any | None = None,
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
                    col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags), modality=modality[i],
                    grounding=grounding[i], instruction_type=col["instruction_type"][i],
-                   rejection_strategy=strategy[i], content=conf["content"])
+                   rejection_strategy=strategy[i], content=conf.content)
         for i in range(n)
     ]
-    dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf["near_duplicate_threshold"])
+    dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf.near_duplicate_threshold)
     for i in range(n):
         if dup[i]:
             failures[i].append(NEAR_DUPLICATE)
 
     scores: list[float | None] = [None] * n
-    if conf["judge"] != "none" and n:
+    if conf.judge != "none" and n:
         if judge is None:
-            if conf["judge"] != "offline":
-                raise ValueError(f"checks.judge={conf['judge']!r} needs a judge object (the pipeline builds an LLM "
+            if conf.judge != "offline":
+                raise ValueError(f"checks.judge={conf.judge!r} needs a judge object (the pipeline builds an LLM "
                                  "judge from the recipe's backend); only 'offline' is made on demand")
             from acd.checks.judge import OfflineJudge  # torch loads only when a judge runs
 
@@ -130,7 +130,7 @@ def _run_verdicts(judge, pairs: pa.Table, rows: list[int], failures: list[list[s
 def _run_judge(judge, pairs: pa.Table, col: dict, lc: list, failures: list[list[str]], conf: dict) -> list[float | None]:
     n = pairs.num_rows
     kps = pairs.column("key_points").to_pylist() if "key_points" in pairs.column_names else [None] * n
-    picked = judge_sample(col["pair_id"], [not f for f in failures], conf["judge_sample_rate"], conf["judge_min_per_lot"])
+    picked = judge_sample(col["pair_id"], [not f for f in failures], conf.judge_sample_rate, conf.judge_min_per_lot)
     rows = [i for i in range(n) if picked[i]]
     if hasattr(judge, "verdicts"):
         return _run_verdicts(judge, pairs, rows, failures)

@@ -64,12 +64,14 @@ def _table_digest(table: pa.Table) -> bytes:
     return sink.h.digest()
 
 
-def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe: dict, stats: dict | None) -> str:
+def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -> str:
+    # The recipe as written (its defaults are the code's, which the format versions and templates cover):
+    # a dataset exported before typed recipes is not rewritten for it.
     template_bytes = b"".join(p.read_bytes() for p in sorted(EXPORT_TEMPLATES_DIR.iterdir())
                               if p.is_file())
     return mf.hash_parts(
         EXPORT_FORMAT.encode(), shards.TAR_FORMAT_VERSION.encode(), template_bytes,
-        json.dumps(recipe, sort_keys=True, default=str).encode(),
+        json.dumps(recipe.written, sort_keys=True, default=str).encode(),
         json.dumps(stats or {}, sort_keys=True, default=str).encode(),
         _table_digest(pairs), _table_digest(media.drop_columns(["uri"])),
     )
@@ -157,7 +159,7 @@ def _remove_stale(out_dir: Path, produced: set[str]) -> None:
             (out_dir / rel).unlink()
 
 
-def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path, recipe: dict,
+def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path, recipe,
                   stats: dict | None = None, progress: Progress | None = None) -> dict:
     """Export accepted pairs (PAIR_SCHEMA) and their media (MEDIA_SCHEMA, uri relative to run_dir) to
     out_dir; return the manifest dict (also written to out_dir/manifest.json).
@@ -174,18 +176,16 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
             progress("up-to-date", 1, 1)
         return json.loads((out_dir / mf.MANIFEST).read_text())
 
-    export_cfg = recipe.get("export") or {}
-    target = int((recipe.get("shards") or {}).get("target_bytes") or shards.DEFAULT_TARGET_BYTES)
     by_split = {s: pairs.slice(off, n) for s, off, n in runs(pairs, "split")}  # sorted by split first
     media_by_key = {r["media_key"]: r for r in media.to_pylist()}
 
     produced = set(parquet_out.write_pairs(
-        by_split, out_dir, int(export_cfg.get("rows_per_file") or parquet_out.DEFAULT_ROWS_PER_FILE), progress))
-    shard_info = shards.write_shards(by_split, media_by_key, out_dir, run_dir, target,
+        by_split, out_dir, recipe.export.rows_per_file, progress))
+    shard_info = shards.write_shards(by_split, media_by_key, out_dir, run_dir, recipe.shards.target_bytes,
                                      state.get("shards", {}), progress)
     produced |= set(shard_info)
     acm = acm_export.write_acm(by_split, media_by_key, out_dir,
-                               tuple(export_cfg.get("acm_splits") or ("train",)), progress)
+                               tuple(recipe.export.acm_splits), progress)
     produced |= set(acm["files"])
     summary = card.summarize(pairs, media, stats, shard_info, acm["counts"])
     produced |= set(card.write_card(summary, recipe, out_dir))
@@ -201,7 +201,7 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
         if progress:
             progress("manifest", i + 1, len(rels))
     manifest = mf.build_manifest(entries, _counts(pairs, media, shard_info, acm["counts"]), inputs_hash,
-                                 name=recipe.get("name"))
+                                 name=recipe.name)
     write_if_changed(out_dir / mf.MANIFEST, mf.manifest_bytes(manifest))
     check = dict(entries)
     st = (out_dir / mf.MANIFEST).stat()

@@ -173,15 +173,14 @@ def _reference_checks() -> dict | None:
                         for r in fig.get("reasons", [])]}
 
 
-def header(summary: dict, recipe: dict) -> dict[str, Any]:
-    export = recipe.get("export") or {}
+def header(summary: dict, recipe) -> dict[str, Any]:
     tasks: list[str] = []
     for m in summary["modalities"]:
         tasks += [t for t in TASKS.get(m, []) if t not in tasks]
     tasks.append("text-generation")
     return {
-        "pretty_name": export.get("pretty_name") or f"AnyCap-style controllable captioning preferences ({recipe.get('name', 'acd')})",
-        "license": export.get("license") or recipe.get("license") or "mit",
+        "pretty_name": recipe.export.pretty_name or f"AnyCap-style controllable captioning preferences ({recipe.name})",
+        "license": dataset_license(recipe),
         "language": ["en"],
         "task_categories": tasks,
         "tags": ["controllable-captioning", "preference", "anycap", "multimodal", "webdataset"],
@@ -205,19 +204,23 @@ def write_assets(summary: dict, out_dir: Path) -> list[str]:
     return list(assets)
 
 
-def render(summary: dict, recipe: dict, assets: list[str]) -> str:
+def dataset_license(recipe) -> str:
+    return recipe.export.license or recipe.license or "mit"
+
+
+def render(summary: dict, recipe, assets: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=False,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
     head = yaml.safe_dump(header(summary, recipe), sort_keys=False, allow_unicode=True, width=1000)
     return env.get_template("card.md.j2").render(
-        header=head, s=summary, recipe=recipe, assets=assets,
-        judge=((recipe.get("checks") or {}).get("judge") or "configured"),
-        bar=((recipe.get("review") or {}).get("compliance_bar")),
+        # The template reads the effective recipe as a mapping (every key present: what the build used).
+        header=head, s=summary, recipe=recipe.effective(), assets=assets,
+        judge=recipe.checks.judge, bar=recipe.review.compliance_bar,
     )
 
 
-def write_card(summary: dict, recipe: dict, out_dir: Path) -> list[str]:
+def write_card(summary: dict, recipe, out_dir: Path) -> list[str]:
     assets = write_assets(summary, out_dir)
     write_if_changed(out_dir / "README.md", render(summary, recipe, assets).encode("utf-8"))
     return ["README.md", *assets]

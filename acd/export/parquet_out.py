@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from acd.export.fsutil import write_via
 from acd.runstore import PARQUET_OPTS
 
-DEFAULT_ROWS_PER_FILE = 100_000  # ~tens of MB of zstd text per file at the 300k scale
 ROW_GROUP_SIZE = 10_000  # bounded reader memory; fixed so the bytes are fixed
 
 
@@ -23,7 +22,7 @@ def split_file_names(split: str, n_rows: int, rows_per_file: int) -> list[str]:
     return [f"{split}-{i:05d}-of-{n_files:05d}.parquet" for i in range(n_files)]
 
 
-def write_pairs(pairs_by_split: dict[str, pa.Table], out_dir: Path, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+def write_pairs(pairs_by_split: dict[str, pa.Table], out_dir: Path, rows_per_file: int,
                 progress=None) -> list[str]:
     """Write every split's (already sorted, conformed) table; return the relative paths written or kept."""
     rels: list[str] = []

@@ -28,7 +28,6 @@ from acd.export.tables import runs
 from acd.export.fsutil import HashingWriter, tmp_path
 from acd.records import dumps
 
-DEFAULT_TARGET_BYTES = 256 * 1024 * 1024
 TAR_FORMAT_VERSION = "acd-wds-1"  # bump when the sample layout changes: invalidates every shard fingerprint
 TAR_MTIME = 0
 TAR_OWNER = "acd"

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from acd.checks.neardup import NEAR_DUPLICATE
 from acd.records import PAIR_SCHEMA, conform, rows_to_table
-from acd.review.config import review_config
+from acd.recipe_model import Review
+from acd.review.config import review_settings
 from acd.review.sampling import lot_id_of, sample_lot
 from acd.review.stats import cohen_kappa, decide, percent_agreement
 
@@ -64,19 +65,19 @@ ISSUE_SCHEMA = pa.schema([
 ])
 
 
-def _action(decision: str, rc: dict) -> str:
-    return {"accepted": "keep", "rejected": rc["on_reject"], "needs_more": "wait"}[decision]
+def _action(decision: str, rc: Review) -> str:
+    return {"accepted": "keep", "rejected": rc.on_reject, "needs_more": "wait"}[decision]
 
 
-def _decision_row(lot_id: str, mode: str, stats: dict, population: int, sampled: int, rc: dict, **extra) -> dict:
+def _decision_row(lot_id: str, mode: str, stats: dict, population: int, sampled: int, rc: Review, **extra) -> dict:
     row = {"lot_id": lot_id, "mode": mode, "population": population, "sampled": sampled,
-           "bar": rc["compliance_bar"], "confidence": rc["confidence"], **stats}
+           "bar": rc.compliance_bar, "confidence": rc.confidence, **stats}
     row["action"] = _action(row["decision"], rc)
     row.update(extra)
     return row
 
 
-def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
+def review_lot(pairs: pa.Table, cfg: Review | dict, seed: int) -> tuple[pa.Table, dict]:
     """The auto gate for one lot: the share of pairs that passed automatic checks (a null check counts as
     not passed), over the lot less its near-duplicates; stored as `compliance`, shown as "passed automatic
     checks" (what that share is worth, acd.checks.bench measures against blind readers). Returns pairs
@@ -95,22 +96,22 @@ def review_lot(pairs: pa.Table, cfg: dict, seed: int) -> tuple[pa.Table, dict]:
     When review.label_studio is set this is provisional: push_lot() sends the sample to annotators and
     sync() replaces the decision with the human one.
     """
-    rc = review_config(cfg)
+    rc = review_settings(cfg)
     lot = lot_id_of(pairs)
     n = pairs.num_rows
     passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)
     failures = pairs.column("check_failures").to_pylist() if "check_failures" in pairs.column_names else [None] * n
     dups = sum(1 for f in failures if f == [NEAR_DUPLICATE])
-    stats = decide(passed, n - dups, bar=rc["compliance_bar"], confidence=rc["confidence"], margin=rc["margin"], census=True)
-    if rc.get("label_studio"):
-        note = f"provisional: automatic checks only; {len(sample_lot(pairs, cfg, seed))} pairs pending human review in Label Studio"
+    stats = decide(passed, n - dups, bar=rc.compliance_bar, confidence=rc.confidence, margin=rc.margin, census=True)
+    if rc.label_studio:
+        note = f"provisional: automatic checks only; {len(sample_lot(pairs, rc, seed))} pairs pending human review in Label Studio"
     else:
         note = "automatic checks only: review is pending human confirmation (review.label_studio is not set)"
     if dups:
         note += f"; {dups} near-duplicate pairs dropped as redundant (not counted in the passed-checks share)"
-    if n and dups / n > rc["max_duplicate_share"]:
+    if n and dups / n > rc.max_duplicate_share:
         stats["decision"] = "rejected"
-        note += f"; rejected: near-duplicates {dups / n:.0%} > review.max_duplicate_share {rc['max_duplicate_share']:.0%}"
+        note += f"; rejected: near-duplicates {dups / n:.0%} > review.max_duplicate_share {rc.max_duplicate_share:.0%}"
     decision = _decision_row(lot, "auto", stats, population=n, sampled=n, rc=rc, note=note, pending=True)
     out = _set(pairs, "review_status", ["auto"] * n)
     out = _set(out, "review_decision", [decision["decision"]] * n)
@@ -168,7 +169,7 @@ def recheck_correction(row: dict, correction: str) -> tuple[str, list[str]]:
 REVIEW_NOT_COMPLIANT = "review_not_compliant"  # check_failures code: annotators said no and gave no usable fix
 
 
-def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cfg: dict,
+def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cfg: Review | dict,
                  auto: dict | None = None) -> tuple[pa.Table, dict]:
     """The gate over Label Studio annotations for one lot.
 
@@ -185,7 +186,7 @@ def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cf
     (check_passed=false, check_failures += review_not_compliant). The decision dict carries `issues`
     (invalid, skipped and deleted annotations, refused corrections, dropped pairs) for the run's record.
     """
-    rc = review_config(cfg)
+    rc = review_settings(cfg)
     lot = lot_id_of(pairs)
     rows = pairs.to_pylist()
     by_pair, skipped, invalid, deleted = split_annotations(annotations)
@@ -212,7 +213,7 @@ def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cf
     gold_anns = [a for pid in gold_ids for a in by_pair.get(pid, {}).values()]
     gold_caught = sum(1 for a in gold_anns if not verdict_ok(a, False))
 
-    stats = decide(ok_items, n_items, bar=rc["compliance_bar"], confidence=rc["confidence"], margin=rc["margin"],
+    stats = decide(ok_items, n_items, bar=rc.compliance_bar, confidence=rc.confidence, margin=rc.margin,
                    population=len(rows))
     answered = {a["pair_id"] for a in skipped + invalid} | set(by_pair)
     outstanding = [pid for pid in sampled if pid not in answered]
@@ -220,7 +221,7 @@ def human_review(pairs: pa.Table, tasks: list[dict], annotations: list[dict], cf
     if stats["decision"] == "needs_more" and n_items and not outstanding and len(set(sampled)) >= len(rows):
         # Every pair of the lot was pushed and every task answered, some without a verdict (skips, invalid):
         # nothing more can be sampled, so the measured pairs decide on their exact compliance.
-        stats["decision"] = "accepted" if stats["compliance"] > rc["compliance_bar"] else "rejected"
+        stats["decision"] = "accepted" if stats["compliance"] > rc.compliance_bar else "rejected"
         note_extra = "; every pair pushed and answered: decided on exact compliance"
 
     issues: list[dict] = []

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from acd.paths import ANNOTATION_DIR
-from acd.review.config import resolve_token
+from acd.recipe_model import LabelStudio as LabelStudioSettings, Review, as_section
+from acd.review.config import resolve_token, review_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,13 @@ def is_unavailable(exc: BaseException) -> bool:
     return getattr(exc, "status_code", None) in (502, 503, 504)
 
 
-def retrying(fn: Callable[[], T], ls_cfg: dict, what: str) -> T:
+def retrying(fn: Callable[[], T], ls_cfg: LabelStudioSettings | dict, what: str) -> T:
     """fn() with exponential backoff while Label Studio is unavailable (review.label_studio.retries tries,
     waits backoff_s, 2x, 4x, ...); then LabelStudioUnavailable with one clear sentence. Only idempotent
     operations go through here (lookups, fetches, a push that first looks up what already exists)."""
-    tries = max(1, int(ls_cfg.get("retries") or 1))
-    wait = float(ls_cfg.get("backoff_s") or 0)
+    ls_cfg = as_section(LabelStudioSettings, ls_cfg)
+    tries = max(1, ls_cfg.retries)  # retries: 0 still makes the one call
+    wait = ls_cfg.backoff_s
     for attempt in range(1, tries + 1):
         try:
             return fn()
@@ -62,7 +64,7 @@ def retrying(fn: Callable[[], T], ls_cfg: dict, what: str) -> T:
                 raise
             if attempt == tries:
                 raise LabelStudioUnavailable(
-                    f"Label Studio at {ls_cfg.get('url')} did not answer while {what} "
+                    f"Label Studio at {ls_cfg.url} did not answer while {what} "
                     f"({type(e).__name__}: {str(e)[:120] or 'no detail'}) after {tries} tries") from None
             log.info("Label Studio unavailable while %s (%s); retry %d/%d in %.1fs", what, type(e).__name__,
                      attempt, tries - 1, wait)
@@ -78,10 +80,11 @@ def item_id(run_id: str, lot_id: str, pair_id: str, *texts: str | None) -> str:
     return hashlib.sha256("\x1f".join([run_id, lot_id, pair_id, *(t or "" for t in texts)]).encode()).hexdigest()[:16]
 
 
-def connect(ls_cfg: dict):
+def connect(ls_cfg: LabelStudioSettings | dict):
     from label_studio_sdk import LabelStudio
 
-    return LabelStudio(base_url=ls_cfg["url"].rstrip("/"), api_key=resolve_token(ls_cfg), timeout=60)
+    ls_cfg = as_section(LabelStudioSettings, ls_cfg)
+    return LabelStudio(base_url=ls_cfg.url.rstrip("/"), api_key=resolve_token(ls_cfg), timeout=60)
 
 
 def label_config(modality: str) -> str:
@@ -95,11 +98,11 @@ def guideline_html(path: Path | None = None) -> str:
     return markdown.markdown((path or ANNOTATION_DIR / "guideline.md").read_text(), extensions=["sane_lists"])
 
 
-def project_title(ls_cfg: dict, modality: str) -> str:
-    return f"{ls_cfg.get('project_prefix') or 'ACD review'} · {modality}"
+def project_title(ls_cfg: LabelStudioSettings | dict, modality: str) -> str:
+    return f"{as_section(LabelStudioSettings, ls_cfg).project_prefix} · {modality}"
 
 
-def ensure_project(ls, modality: str, rc: dict) -> int:
+def ensure_project(ls, modality: str, rc: Review | dict) -> int:
     """The one project per modality (found by title), created with the labeling config and guideline.
 
     An existing project gets the current guideline, and the current config when it changed, so edits to
@@ -108,7 +111,10 @@ def ensure_project(ls, modality: str, rc: dict) -> int:
     the API) would otherwise refuse every later push with 400 "Created annotations are incompatible".
     When a changed config is refused that way, the project keeps its old config and the push goes on.
     """
-    ls_cfg = rc["label_studio"]
+    rc = review_settings(rc)
+    ls_cfg = rc.label_studio
+    if ls_cfg is None:
+        raise ValueError("ensure_project needs review.label_studio")
     title = project_title(ls_cfg, modality)
     settings: dict[str, Any] = dict(
         label_config=label_config(modality),
@@ -118,10 +124,10 @@ def ensure_project(ls, modality: str, rc: dict) -> int:
         model_version=MODEL_VERSION,
         show_skip_button=True,
     )
-    overlap = float(rc.get("overlap") or 0)
+    overlap = rc.overlap
     if overlap > 0:  # a share of tasks goes to two annotators: that is what agreement is measured on
         settings.update(maximum_annotations=2, overlap_cohort_percentage=int(round(overlap * 100)))
-    key = (ls_cfg.get("url"), title, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
+    key = (ls_cfg.url, title, hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest())
     with _LOCK:  # lots pushed from threads of one process must not both create the project
         # Checked and updated by this process moments ago: skip the round trips (a build pushes many lots);
         # re-checked after CACHE_S, so a long-lived process notices a project deleted by hand.
@@ -177,8 +183,8 @@ def local_file_url(abs_path: Path, document_root: str | Path) -> str:
     return "/data/local-files/?d=" + quote(rel.as_posix(), safe="/")
 
 
-def document_root(ls_cfg: dict) -> str:
-    root = ls_cfg.get("document_root") or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+def document_root(ls_cfg: LabelStudioSettings | dict) -> str:
+    root = as_section(LabelStudioSettings, ls_cfg).document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     if not root:
         raise RuntimeError("review.label_studio.document_root is not set (the server's local-files document root)")
     return root

@@ -12,7 +12,11 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from acd.recipe_model import Review
+from acd.review.config import review_settings
 
 SECRET_ENV = "ACD_WEBHOOK_SECRET"
 SECRET_HEADER = "X-ACD-Webhook-Secret"
@@ -42,10 +46,13 @@ def secret_headers() -> dict[str, str]:
     return {SECRET_HEADER: secret} if secret else {}
 
 
-def register_run(run_dir: str | Path, review: dict, project_id: int | None = None, *, out_dir: str | Path | None = None,
-                 recipe: str | None = None, state: str | Path | None = None) -> Path:
+def register_run(run_dir: str | Path, review: Review | Mapping | None, project_id: int | None = None, *,
+                 out_dir: str | Path | None = None, recipe: str | None = None, state: str | Path | None = None) -> Path:
     """Record (or extend) a run in the registry: one JSON file per run, replaced atomically. `review` is the
-    review block (tokens travel by env, never here); out_dir, when given, makes every sync re-export."""
+    review block (the Review model, or anything acd.review.config.review_settings takes), recorded with every
+    field; the token travels by env or Secret block, never here (the model has no field for it). out_dir,
+    when given, makes every sync re-export."""
+    review = review_settings(review).model_dump(mode="json")
     run_dir = Path(run_dir).resolve()
     run_id = run_id_of(run_dir)
     path = state_dir(state) / "runs" / f"{run_id}.json"
@@ -60,9 +67,6 @@ def _update_entry(path: Path, run_id: str, run_dir: Path, review: dict, project_
     projects = set(entry.get("projects") or [])
     if project_id is not None:
         projects.add(int(project_id))
-    review = dict(review)
-    if review.get("label_studio"):
-        review["label_studio"] = {k: v for k, v in review["label_studio"].items() if k != "token"}
     if recipe is None and (run_dir / "recipe.json").exists():
         recipe = str(run_dir / "recipe.json")
     entry.update(run_id=run_id, run_dir=str(run_dir), review=review, projects=sorted(projects),

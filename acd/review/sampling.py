@@ -11,7 +11,8 @@ import math
 
 import pyarrow as pa
 
-from acd.review.config import review_config
+from acd.recipe_model import Review
+from acd.review.config import review_settings
 from acd.review.stats import sample_size
 
 GOLD_KINDS = ("swapped", "foreign")  # chosen<->rejected swapped; chosen taken from another media item
@@ -35,28 +36,28 @@ def sample_order(pairs: pa.Table, seed: int) -> list[str]:
     return sorted(pairs.column("pair_id").to_pylist(), key=lambda pid: _rank(seed, lot, pid))
 
 
-def first_sample_size(population: int, cfg: dict) -> int:
-    rc = review_config(cfg)
-    return sample_size(population, p=rc["compliance_bar"], margin=rc["margin"], confidence=rc["confidence"])
+def first_sample_size(population: int, cfg: Review | dict) -> int:
+    rc = review_settings(cfg)
+    return sample_size(population, p=rc.compliance_bar, margin=rc.margin, confidence=rc.confidence)
 
 
-def next_sample_size(sampled: int, population: int, cfg: dict) -> int:
+def next_sample_size(sampled: int, population: int, cfg: Review | dict) -> int:
     """The cumulative sample after one more round: max(followup_min, followup_share x sampled) more pairs."""
-    rc = review_config(cfg)
-    more = max(int(rc["followup_min"]), math.ceil(float(rc["followup_share"]) * sampled))
+    rc = review_settings(cfg)
+    more = max(rc.followup_min, math.ceil(rc.followup_share * sampled))
     return min(population, sampled + more)
 
 
-def sample_lot(pairs: pa.Table, cfg: dict, seed: int) -> list[str]:
+def sample_lot(pairs: pa.Table, cfg: Review | dict, seed: int) -> list[str]:
     """pair_ids to review: enough for a ±margin interval around the bar, or the whole lot if smaller."""
     return sample_order(pairs, seed)[:first_sample_size(pairs.num_rows, cfg)]
 
 
-def gold_count(n_sampled: int, cfg: dict) -> int:
-    rc = review_config(cfg)
+def gold_count(n_sampled: int, cfg: Review | dict) -> int:
+    rc = review_settings(cfg)
     if n_sampled < 2:
         return 0
-    return max(int(rc["min_gold"]), round(n_sampled * float(rc["gold_share"])))
+    return max(rc.min_gold, round(n_sampled * rc.gold_share))
 
 
 def plant_gold(pairs: pa.Table, n: int, seed: int) -> list[dict]:

@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 
 from acd.records import PAIR_SCHEMA, conform, rows_to_table
 from acd.review import labelstudio as lsapi, registry
-from acd.review.config import review_config
+from acd.recipe_model import LabelStudio, Review
+from acd.review.config import recipe_seed, review_settings
 from acd.review.gate import DECISION_SCHEMA, ISSUE_SCHEMA, annotator_accuracy, human_review, review_lot
 from acd.review.registry import run_id_of
 from acd.review.sampling import _rank, first_sample_size, gold_count, lot_id_of, next_sample_size, plant_gold, sample_order
@@ -123,7 +124,7 @@ def _task_payload(row: dict, uri: str, store: RunStore, run_id: str, docroot: st
     return {"data": data, "predictions": [lsapi.prediction(row)]}
 
 
-def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, media=None, client=None) -> dict:
+def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: Review | dict, seed: int, *, media=None, client=None) -> dict:
     """Send one lot's review sample (plus planted gold pairs) to the modality's Label Studio project.
 
     media: a table (media_key, uri) or dict media_key -> uri relative to the run dir; by default read from
@@ -131,12 +132,17 @@ def push_lot(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, medi
     annotators: pulling their answers is sync()'s job. The lot's pairs and media uris are stored before
     Label Studio is contacted, so a push that fails can be redone from the run dir (retry_queued).
     """
-    rc = review_config(cfg)
-    if not rc.get("label_studio"):
-        raise ValueError("push_lot needs review.label_studio; without it the auto gate (review_lot) decides")
+    rc = review_settings(cfg)
+    _label_studio(rc, "push_lot")
     store = RunStore(run_dir)
     lot, n = _store_lot(store, pairs, media)
     return _push(store, lot, rc, seed, max(first_sample_size(n, rc), _pushed_real(store, lot)), client=client)
+
+
+def _label_studio(rc: Review, who: str) -> LabelStudio:
+    if rc.label_studio is None:
+        raise ValueError(f"{who} needs review.label_studio; without it the auto gate (review_lot) decides")
+    return rc.label_studio
 
 
 def _store_lot(store: RunStore, pairs: pa.Table, media) -> tuple[str, int]:
@@ -161,10 +167,10 @@ def _pushed_real(store: RunStore, lot: str) -> int:
     return sum(1 for g in store.read_part("review_tasks", lot).column("gold").to_pylist() if not g)
 
 
-def _push(store: RunStore, lot: str, rc: dict, seed: int, n_real: int, *, client=None) -> dict:
+def _push(store: RunStore, lot: str, rc: Review, seed: int, n_real: int, *, client=None) -> dict:
     """Make sure the first n_real pairs of the lot's sampling order (plus their share of gold pairs) are
     tasks in Label Studio; record every task of the lot in review_tasks. Idempotent: what exists is kept."""
-    ls_cfg = rc["label_studio"]
+    ls_cfg = _label_studio(rc, "a review push")
     pairs = store.read_part("review_input", lot)
     by_id = {r["pair_id"]: r for r in pairs.to_pylist()}
     order = sample_order(pairs, seed)
@@ -227,7 +233,7 @@ def _push(store: RunStore, lot: str, rc: dict, seed: int, n_real: int, *, client
     rows = [dict(r, run_id=run_id, project_id=project_id, task_id=ids[r["item"]], media_uri=uris[r["media_key"]], seed=seed)
             for r in items]
     store.write_part("review_tasks", lot, rows_to_table(rows, TASK_SCHEMA))
-    if ls_cfg.get("webhook_url"):
+    if ls_cfg.webhook_url:
         register_webhook(store.root, rc, ls, project_id)
     sampled = sum(1 for r in items if not r["gold"])
     info = {"lot_id": lot, "project_id": project_id, "sampled": sampled, "stale_removed": len(stale),
@@ -253,20 +259,20 @@ def queued_lots(run_dir: str | Path) -> list[str]:
     return sorted(p.parent.name for p in d.glob("*/queued.json")) if d.exists() else []
 
 
-def push_or_queue(run_dir: str | Path, pairs: pa.Table, cfg: dict, seed: int, *, media=None, client=None) -> dict:
+def push_or_queue(run_dir: str | Path, pairs: pa.Table, cfg: Review | dict, seed: int, *, media=None, client=None) -> dict:
     """push_lot, except that an unreachable Label Studio queues the push instead of failing the build.
 
     The lot keeps its automatic decision (pending human review); one warning per process says so; the
     next build (Build.review -> retry_queued_lot) or `acd review sync` pushes it."""
-    rc = review_config(cfg)
-    url = rc["label_studio"]["url"]
+    rc = review_settings(cfg)
+    url = _label_studio(rc, "push_or_queue").url
     store = RunStore(run_dir)
     lot = lot_id_of(pairs)
     if time.monotonic() - _DOWN.get(url, -1e9) < DOWN_S:  # found down moments ago: do not wait on it per lot
         _store_lot(store, pairs, media)
         return _queue(store, lot, seed, url, "Label Studio was unreachable moments ago")
     try:
-        info = push_lot(run_dir, pairs, cfg, seed, media=media, client=client)
+        info = push_lot(run_dir, pairs, rc, seed, media=media, client=client)
     except Exception as e:  # noqa: BLE001 - only unavailability is queued
         if not lsapi.is_unavailable(e):
             raise
@@ -290,14 +296,14 @@ def _queue(store: RunStore, lot: str, seed: int, url: str, why: str) -> dict:
     return {"lot_id": lot, "queued": True, "error": why}
 
 
-def retry_queued_lot(run_dir: str | Path, lot: str, cfg: dict, *, client=None) -> dict | None:
+def retry_queued_lot(run_dir: str | Path, lot: str, cfg: Review | dict, *, client=None) -> dict | None:
     """Push a queued lot from what the run dir holds; still down: stays queued (None)."""
     store = RunStore(run_dir)
     path = _queue_path(store, lot)
     if not path.exists():
         return None
-    rc = review_config(cfg)
-    url = rc["label_studio"]["url"]
+    rc = review_settings(cfg)
+    url = _label_studio(rc, "retry_queued_lot").url
     if time.monotonic() - _DOWN.get(url, -1e9) < DOWN_S:
         return None
     try:
@@ -310,7 +316,7 @@ def retry_queued_lot(run_dir: str | Path, lot: str, cfg: dict, *, client=None) -
     return info
 
 
-def _push_queued(store: RunStore, lot: str, rc: dict, client) -> dict:
+def _push_queued(store: RunStore, lot: str, rc: Review, client) -> dict:
     seed = int(json.loads(_queue_path(store, lot).read_text())["seed"])
     n = first_sample_size(store.read_part("review_input", lot).num_rows, rc)
     info = _push(store, lot, rc, seed, max(n, _pushed_real(store, lot)), client=client)
@@ -318,11 +324,11 @@ def _push_queued(store: RunStore, lot: str, rc: dict, client) -> dict:
     return info
 
 
-def register_webhook(run_dir: str | Path, rc: dict, ls, project_id: int) -> int:
+def register_webhook(run_dir: str | Path, rc: Review, ls, project_id: int) -> int:
     """review.label_studio.webhook_url set: record the run where the webhook server finds it (acd.review.webhook)
     and make sure the project calls that URL on annotation changes (with the shared secret header, if any)."""
     registry.register_run(run_dir, rc, project_id)
-    return lsapi.ensure_webhook(ls, project_id, rc["label_studio"]["webhook_url"], registry.secret_headers())
+    return lsapi.ensure_webhook(ls, project_id, _label_studio(rc, "register_webhook").webhook_url, registry.secret_headers())
 
 
 def _annotation_rows(task, ours: dict, lot: str, who: dict[int, str]) -> list[dict]:
@@ -383,7 +389,7 @@ def _fetch_lot(ls, store: RunStore, lot: str, tasks: list[dict], who: dict[int, 
     return save_annotations(store, lot, rows + gone), len(gone)
 
 
-def _decide_lot(store: RunStore, lot: str, rc: dict) -> tuple[pa.Table, dict, list[dict]]:
+def _decide_lot(store: RunStore, lot: str, rc: Review) -> tuple[pa.Table, dict, list[dict]]:
     tasks = store.read_part("review_tasks", lot).to_pylist()
     pairs = store.read_part("review_input", lot)
     seed = int(tasks[0].get("seed") or 0)  # only the auto note's sample count depends on it
@@ -395,7 +401,7 @@ def _decide_lot(store: RunStore, lot: str, rc: dict) -> tuple[pa.Table, dict, li
     return reviewed, decision, decision.pop("issues")
 
 
-def _further_sample(store: RunStore, lot: str, decision: dict, rc: dict) -> int:
+def _further_sample(store: RunStore, lot: str, decision: dict, rc: Review) -> int:
     """needs_more and every pushed pair answered (verdict, skip or invalid): the cumulative size of the
     next sample; 0 while annotators still have tasks of this lot, or when the whole lot is pushed."""
     if decision.get("human_decision") != "needs_more":
@@ -410,7 +416,7 @@ def _further_sample(store: RunStore, lot: str, decision: dict, rc: dict) -> int:
     return next_sample_size(sampled, population, rc) if sampled < population else 0
 
 
-def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str], None] | None = None) -> pa.Table:
+def sync(run_dir: str | Path, cfg, *, client=None, on_lot: Callable[[str], None] | None = None) -> pa.Table:
     """Pull every pushed lot's annotations, store them, and (re)decide each lot. Returns the decisions
     table (DECISION_SCHEMA), also written per lot under review_decisions/. `on_lot(lot_id)` is called after
     each lot is stored (progress; tests use it to stop the server midway).
@@ -418,11 +424,12 @@ def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str],
     First pushes queued lots (Label Studio was down during the build). A lot that still needs more reviews
     once every pushed task is answered gets a further sample (sequential sampling). Every Label Studio call
     is retried with backoff while the server is unreachable, then LabelStudioUnavailable says so; what was
-    stored before stays stored."""
-    rc = review_config(cfg)
-    ls_cfg = rc.get("label_studio")
-    if not ls_cfg:
-        raise ValueError("sync needs review.label_studio")
+    stored before stays stored.
+
+    cfg: the recipe (a Recipe, or a mapping with a `review` block) or its review block (Review or mapping);
+    the recipe's seed is the sample seed of lots pushed before review_tasks recorded one."""
+    rc = review_settings(cfg)
+    ls_cfg = _label_studio(rc, "sync")
     store = RunStore(run_dir)
     ls = client or lsapi.connect(ls_cfg)
 
@@ -440,7 +447,7 @@ def sync(run_dir: str | Path, cfg: dict, *, client=None, on_lot: Callable[[str],
         if decision.get("human_decision") == "needs_more":
             n_next = _further_sample(store, lot, decision, rc)
             if n_next:
-                seed = int(tasks[0]["seed"] if tasks[0].get("seed") is not None else cfg.get("seed") or 0)
+                seed = int(tasks[0]["seed"] if tasks[0].get("seed") is not None else recipe_seed(cfg) or 0)
                 info = call(lambda: _push(store, lot, rc, seed, n_next, client=ls), f"pushing a further sample of lot {lot}")
                 reviewed, decision, issues = _decide_lot(store, lot, rc)
                 decision["note"] += f"; further sample pushed: {info['created']} tasks (round {info['rounds'] - 1})"

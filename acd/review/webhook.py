@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from acd.recipe_model import Review
+from acd.review.config import review_settings
 from acd.review.registry import (  # noqa: F401 - re-exported: the registry's names as the webhook's callers know them
     SECRET_ENV, SECRET_HEADER, STATE_ENV, known_runs, register_run, run_id_of, secret_headers, state_dir,
 )
@@ -53,32 +55,38 @@ class Target:
     """One run the webhook can sync."""
     run_id: str
     run_dir: Path
-    review: dict
+    review: Review  # the review block to pull with (a mapping is taken as acd.review.config.review_settings does)
     projects: set[int] = field(default_factory=set)
     recipe: str | None = None
     out_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        self.review = review_settings(self.review)
+
     @classmethod
     def from_entry(cls, e: dict) -> "Target":
-        return cls(e["run_id"], Path(e["run_dir"]), e.get("review") or {}, set(e.get("projects") or []),
+        """A registry entry (acd.review.registry). It carries its review block under `review`, as a recipe does,
+        so review_settings reads it the one way review blocks are read."""
+        return cls(e["run_id"], Path(e["run_dir"]), review_settings(e), set(e.get("projects") or []),
                    e.get("recipe"), e.get("out_dir"))
 
 
 def single_run(run_dir: str | Path, recipe: str | None = None, out_dir: str | None = None,
                state: str | Path | None = None) -> Target:
-    """--run-dir: the review block from --recipe, else the run's recipe.json, else its registry entry."""
+    """--run-dir: the review block from --recipe, else the run's recipe.json (effective, or as written in run
+    dirs made before), else its registry entry."""
+    from acd.recipe import load_recipe, recipe_from_mapping
+
     run_dir = Path(run_dir).resolve()
     run_id = run_id_of(run_dir)
     entry = known_runs(state).get(run_id, {})
-    review = entry.get("review")
+    review = Target.from_entry(entry).review if entry else None
     if recipe:
-        from acd.recipe import load_recipe
-
-        review = load_recipe(recipe).get("review") or {}
+        review = review_settings(load_recipe(recipe))
     elif (run_dir / "recipe.json").exists():
         recipe = str(run_dir / "recipe.json")
-        review = json.loads(Path(recipe).read_text()).get("review") or {}
-    if not review or not review.get("label_studio"):
+        review = review_settings(recipe_from_mapping(json.loads(Path(recipe).read_text()), recipe))
+    if review is None or review.label_studio is None:
         raise ValueError(f"{run_dir}: no review.label_studio block (pass --recipe, or push the run with webhook_url set)")
     return Target(run_id, run_dir, review, set(entry.get("projects") or []), recipe or entry.get("recipe"),
                   out_dir or entry.get("out_dir"))
@@ -183,9 +191,10 @@ def sync_by_deployment(deployment: str = DEPLOYMENT, wait_s: float = 600) -> Cal
     def work(target: Target):
         from prefect.deployments import run_deployment
 
-        ls = (target.review or {}).get("label_studio") or {}
+        ls = target.review.label_studio
+        # Where to pull from, by name only: the token stays in the env / Secret block (parameters are stored).
         params = {"run_dir": str(target.run_dir), "recipe": target.recipe, "out_dir": target.out_dir,
-                  "label_studio_url": ls.get("url"), "document_root": ls.get("document_root")}
+                  "label_studio_url": ls.url if ls else None, "document_root": ls.document_root if ls else None}
         fr = run_deployment(deployment, parameters=params, timeout=wait_s, poll_interval=1)
         state = fr.state.type.value if fr.state else None
         log.info("webhook sync %s: flow run %s %s", target.run_id, fr.id, state)

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOALS = {"wall_s": 30 * 60, "rss_bytes": 4 * 2**30, "overhead": 0.05}
 
 # The stricter, earlier definition: only these named component timers count as work, per stage (see
-# acd/pipeline.py: Build.ingest/generate/export).
+# acd/stages/: ingest.py, generate.py, export.py).
 WORK = {
     "ingest": {"synthesis": ["source_read"], "file_writes": ["part_write"]},
     "generate": {"generation": ["backend", "check"], "file_writes": ["part_write"]},

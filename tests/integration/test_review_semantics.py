@@ -359,7 +359,9 @@ def test_two_annotators_four_kinds_of_lot_and_a_restart_between_syncs(ls_server,
             expected += sum(1 for r in rows if r["check_passed"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["pairs"] == expected
-    exported = {r["pair_id"] for r in Build.from_run_dir(run, out).accepted_pairs().to_pylist()}
+    from acd.stages.export import accepted_pairs
+
+    exported = {r["pair_id"] for r in accepted_pairs(Build.from_run_dir(run, out)).to_pylist()}
     assert not exported & {r["pair_id"] for r in gen[failing]}
     assert bool(exported & {r["pair_id"] for r in gen[partial]}) == (auto_partial["decision"] == "accepted")
 

@@ -228,8 +228,7 @@ def test_webhook_runs_the_sync_reviews_deployment(ls_server, prefect_stack, tmp_
         "url": ls_server.url, "token_env": "ACD_WH_UNSET_TOKEN", "token_secret": "acd-wh-ls-token",
         "document_root": str(ls_server.document_root), "webhook_url": url + wh.PATH,
         "project_prefix": f"ACD webhook {uuid.uuid4().hex[:6]}"}}
-    recipe = load_recipe("demo")
-    recipe["review"] = review
+    recipe = {**load_recipe("demo").effective(), "review": review}  # the recipe is a frozen model: its mapping
     (run / "recipe.json").write_text(json.dumps(recipe))  # what the deployment's flow loads
 
     proc_env = {k: v for k, v in prefect_stack.env.items() if k != wh.SECRET_ENV}
