@@ -530,7 +530,7 @@ class Build:
         return {"manifest": manifest, "timings": t}
 
     def reexport(self) -> dict[str, Any]:
-        """After a review sync (acd.review.resync; after regenerate_rejected): export again, so rejected lots
+        """After a review sync (acd.review_sync; after regenerate_rejected): export again, so rejected lots
         leave the dataset and corrections enter it, and rewrite the run report with the new decisions."""
         from acd.report import write_html_report
 
