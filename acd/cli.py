@@ -97,10 +97,10 @@ def cmd_schemas(args) -> int:
 
 def cmd_review_sync(args) -> int:
     """Pull annotations from Label Studio, decide each lot, regenerate rejected lots, re-export
-    (acd.review.resync: the same path as the sync-reviews flow and the webhook)."""
+    (acd.review_sync: the same path as the sync-reviews flow and the webhook)."""
     from acd.review import present
     from acd.review.labelstudio import LabelStudioUnavailable
-    from acd.review.resync import sync_and_reexport
+    from acd.review_sync import sync_and_reexport
     from acd.runstore import RunStore
 
     try:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         return cmd_eval(args, rest)
     if args.command == "review" and args.review_command == "webhook":
-        from acd.review.webhook import main as webhook_main
+        from acd.review_webhook import main as webhook_main
 
         webhook_main(rest)
         return 0

@@ -153,7 +153,7 @@ class LabelStudio(_Strict):
     token_secret: str | None = None  # name of a Prefect Secret block holding the token
     document_root: str | None = None  # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the server; that env var if null
     project_prefix: str = "ACD review"
-    # URL of the acd.review.webhook endpoint (e.g. http://127.0.0.1:8765/label-studio): push registers it on
+    # URL of the acd.review_webhook endpoint (e.g. http://127.0.0.1:8765/label-studio): push registers it on
     # the project (annotation actions) so new annotations start a sync; null: sync by hand or on a schedule.
     webhook_url: str | None = None
     # A sync retries while Label Studio is unreachable (restarting): `retries` tries, waiting backoff_s,

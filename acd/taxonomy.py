@@ -139,3 +139,14 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         length_aliases={f: tuple(spec.get("aliases") or ()) for f, spec in forms.items()},
         open_target_factor=int(raw["length"].get("open_target_factor", 3)),
     )
+
+
+def taxonomy_type(restriction_type: str) -> str:
+    """Benchmark `restriction[0]` (release names) -> taxonomy type name."""
+    tax = load_taxonomy()
+    if restriction_type in tax.types:
+        return restriction_type
+    for name, t in tax.types.items():
+        if restriction_type == t.release_name or restriction_type in (t.release_names or {}).values():
+            return name
+    return restriction_type

@@ -18,6 +18,7 @@ import yaml
 
 from acd.checks.length import count_words
 from acd.paths import SCHEMAS_DIR
+from acd.taxonomy import taxonomy_type
 
 _TOKEN = re.compile(r"[a-z0-9']+")
 SAMPLE = 600  # captions per variety figure (the issue's and the card's unit)
@@ -71,8 +72,6 @@ def reference_figures() -> dict[str, Any]:
 def official_captions(ref_dir: str | Path) -> list[tuple[str, str, str]]:
     """(modality, taxonomy type, chosen caption) for every gpt turn in the reference release slice."""
     import json
-
-    from acd.evaluation.anycapeval import taxonomy_type
 
     out = []
     for f in sorted(Path(ref_dir).rglob("*.jsonl")):

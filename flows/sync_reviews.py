@@ -1,4 +1,4 @@
-"""Prefect flow `sync-reviews`: the review sync of a run dir (acd.review.resync.sync_and_reexport, the path
+"""Prefect flow `sync-reviews`: the review sync of a run dir (acd.review_sync.sync_and_reexport, the path
 `acd review sync` and the webhook take too): pull Label Studio annotations, decide its lots, regenerate
 rejected ones, re-export the dataset.
 
@@ -46,7 +46,7 @@ def _review_block(run_dir: str, recipe: str | None, label_studio_url: str | None
 
 @task(name="sync-and-reexport")
 def sync_task(run_dir: str, review: dict | None, out_dir: str | None) -> dict:
-    from acd.review.resync import sync_and_reexport
+    from acd.review_sync import sync_and_reexport
 
     r = sync_and_reexport(run_dir, out_dir=out_dir, review=review)
     return {"decisions": r.decisions, "regenerated": r.regenerated, "out_dir": str(r.out_dir) if r.out_dir else None,

@@ -11,10 +11,10 @@ PREFECT_ENV := PREFECT_HOME=$(PREFECT_HOME_DIR) PREFECT_SERVER_ANALYTICS_ENABLED
 
 .PHONY: up down prefect-status
 up: venv
-	@$(PREFECT_ENV) $(PY) -m flows.services up --port $(PREFECT_PORT)
+	@$(PREFECT_ENV) $(PY) -m ops.services up --port $(PREFECT_PORT)
 
 down:
-	@$(PREFECT_ENV) $(PY) -m flows.services down
+	@$(PREFECT_ENV) $(PY) -m ops.services down
 
 prefect-status:
-	@$(PREFECT_ENV) $(PY) -m flows.services status
+	@$(PREFECT_ENV) $(PY) -m ops.services status

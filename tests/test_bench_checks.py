@@ -12,8 +12,8 @@ import pytest
 
 from acd.checks import bench, measured
 from acd.checks.rules import check_pair
+from acd.confidence import wilson
 from acd.review import present
-from acd.review.stats import wilson
 
 from test_check_cli import FAIL, PASS, TEN_WORDS
 

@@ -234,7 +234,7 @@ def _swaps(text: str, g: dict, rng: random.Random):
         new = rng.choice([x for x in nums[2:7] if x != m.group(1)])
         out.append(("count", low[:m.start()] + new + low[m.end():]))
     else:  # "a small red ball" -> "two small red balls"
-        from acd.grounded.facts import plural
+        from acd.lexicon import plural
 
         m = re.search(r"\b([Aa]n?) ((?:[a-z-]+ ){0,2})(" + "|".join(cats) + r")\b", low)
         if m and cats[m.group(3)] == 1:
@@ -281,6 +281,6 @@ def test_taxonomy_perspective_is_content_and_video_release_names():
     assert TAX.types["appearance"].release_name_for("video") == "appearance"
     assert TAX.types["position"].release_name_for("video") == "position"
     assert TAX.types["appearance"].release_name_for("image") == "multi_class_appearance"
-    from acd.evaluation.anycapeval import taxonomy_type
+    from acd.taxonomy import taxonomy_type
 
     assert taxonomy_type("appearance") == "appearance" and taxonomy_type("multi_class_position") == "position"

@@ -112,3 +112,40 @@ def test_no_import_cycles_among_acd_modules():
     cycles = _cycles(graph)
     detail = [{m: sorted(graph[m] & set(c)) for m in c} for c in cycles]
     assert not cycles, f"import cycles: {detail}"
+
+
+def package_of(module: str) -> str:
+    """The package node of a module: acd.checks.rules -> acd.checks; a top-level module (acd.pipeline,
+    acd.textstats) is its own node, and so is acd itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph collapsed to package nodes; an import inside one package is no edge."""
+    out: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        node = out.setdefault(package_of(m), set())
+        node |= {package_of(d) for d in deps} - {package_of(m)}
+    return out
+
+
+def test_modules_collapse_to_their_packages():
+    graph = {"acd.checks.rules": {"acd.checks.length", "acd.taxonomy"}, "acd.checks.length": set(),
+             "acd.grounded.compose": {"acd.grounded.facts", "acd.checks.rules"}, "acd.grounded.facts": set(),
+             "acd.taxonomy": set(), "acd": set()}
+    assert package_graph(graph) == {"acd.checks": {"acd.taxonomy"}, "acd.grounded": {"acd.checks"},
+                                    "acd.taxonomy": set(), "acd": set()}
+    # no module-level cycle, but the packages loop: checks.a -> grounded.b -> checks.c
+    loop = {"acd.checks.a": {"acd.grounded.b"}, "acd.grounded.b": {"acd.checks.c"}, "acd.checks.c": set()}
+    assert not _cycles(loop)
+    assert _cycles(package_graph(loop)) == [["acd.checks", "acd.grounded"]]
+
+
+def test_no_import_cycles_among_acd_packages():
+    graph = import_graph()
+    packages = package_graph(graph)
+    cycles = _cycles(packages)
+    detail = [sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                     if package_of(m) in c and package_of(d) in c and package_of(m) != package_of(d))
+              for c in cycles]
+    assert not cycles, f"package import cycles: {cycles}; the edges in them: {detail}"

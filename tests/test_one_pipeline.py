@@ -1,5 +1,5 @@
 """The build's stage order and the review sync path are each written once (issue 15): every driver walks
-acd.stages.STAGES, and every review sync goes through acd.review.resync.sync_and_reexport."""
+acd.stages.STAGES, and every review sync goes through acd.review_sync.sync_and_reexport."""
 from __future__ import annotations
 
 import ast
@@ -73,7 +73,7 @@ def test_the_flow_makes_its_tasks_from_the_stage_list():
     assert decorated == [], decorated
 
 
-@pytest.mark.parametrize("entry", ["acd/cli.py", "flows/sync_reviews.py", "acd/review/webhook.py"])
+@pytest.mark.parametrize("entry", ["acd/cli.py", "flows/sync_reviews.py", "acd/review_webhook.py"])
 def test_every_review_sync_goes_through_the_one_path(entry):
     """The CLI, the sync-reviews flow and the webhook call sync_and_reexport and none of its steps themselves."""
     called = set().union(*(_called(fn) for fn in _functions(ROOT / entry)))

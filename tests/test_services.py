@@ -1,4 +1,4 @@
-"""`make up` / `make down` port handling (flows/services.py), without starting a Prefect server.
+"""`make up` / `make down` port handling (ops/services.py), without starting a Prefect server.
 
 `make up` right after `make down` must work although the old server's connections linger in TIME_WAIT, and
 `make up` never moves off the port it reports: a port held by something else is refused with a clear line.
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from flows import services
+from ops import services
 
 
 def _time_wait_port() -> int:

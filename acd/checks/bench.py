@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from acd.checks.measured import BENCH_FILE, checks_fingerprint
 from acd.checks.table import BadInput, as_bool, check_rows, read_pairs
-from acd.review.stats import wilson
+from acd.confidence import wilson
 
 DEFAULT_GLOB = "tests/data/reader/*.jsonl"
 VERDICTS = ("compliant", "natural", "rejected_worse")

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acd.taxonomy import MODALITIES, load_taxonomy
+from acd.taxonomy import MODALITIES, load_taxonomy, taxonomy_type
 
 # The release's prompt in its variants (quoted or not, "'.The" or "'. The", with or without the closing
 # sentence, audio q_c_a_org repeating the "<audio>" tag inside the requirement). Anchored on the two fixed
@@ -75,8 +75,6 @@ def _type_names() -> list[tuple[str, str]]:
 def instruction_type_of(rel: Path, record: dict) -> str | None:
     """The record's `restriction[0]` when it has one, else the type its file name names (the release's
     image files say brief, detail, Processed_poem, instance_description, multi_class_appearance ...)."""
-    from acd.evaluation.anycapeval import taxonomy_type
-
     r = record.get("restriction") or []
     if r and isinstance(r[0], str):
         return taxonomy_type(r[0].lower())

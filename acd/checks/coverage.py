@@ -314,18 +314,18 @@ def _says_size(text: str, size: str) -> bool:
 
 @lru_cache(maxsize=16)
 def _size_rx(size: str) -> re.Pattern:
-    from acd.grounded.phrasing import load_phrasing
+    from acd.lexicon import lexicon
 
-    alts = load_phrasing().lexicon.get("size_alt", {}).get(size, [])
+    alts = lexicon().get("size_alt", {}).get(size, [])
     words = {size, *alts, "tiny", "big", "little", "huge", "large", "small", "medium", "mid-sized", "medium-sized"}
     return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=64)
 def _background_rx(bg: str) -> re.Pattern:
-    from acd.grounded.phrasing import load_phrasing
+    from acd.lexicon import lexicon
 
-    alts = load_phrasing().lexicon.get("background_alt", {}).get(bg, [])
+    alts = lexicon().get("background_alt", {}).get(bg, [])
     heads = {bg.split()[-1], *(a.split()[-1] for a in alts)} | ({bg.split()[0]} if " " in bg else set())
     heads = {h for h in heads if len(h) >= 3}
     return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, heads))) + r")", re.IGNORECASE)

@@ -73,7 +73,7 @@ def _grounding(raw: str) -> tuple[dict, frozenset]:
 
 @lru_cache(maxsize=4096)
 def _grounding_nouns(cats: tuple[str, ...]) -> frozenset:
-    from acd.grounded.facts import plural
+    from acd.lexicon import plural
 
     return frozenset(cats) | frozenset(plural(c) for c in cats)
 
@@ -82,9 +82,9 @@ def _norm_noun(w: str) -> str:
     s = _vocab()["singular_of"].get(w)
     if s:
         return s
-    from acd.grounded.facts import _inflect
+    from acd.lexicon import inflect_engine
 
-    sing = _inflect().singular_noun(w) if w.endswith("s") else False
+    sing = inflect_engine().singular_noun(w) if w.endswith("s") else False
     return sing or w
 
 
@@ -241,7 +241,7 @@ def _sounds(low: str, g: dict, present: set[str]) -> list[str]:
                 if all(s.get("pitch") not in inv_pitch.get(pitch, ()) for s in cands):
                     out.append(f"sound: the {src} is not {pitch}")
             # when it starts: "near the start", "towards the end" (the writer's buckets of the clip)
-            from acd.grounded.facts import when_bucket
+            from acd.lexicon import when_bucket
 
             dur = g.get("duration_s") or max([x.get("end", 0.0) for x in sounds] + [1.0])
             for phrase, bucket in v["when_audio"].items():

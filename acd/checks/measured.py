@@ -33,6 +33,7 @@ def checks_fingerprint() -> str:
     h = hashlib.sha256()
     files = [(f"acd/checks/{p.name}", p) for p in sorted((PACKAGE_DIR / "checks").glob("*.py"))
              if p.name not in _NOT_DECIDING]
+    files += [("acd/lexicon.py", PACKAGE_DIR / "lexicon.py")]  # the plurals and wordings they read captions with
     files += [(f"schemas/{n}", SCHEMAS_DIR / n) for n in _DATA if (SCHEMAS_DIR / n).exists()]
     for name, p in files:  # named by repository path, so a checkout and an installed wheel agree
         h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")

@@ -65,7 +65,7 @@ def clause_of(spans: list[tuple[int, int]], pos: int) -> tuple[int, int]:
 @lru_cache(maxsize=4096)
 def _nouns_for(cats: tuple[str, ...]) -> dict[str, str]:
     """surface noun -> category, singular and plural, for this media's categories."""
-    from acd.grounded.facts import plural
+    from acd.lexicon import plural
 
     out = {}
     for c in cats:

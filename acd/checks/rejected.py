@@ -148,9 +148,9 @@ def _content_words(text: str) -> set[str]:
 # ------------------------------------------------------------------------------------ grounded facts
 @lru_cache(maxsize=1)
 def _lex() -> dict[str, Any]:
-    from acd.grounded.phrasing import load_phrasing
+    from acd.lexicon import lexicon
 
-    return load_phrasing().lexicon
+    return lexicon()
 
 
 def _alts(value: str | None, table: str) -> list[str]:
@@ -271,7 +271,7 @@ def _audio_facts(low: str, g: dict) -> set[tuple]:
              + [n.lower() for n in lex.get("sound_names_alt", {}).get(s["source"], [])] for s in sounds}
     out: set[tuple] = set()
     dur = g.get("duration_s")
-    from acd.grounded.facts import when_bucket
+    from acd.lexicon import when_bucket
 
     quiet = low
     for phrase in v["audio_backgrounds"]:  # "a soft, rain-like hiss" is the backdrop's, not a sound's softness

@@ -1,5 +1,6 @@
 """The checks' vocabulary: colours, objects, sounds, places, sizes, camera moves and their wordings, gathered
-once from the synthetic source's vocabulary, the grounded writer's lexicon and schemas/checks.yaml `facts`.
+once from the synthetic source's vocabulary, the grounded writer's lexicon (acd.lexicon, which the writer and
+the checks share) and schemas/checks.yaml `facts`.
 
 Its own module so the fact check, the motion and reference checks and the coverage check all read one table
 without importing each other (acd.checks.factcheck imports acd.checks.motion, which reads this)."""
@@ -20,21 +21,18 @@ def word_rx(words: set[str]) -> re.Pattern:
 def fact_vocab() -> dict[str, Any]:
     import yaml
 
-    from acd.grounded.phrasing import load_phrasing
+    from acd.lexicon import hallucination, lexicon, plural
     from acd.paths import SCHEMAS_DIR
 
     spec = load_checks_spec()["facts"]
     synth = yaml.safe_load((SCHEMAS_DIR / "synthetic" / "vocab.yaml").read_text())
-    ph = load_phrasing()
-    hv = ph.hallucination
+    hv = hallucination()
     colours = set(spec["colours"]) | set(synth["colours"]) | set(hv["colours"])
     objects = set(spec["objects"]) | set(synth["categories"]) | set(hv["objects"])
     sounds = set(spec["sounds"]) | set(synth["audio"]["sounds"]) | set(hv["sounds"])
     actions = set(synth["video"]["actions"]) | set(synth["video"]["collide_actions"].values())
-    from acd.grounded.facts import plural
-
     plural_of = {o: plural(o) for o in objects}
-    lex = ph.lexicon
+    lex = lexicon()
     positions: dict[str, str] = {}
     for pos, phrase in lex["where"].items():
         positions[phrase] = pos

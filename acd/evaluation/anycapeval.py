@@ -20,21 +20,10 @@ from typing import Any
 from acd.evaluation import report as report_mod
 from acd.evaluation import scoring
 from acd.paths import REFERENCE_DIR
-from acd.taxonomy import MODALITIES, load_taxonomy
+from acd.taxonomy import MODALITIES, load_taxonomy, taxonomy_type
 
 FILES = {"content": "ref_content.jsonl", "style": "ref_style.jsonl"}
 SIDECAR = "grounding.jsonl"  # written by synthetic_split: {media, grounding}; not part of the official format
-
-
-def taxonomy_type(restriction_type: str) -> str:
-    """Benchmark `restriction[0]` (release names) -> taxonomy type name."""
-    tax = load_taxonomy()
-    if restriction_type in tax.types:
-        return restriction_type
-    for name, t in tax.types.items():
-        if restriction_type == t.release_name or restriction_type in (t.release_names or {}).values():
-            return name
-    return restriction_type
 
 
 def load_benchmark(bench_dir: str | Path, modalities=MODALITIES, media_root: str | Path | None = None,

@@ -10,15 +10,9 @@ from functools import lru_cache
 from typing import Any
 
 from acd.grounding import POSITIONS
+from acd.lexicon import inflect_engine, plural, when_bucket
 
 _STILL_WORDS = ("stays", "still", "static", "remains", "does not move", "stationary")
-
-
-@lru_cache(maxsize=1)
-def _inflect():
-    import inflect
-
-    return inflect.engine()
 
 
 @lru_cache(maxsize=4096)
@@ -26,7 +20,7 @@ def article(np: str) -> str:
     """'a'/'an' + np, decided by inflect (an hour, a one-eyed cat, an orange ball)."""
     if not np:
         return np
-    return _inflect().a(np)
+    return inflect_engine().a(np)
 
 
 def join_and(items: list[str]) -> str:
@@ -37,15 +31,6 @@ def join_and(items: list[str]) -> str:
     if len(items) == 2:
         return f"{items[0]} and {items[1]}"
     return ", ".join(items[:-1]) + f", and {items[-1]}"
-
-
-@lru_cache(maxsize=4096)
-def plural(noun: str) -> str:
-    """Plural of a noun phrase's head ('series of beeps' stays, 'box' -> 'boxes', 'fish' -> 'fish')."""
-    if " of " in noun:
-        head, rest = noun.split(" of ", 1)
-        return f"{_inflect().plural_noun(head)} of {rest}"
-    return _inflect().plural_noun(noun)
 
 
 def split_attributes(attrs: list[str]) -> tuple[list[str], list[str]]:
@@ -98,14 +83,8 @@ def _cats_list(objs: list[dict]) -> list[str]:
     return [article(c) if n == 1 else f"{number_word(n)} {plural(c)}" for c, n in counts.items()]
 
 
-def when_bucket(start: float, duration: float | None) -> str:
-    """Which part of a clip a sound starts in: start | middle | end (what "near the start" claims)."""
-    frac = start / duration if duration else 0.0
-    return "start" if frac < 0.25 else ("middle" if frac < 0.6 else "end")
-
-
 def number_word(n: int) -> str:
-    return _inflect().number_to_words(n) if 0 <= n <= 20 else str(n)
+    return inflect_engine().number_to_words(n) if 0 <= n <= 20 else str(n)
 
 
 def fmt_t(x: float) -> str:

@@ -1,8 +1,8 @@
 """Phrasing as data: the grounded backend's YAML (prompts/grounded/*.yaml), loaded and precompiled once.
 
-The revision is a hash of the files' bytes and of the writer's code (acd/grounded/*.py), so editing any
-phrasing or the writer changes the backend's model_revision (and with it every cache key and provenance
-record that depends on it).
+The revision is a hash of the files' bytes and of the writer's code (acd/grounded/*.py, then acd/lexicon.py:
+the plurals, articles and number words it shares with the checks), so editing any phrasing or the writer
+changes the backend's model_revision (and with it every cache key and provenance record that depends on it).
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def _revision(directory: Path) -> str:
         h.update((directory / name).read_bytes())
     # the writer's code decides which facts a caption carries and how long it is: a code change is a new
     # model too (cached captions of the old code must not be served)
-    for src in sorted(Path(__file__).parent.glob("*.py")):
+    for src in sorted(Path(__file__).parent.glob("*.py")) + [Path(__file__).parent.parent / "lexicon.py"]:
         h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()[:16]

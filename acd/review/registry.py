@@ -1,6 +1,6 @@
 """Which runs pushed review tasks to Label Studio: one JSON file per run under a state dir.
 
-push_lot records a run here when review.label_studio.webhook_url is set; the webhook server (acd.review.webhook)
+push_lot records a run here when review.label_studio.webhook_url is set; the webhook server (acd.review_webhook)
 reads it to map a payload's run id or project to a run dir. Its own module so that the pipeline and the review
 stage can record runs without importing the webhook server (which imports the pipeline to re-export).
 The state dir is $ACD_REVIEW_STATE_DIR, else review-webhook/ under acd.paths.LOCAL_STATE_DIR (.cache/ in a

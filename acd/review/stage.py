@@ -325,7 +325,7 @@ def _push_queued(store: RunStore, lot: str, rc: Review, client) -> dict:
 
 
 def register_webhook(run_dir: str | Path, rc: Review, ls, project_id: int) -> int:
-    """review.label_studio.webhook_url set: record the run where the webhook server finds it (acd.review.webhook)
+    """review.label_studio.webhook_url set: record the run where the webhook server finds it (acd.review_webhook)
     and make sure the project calls that URL on annotation changes (with the shared secret header, if any)."""
     registry.register_run(run_dir, rc, project_id)
     return lsapi.ensure_webhook(ls, project_id, _label_studio(rc, "register_webhook").webhook_url, registry.secret_headers())

@@ -1,15 +1,13 @@
-"""Acceptance-sampling statistics: sample size, Wilson interval, the lot decision, agreement.
+"""Acceptance-sampling statistics: sample size, the lot decision, agreement (the Wilson interval they use is
+acd.confidence's, shared with the checks' bench).
 
 Pure functions over counts, so they are unit-tested exhaustively without a server.
 """
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
-
-def z_value(confidence: float) -> float:
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
+from acd.confidence import wilson, z_value
 
 
 def sample_size(population: int, p: float = 0.95, margin: float = 0.03, confidence: float = 0.95) -> int:
@@ -24,24 +22,6 @@ def sample_size(population: int, p: float = 0.95, margin: float = 0.03, confiden
     n0 = z * z * p * (1 - p) / (margin * margin)
     n = n0 / (1 + (n0 - 1) / population)
     return min(population, math.ceil(n - 1e-9))
-
-
-def wilson(k: int, n: int, confidence: float = 0.95, population: int | None = None) -> tuple[float, float]:
-    """Wilson score interval for k successes in n, with a finite-population correction when `population`
-    is given: n is inflated to n(N-1)/(N-n), the variance of sampling without replacement, so a sample that
-    covers most of a lot gets the narrow interval it deserves; a census collapses to the point."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    if population is not None and n >= population:
-        return (p, p)
-    n_eff = n * (population - 1) / (population - n) if population and population > 1 else n
-    z = z_value(confidence)
-    z2 = z * z
-    denom = 1 + z2 / n_eff
-    centre = (p + z2 / (2 * n_eff)) / denom
-    half = z * math.sqrt(p * (1 - p) / n_eff + z2 / (4 * n_eff * n_eff)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def decide(k: int, n: int, *, bar: float, confidence: float, margin: float, population: int | None = None,

@@ -1,5 +1,5 @@
-"""A source from a recipe's `source:` section. Its own module so that sources.base (which media.item uses) never
-imports the sources themselves: media.item -> sources.base stays a one-way edge."""
+"""A source from a recipe's `source:` section. Its own module so that sources.base (which the sources and their
+acd.sources.collector import) never imports the sources themselves."""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from acd.media.errors import ProbeError
-from acd.media.item import Collector, probe_bytes, read_file
+from acd.media.item import probe_bytes, read_file
 from acd.media.safety import read_head, resolve_inside
 from acd.media.sniff import EXTENSIONS, UNSUPPORTED_EXT, ext_of, sniff
 from acd.sources.base import IngestResult, source_section
+from acd.sources.collector import Collector
 
 ESCAPE = "escape"  # candidate kind for a directory link out of the root (reported, never walked)
 

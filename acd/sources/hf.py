@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from acd.media.errors import ProbeError
-from acd.media.item import Collector, probe_bytes, read_file
+from acd.media.item import probe_bytes, read_file
 from acd.media.safety import resolve_inside
 from acd.media.sniff import ext_of
 from acd.sources.base import IngestResult, source_section
+from acd.sources.collector import Collector
 
 _FEATURES = {"Image": "image", "Video": "video", "Audio": "audio"}
 

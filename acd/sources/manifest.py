@@ -33,10 +33,11 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from acd.media.errors import ProbeError
-from acd.media.item import Collector, byte_cap, probe_bytes, read_file
+from acd.media.item import byte_cap, probe_bytes, read_file
 from acd.media.safety import resolve_inside
 from acd.media.sniff import EXTENSIONS, SNIFF_BYTES, ext_of
 from acd.sources.base import IngestResult, source_section
+from acd.sources.collector import Collector
 
 MODALITIES = ("image", "video", "audio")
 

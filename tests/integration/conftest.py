@@ -32,7 +32,7 @@ def ls_server(tmp_path_factory):
 
 
 class PrefectStack:
-    """A real Prefect server + process worker (flows.services.up) on a free port, PREFECT_HOME in tmp."""
+    """A real Prefect server + process worker (ops.services.up) on a free port, PREFECT_HOME in tmp."""
 
     def __init__(self, info: dict, home: Path):
         self.info = info
@@ -95,7 +95,7 @@ class PrefectStack:
         return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
     def restart_worker(self) -> int:
-        from flows import services
+        from ops import services
 
         pid = services.start_worker(self.env)
         self.info["worker_pid"] = pid
@@ -105,7 +105,7 @@ class PrefectStack:
 @pytest.fixture(scope="session")
 def prefect_stack(tmp_path_factory):
     """Server (SQLite) + process worker + deployments from prefect.yaml; stopped by PID at the end."""
-    from flows import services
+    from ops import services
 
     home = tmp_path_factory.mktemp("prefect-home")
     saved = {k: os.environ.get(k) for k in ("PREFECT_WORKER_QUERY_SECONDS", "ACD_PROJECT_DIR")}

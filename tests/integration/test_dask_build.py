@@ -129,7 +129,7 @@ def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp
     machines, where the project's flows/ folder is not importable); the lot tasks run on those workers.
     One worker is SIGKILLed halfway through generate (a lost machine): its lots run again on the other, and
     the build completes with the single-process build's bytes."""
-    from flows import services
+    from ops import services
 
     cluster_dir = tmp_path / "cluster"
     cluster_dir.mkdir()

@@ -1,4 +1,4 @@
-"""`make down` in the middle of a build, then `make up` at once on the same port (flows/services.py).
+"""`make down` in the middle of a build, then `make up` at once on the same port (ops/services.py).
 
 A separate server and worker (their own PREFECT_HOME and port), since `down` stops them: the build's flow
 run and its unfinished task runs end Cancelled, not RUNNING forever, and the server comes back on the same
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_down_mid_build_cancels_the_run_and_up_reuses_the_port(tmp_path, tiny_overrides, monkeypatch):
-    from flows import services
+    from ops import services
 
     monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
     monkeypatch.setenv("ACD_PROJECT_DIR", str(ROOT))

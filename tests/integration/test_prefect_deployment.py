@@ -1,6 +1,6 @@
 """build-acd through a real Prefect server + process worker: `prefect deployment run build-acd/demo`.
 
-The session fixture (conftest.prefect_stack) runs flows.services.up on a free port with PREFECT_HOME in tmp,
+The session fixture (conftest.prefect_stack) runs ops.services.up on a free port with PREFECT_HOME in tmp,
 exactly what `make up` does, and stops the server and the worker by PID at the end.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_deployments_applied(prefect_stack):
         flow, name = ref.split("/")
         assert flow in r.stdout and name in r.stdout
     # Every deployment in prefect.yaml is either deployed or reported (missing entrypoint / failing import).
-    from flows.services import deployment_entries
+    from ops.services import deployment_entries
 
     refs = {e["ref"] for e in deployment_entries()}
     reported = set(info["deployed"]) | {s.split(" ")[0] for s in info["skipped"] + info["failed"]}
@@ -85,7 +85,7 @@ def _kill(pid: int) -> None:
 def worker_guard(prefect_stack):
     """Whatever a test does to the worker, the next test finds one running."""
     yield
-    from flows import services
+    from ops import services
 
     if not services.pid_alive(prefect_stack.info["worker_pid"]):
         prefect_stack.restart_worker()
@@ -100,7 +100,7 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
     forever; the next run takes the run-dir lock over from the dead PID and marks the old run Crashed.
     Either way the rerun completes and redoes only the missing parts.
     """
-    from flows import services
+    from ops import services
 
     out, run = tmp_path / "out", tmp_path / "run"
     # More, smaller lots than TINY: a wider window to kill the run mid-generate.
@@ -169,7 +169,7 @@ def test_crashed_run_is_marked_and_resumed(prefect_stack, worker_guard, tmp_path
 
 def test_deploy_skips_missing_entrypoints(prefect_stack, tmp_path):
     """`make up` deploys what exists and reports the rest (a flow file not written yet must not block it)."""
-    from flows import services
+    from ops import services
 
     (tmp_path / "flows").symlink_to(services.PROJECT_DIR / "flows")
     (tmp_path / "prefect.yaml").write_text(

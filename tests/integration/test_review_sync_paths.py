@@ -1,4 +1,4 @@
-"""`acd review sync`, the sync-reviews flow and the webhook take one path (acd.review.resync.sync_and_reexport)
+"""`acd review sync`, the sync-reviews flow and the webhook take one path (acd.review_sync.sync_and_reexport)
 with one result: three builds of one recipe, annotated alike in the real Label Studio (one lot compliant, one
 not, with review.on_reject=regenerate), each synced a different way with no out dir given. Each regenerates
 the rejected lot, pushes it again, and re-exports into the out dir its build wrote; the three datasets are
@@ -14,7 +14,7 @@ import pytest
 from dataset_files import manifest_files  # tests/ is on sys.path (conftest)
 
 import labelstudio_server as lss
-from acd.review import webhook as wh
+from acd import review_webhook as wh
 from acd.runstore import RunStore
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.prefect_server, pytest.mark.slow, pytest.mark.timeout(600)]

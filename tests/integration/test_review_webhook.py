@@ -12,7 +12,7 @@ import pytest
 
 import labelstudio_server as lss
 from acd.review import push_lot
-from acd.review import webhook as wh
+from acd import review_webhook as wh
 from acd.review.stage import load_annotations, run_id_of
 from acd.runstore import RunStore
 
@@ -234,7 +234,7 @@ def test_webhook_runs_the_sync_reviews_deployment(ls_server, prefect_stack, tmp_
     proc_env = {k: v for k, v in prefect_stack.env.items() if k != wh.SECRET_ENV}
     proc_env.update({wh.SECRET_ENV: SECRET, wh.STATE_ENV: str(state)})
     log = open(tmp_path / "webhook.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "acd.review.webhook", "--port", str(port), "--prefect", "--delay", "0.5"],
+    proc = subprocess.Popen([sys.executable, "-m", "acd.review_webhook", "--port", str(port), "--prefect", "--delay", "0.5"],
                             env=proc_env, stdout=log, stderr=subprocess.STDOUT, cwd=lss.ROOT)
     hook_ids = []
     ls = ls_server.client()

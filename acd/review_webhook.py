@@ -1,6 +1,6 @@
 """A Label Studio webhook endpoint that starts the review sync: annotations in, decisions out, nobody waiting.
 
-    python -m acd.review.webhook [--port 8765] [--state-dir DIR | --run-dir RUN [--recipe R] [--out OUT]]
+    python -m acd.review_webhook [--port 8765] [--state-dir DIR | --run-dir RUN [--recipe R] [--out OUT]]
                                  [--prefect] [--delay 1.0]
 
 POST /label-studio takes Label Studio's webhook payloads (ANNOTATION_CREATED, ANNOTATIONS_CREATED,
@@ -14,7 +14,7 @@ Which runs exist: push_lot writes <state dir>/runs/<run_id>.json (run dir, the r
 with, its projects; acd.review.registry) when review.label_studio.webhook_url is set, and registers the webhook on the project.
 The state dir is $ACD_REVIEW_STATE_DIR or <project>/.cache/review-webhook. --run-dir serves one run only.
 
-The sync is acd.review.resync.sync_and_reexport (as `acd review sync` and the sync-reviews flow: pull, decide,
+The sync is acd.review_sync.sync_and_reexport (as `acd review sync` and the sync-reviews flow: pull, decide,
 regenerate rejected lots, re-export into --out / the registry's out dir, else where the run's build exported),
 in-process or, with --prefect and $PREFECT_API_URL set, in a run of the `sync-reviews/default` deployment
 (which also resumes a waiting build).
@@ -22,6 +22,9 @@ in-process or, with --prefect and $PREFECT_API_URL set, in a run of the `sync-re
 Secret: when $ACD_WEBHOOK_SECRET is set, requests must carry it in the X-ACD-Webhook-Secret header (push_lot
 puts that header into the webhook it registers); anything else gets 403 and triggers nothing. The secret is
 compared in constant time and never logged or returned.
+
+A top-level module beside acd.review_sync (which it starts), above acd.pipeline and acd.recipe; acd.review
+keeps what the pipeline's review stage needs (the registry push_lot writes included).
 """
 from __future__ import annotations
 
@@ -173,9 +176,9 @@ class Debouncer:
 # ---- the two ways to sync ---------------------------------------------------------------------------------
 
 def sync_in_process(target: Target) -> list[dict]:
-    """The review sync every driver takes (acd.review.resync): pull, decide, regenerate rejected lots, re-export
+    """The review sync every driver takes (acd.review_sync): pull, decide, regenerate rejected lots, re-export
     into the target's out dir, else where the run's build exported."""
-    from acd.review.resync import sync_and_reexport
+    from acd.review_sync import sync_and_reexport
 
     result = sync_and_reexport(target.run_dir, out_dir=target.out_dir, review=target.review)
     log.info("webhook sync %s: %s", target.run_id, {d["lot_id"]: d["decision"] for d in result.decisions})

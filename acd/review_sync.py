@@ -17,6 +17,9 @@ The recipe is the run's own (<run>/recipe.json: the effective recipe, or, in run
 as written; both load as the Recipe model). `review` replaces its review block for the pull only (a Label
 Studio URL given to the flow, the webhook's registry entry); regeneration and the pushes it makes use the
 run's recipe, as the build did.
+
+A top-level module, not part of acd.review: it drives acd.pipeline (Build), which imports acd.review's
+stage, so inside acd.review it would close a package loop review -> pipeline -> review.
 """
 from __future__ import annotations
 

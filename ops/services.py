@@ -1,8 +1,8 @@
 """`make up` / `make down`: a local Prefect server and a process worker, tracked by PID files.
 
-    python -m flows.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
-    python -m flows.services down                    # marks unfinished flow runs Cancelled, stops both by PID
-    python -m flows.services status
+    python -m ops.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
+    python -m ops.services down                    # marks unfinished flow runs Cancelled, stops both by PID
+    python -m ops.services status
 
 Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, server.pid,
 worker.pid, port, server.log, worker.log. Deployments come from prefect.yaml, one `prefect deploy --name
@@ -356,7 +356,7 @@ def status() -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows.services")
+    p = argparse.ArgumentParser(prog="python -m ops.services")
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--port", default="auto", help="port for the server, or 'auto' (the running server's, else 4200)")
