@@ -18,7 +18,7 @@ as written; both load as the Recipe model). `review` replaces its review block f
 Studio URL given to the flow, the webhook's registry entry); regeneration and the pushes it makes use the
 run's recipe, as the build did.
 
-A top-level module, not part of acd.review: it drives acd.pipeline (Build), which imports acd.review's
+X
 stage, so inside acd.review it would close a package loop review -> pipeline -> review.
 """
 from __future__ import annotations

@@ -94,7 +94,7 @@ def export_stage(build, progress: Progress | None = None) -> dict[str, Any]:
 
 
 def reexport(build) -> dict[str, Any]:
-    """After a review sync (acd.review.resync; after regenerate_rejected): export again, so rejected lots
+    """After a review sync (acd.review_sync; after regenerate_rejected): export again, so rejected lots
     leave the dataset and corrections enter it, and rewrite the run report with the new decisions."""
     from acd.report import write_html_report
 
