@@ -76,16 +76,29 @@ def test_wrong_types_and_missing_keys_are_named():
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
 def test_shipped_recipes_load_as_written(name):
-    """Validation adds nothing: the recipe's hash (the run dir's name) is that of the file's mapping."""
+    """The recipe keeps the file's mapping as written (its hash names the run dir), and every value written
+    is the model's value (validation coerces nothing a user would notice)."""
     raw = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
-    assert load_recipe(name) == raw
+    r = load_recipe(name)
+    assert r.written == raw
+    effective = r.effective()
+
+    def same(written, eff, path=""):
+        if isinstance(written, dict):
+            for k, v in written.items():
+                same(v, eff[k], f"{path}{k}.")
+        else:
+            assert written == eff, (path, written, eff)
+
+    same(raw, effective)
 
 
 def test_every_source_and_backend_kind_validates():
     for source in (FOLDER, MANIFEST, HF):
         for backend in (OPENAI, {"name": "vllm", "model": "m", "engine": {"tensor_parallel_size": 2}}):
             r = load_recipe("demo", {"source": source, "backend": backend})
-            assert r["source"] == {**source} and r["backend"]["name"] == backend["name"]
+            assert r.written["source"] == {**source} and r.backend.name == backend["name"]
+            assert r.source.kind == source["kind"]
         # valid keys, but real media have no grounding for the offline backend to caption (issue 13)
         with pytest.raises(RecipeError, match="'grounded' backend cannot caption"):
             load_recipe("demo", {"source": source, "backend": {"name": "grounded"}})
@@ -93,9 +106,10 @@ def test_every_source_and_backend_kind_validates():
 
 def test_an_override_of_another_kind_replaces_the_section():
     r = load_recipe("demo", {"source": {"kind": "folder", "root": "/d"}, "backend": OPENAI})
-    assert r["source"] == {"kind": "folder", "root": "/d"}  # not the demo's synthetic counts merged in
-    assert load_recipe("demo", {"source": {"counts": {"image": 3}}})["source"]["counts"] == {"image": 3, "video": 60,
-                                                                                          "audio": 80}
+    assert r.written["source"] == {"kind": "folder", "root": "/d"}  # not the demo's synthetic counts merged in
+    assert r.source.root == "/d" and r.source.batch_size == 256
+    counts = load_recipe("demo", {"source": {"counts": {"image": 3}}}).source.counts
+    assert counts.model_dump() == {"image": 3, "video": 60, "audio": 80}
 
 
 def test_cli_refuses_a_misspelt_key_before_any_work(tmp_path):
@@ -122,8 +136,9 @@ def test_recipe_json_schema_works_outside_python():
     validator = jsonschema.Draft202012Validator(schema)
     for p in RECIPES_DIR.glob("*.yaml"):
         validator.validate(yaml.safe_load(p.read_text()))
-    validator.validate({**load_recipe("demo"), "source": FOLDER, "backend": OPENAI})
-    bad = {**load_recipe("demo"), "checks": {"judge_sampel_rate": 0.5}}
+    validator.validate({**load_recipe("demo").written, "source": FOLDER, "backend": OPENAI})
+    validator.validate(load_recipe("demo").effective())  # the effective recipe (<run>/recipe.json) too
+    bad = {**load_recipe("demo").written, "checks": {"judge_sampel_rate": 0.5}}
     assert [e.message for e in validator.iter_errors(bad) if "judge_sampel_rate" in e.message]
 
 
