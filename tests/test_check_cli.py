@@ -204,8 +204,10 @@ def dataset(tmp_path_factory):
         dict(base, pair_id="p-same", is_qcc=False, rejection_strategy="weak_model", chosen=PASS["chosen"],
              rejected=PASS["chosen"] + " "),
     ]
-    recipe = {"name": "check-test", "seed": 1, "qcc_share": 0.25, "checks": {"judge": "offline"},
-              "review": {"compliance_bar": 0.95}}
+    from acd.recipe import load_recipe
+
+    recipe = load_recipe("demo", {"name": "check-test", "seed": 1, "qcc_share": 0.25, "checks": {"judge": "offline"},
+                                  "review": {"compliance_bar": 0.95}})
     out = root / "out"
     write_outputs(rows_to_table(pairs, PAIR_SCHEMA), rows_to_table(media, MEDIA_SCHEMA), run, out, recipe, {})
     part = run / "ingest" / "audio-0000" / "part-0.parquet"

@@ -18,12 +18,13 @@ from acd.export.acm_export import extract_media, human_turn
 from acd.export.manifest import verify
 from acd.export.publish import publish
 from acd.paths import REFERENCE_DIR
+from acd.recipe import load_recipe
 from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, rows_to_table
 from acd.sources.base import store_media
 from acd.taxonomy import load_taxonomy
 
-RECIPE = {"name": "export-test", "seed": 7, "qcc_share": 0.4, "shards": {"target_bytes": 40_000},
-          "checks": {"judge": "offline"}, "review": {"compliance_bar": 0.95}}
+RECIPE = load_recipe("demo", {"name": "export-test", "seed": 7, "qcc_share": 0.4, "shards": {"target_bytes": 40_000},
+                              "checks": {"judge": "offline"}, "review": {"compliance_bar": 0.95}})
 
 
 # ---------------------------------------------------------------------------------------------- media
@@ -198,7 +199,7 @@ def test_webdataset_samples(built):
 def test_shards_are_cut_and_deterministic_headers(built):
     import tarfile
 
-    target = RECIPE["shards"]["target_bytes"]
+    target = RECIPE.shards.target_bytes
     for p in (built["out"] / "shards").rglob("*.tar"):
         with tarfile.open(p) as tf:
             members = tf.getmembers()

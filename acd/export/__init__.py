@@ -69,8 +69,14 @@ def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -
     # a dataset exported before typed recipes is not rewritten for it.
     template_bytes = b"".join(p.read_bytes() for p in sorted(EXPORT_TEMPLATES_DIR.iterdir())
                               if p.is_file())
+    # The card quotes the checks' measured rates and whether they are stale (the checks' fingerprint): a
+    # re-measure or a check edit must rewrite it, however unchanged the pairs are.
+    from acd.checks.measured import BENCH_FILE, REFERENCE_FILE, checks_fingerprint
+
+    measured = b"".join(f.read_bytes() for f in (BENCH_FILE, REFERENCE_FILE) if f.exists())
     return mf.hash_parts(
         EXPORT_FORMAT.encode(), shards.TAR_FORMAT_VERSION.encode(), template_bytes,
+        measured, checks_fingerprint().encode(),
         json.dumps(recipe.written, sort_keys=True, default=str).encode(),
         json.dumps(stats or {}, sort_keys=True, default=str).encode(),
         _table_digest(pairs), _table_digest(media.drop_columns(["uri"])),
