@@ -9,8 +9,8 @@ from acd.stages.review import review
 
 
 class Regenerate(Stage):
+    # Reported (a progress bar, a timings.json line with the worker processes) when it has lots to redo.
     name, unit, task, retries = "regenerate", "lot", "regenerate-lot", 1
-    reported = False
     reads, writes = ("review_decisions", "plan", "media_index"), ("superseded", "deadletter", "generate")
 
     def active(self, build):

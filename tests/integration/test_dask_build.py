@@ -194,3 +194,60 @@ def test_dask_existing_scheduler_build_matches_single_process(prefect_stack, tmp
                 p.kill()
                 p.wait()
         assert not any(services.pid_alive(p.pid) for p in procs)
+
+
+# review.on_reject=regenerate with a near-duplicate bar no lot with a near-duplicate clears (max_duplicate_share
+# 0, Jaccard >= 0.3, one attempt per pair so the generator does not heal them first): of this recipe's 27
+# lots, 2 are rejected and regenerated (then accepted), so the build exports and has regenerations to place.
+REGENERATE = {
+    "source": {"counts": {"image": 6, "video": 4, "audio": 4}},
+    "pairs": {"image": 54, "video": 39, "audio": 20},
+    "lot_size": 16,
+    "checks": {"judge": "offline", "judge_sample_rate": 0.0, "judge_min_per_lot": 2, "near_duplicate_threshold": 0.3,
+               "max_attempts": 1},
+    "review": {"max_duplicate_share": 0.0, "on_reject": "regenerate"},
+}
+
+STATE_SCRIPT = """
+import json, sys
+from flows.build_acd import build_acd
+state = build_acd(recipe="demo", out_dir=sys.argv[1], run_dir=sys.argv[2], overrides=json.loads(sys.argv[3]),
+                  return_state=True)
+print("FLOW_RUN " + str(state.state_details.flow_run_id))
+print("RESULT " + json.dumps(state.result()))
+"""
+
+
+def test_dask_build_regenerates_on_the_workers_with_the_local_bytes(prefect_stack, tmp_path):
+    """Regeneration is a stage like generate: its lots are `regenerate-lot` tasks on the Dask workers, and the
+    dataset is the CLI build's, byte for byte."""
+    from acd.pipeline import run_build
+
+    ref = run_build("demo", tmp_path / "cli-out", run_dir=tmp_path / "cli-run", overrides=REGENERATE)
+    redone = sorted(p.name for p in (tmp_path / "cli-run" / "superseded").iterdir())
+    assert redone, "the recipe must reject some lots (else there is nothing to regenerate)"
+    assert ref["lots"] > len(redone)
+
+    env = dict(prefect_stack.env)
+    env.pop("ACD_DASK_ADDRESS", None)
+    env["ACD_DASK_WORKERS"] = "2"
+    res = subprocess.run([sys.executable, "-c", STATE_SCRIPT, str(tmp_path / "dask-out"), str(tmp_path / "dask-run"),
+                          json.dumps(REGENERATE)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-6000:]
+    assert "LocalCluster" in log, log[-3000:]
+    flow_run = next(ln for ln in res.stdout.splitlines() if ln.startswith("FLOW_RUN "))[9:]
+    assert sorted(p.name for p in (tmp_path / "dask-run" / "superseded").iterdir()) == redone
+
+    # The task runs: one regenerate-lot per rejected lot, completed, beside the generate-lot ones.
+    runs = prefect_stack.http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run]}},
+                                                              "limit": 200}).json()
+    names = [r["name"] for r in runs]
+    regen = [r for r in runs if r["name"].startswith("regenerate-lot")]
+    assert len(regen) == len(redone), names
+    assert all(r["state_type"] == "COMPLETED" for r in regen), [(r["name"], r["state_type"]) for r in regen]
+    assert sum(n.startswith("generate-lot") for n in names) == ref["lots"]
+    # ... on the Dask workers (timings.json counts the processes that ran each stage's units).
+    timings = json.loads((tmp_path / "dask-run" / "timings.json").read_text())
+    assert timings["regenerate"]["workers"] >= 1 and timings["generate"]["workers"] == 2
+    _assert_same_bytes(tmp_path / "dask-out", tmp_path / "cli-out")
