@@ -97,8 +97,10 @@ def _request(role: str, pair: dict, media: dict, attempt: int, backend, priority
         params={"attempt": attempt, "sample_seed": int(pair.get("seed") or 0)},
         priority=priority if role == "instruct" else priority + _CAPTION_RANK,
     )
-    if getattr(backend, "name", "") != "grounded":
-        # Model backends need rendered chat messages; the template id and hash become provenance.
+    caps = getattr(backend, "capabilities", None)  # a backend that declares none is a model backend
+    if caps is None or not caps.needs_grounding:
+        # Model backends need rendered chat messages (a writer from grounding does not); the template id and
+        # hash become provenance.
         from acd.prompts import render
 
         req.messages, req.template_id, req.template_hash = render(role, pair, media, pair.get("rejection_strategy"),

@@ -103,8 +103,10 @@ def test_instructions_are_served_before_captions_of_the_same_lot():
 
     pair = {"pair_id": "p1", "seed": 3}
 
-    class Grounded:  # no rendering needed for the priority
-        name = "grounded"
+    from acd.recipe_model import GroundedBackend
+
+    class Grounded:  # a writer from grounding: no rendering needed for the priority
+        capabilities = GroundedBackend.capabilities
 
     ranks = {role: _request(role, pair, {}, 0, Grounded(), priority=7).priority
              for role in ("instruct", "chosen", "rejected")}
