@@ -308,6 +308,30 @@ class VLLMBackend(_ModelBackend):
     engine: dict[str, Any] = {}  # vllm.LLM keyword arguments
 
 
+# --- duplicates and contamination (issue 25) ----------------------------------------------------------------
+
+class Dedup(_Strict):
+    """Media deduplication at ingest: off, exact (same bytes), near (perceptual hashes and acoustic
+    fingerprints; thresholds in schemas/ingest.yaml). A duplicate becomes a quarantine row (reason
+    `duplicate`, naming the kept media_key); the first item in the source's order is kept."""
+    media: Literal["off", "exact", "near"] = "near"
+
+
+@lru_cache(maxsize=1)
+def decontaminate_model() -> type[BaseModel]:
+    """Evaluation sets the dataset must not overlap: their media (source specs: folders or manifests) and
+    their texts (jsonl / parquet files; every string column is read). `profile: anycapeval` reads the
+    AnyCapEval texts of the official release (its folder: `release_dir`)."""
+    sources = Annotated[Union[_source_models()[1:3]], Field(discriminator="kind")]  # type: ignore[valid-type]
+    return _registered(create_model(
+        "Decontaminate", __config__=STRICT, __doc__=decontaminate_model.__doc__,
+        media=(list[sources], []), texts=(list[str], []),  # type: ignore[valid-type]
+        ngram=(Positive, 13),  # a pair sharing a normalised n-gram this long with an evaluation text fails
+        profile=(Literal["anycapeval"] | None, None),
+        release_dir=(str | None, None),  # the official AnyCap release (its anycapeval/ folder); null: $ACD_REFERENCE
+    ))
+
+
 # --- the rest --------------------------------------------------------------------------------------------
 
 class Shards(_Strict):
@@ -324,6 +348,12 @@ class Export(_Strict):
 class _RecipeBase(_Strict):
     """What every Recipe has beside its fields: the mapping it was read from."""
     _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("decontaminate", mode="before", check_fields=False)
+    @classmethod
+    def _profile_shorthand(cls, v: Any) -> Any:
+        # `decontaminate: anycapeval` is `decontaminate: {profile: anycapeval}`
+        return {"profile": v} if isinstance(v, str) else v
 
     @property
     def written(self) -> dict[str, Any]:
@@ -350,6 +380,7 @@ def recipe_model() -> type[BaseModel]:
         lot_size=(Positive, 256),  # pairs per lot: the unit of work, resume and review
         checks=(checks, checks()), review=(Review, Review()), shards=(Shards, Shards()), export=(Export, Export()),
         license=(str | None, None),  # the dataset licence (export.license wins)
+        dedup=(Dedup, Dedup()), decontaminate=(decontaminate_model(), decontaminate_model()()),
     ))
 
 
