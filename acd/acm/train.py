@@ -27,7 +27,7 @@ import yaml
 from acd.acm.data import ShardStream, collate, dataset_qcc_ratio, dataset_texts, env_world, shard_urls
 from acd.acm.model import ACM, load_config
 from acd.acm.tokenizer import CaptionTokenizer
-from acd.atomicio import write_text
+from acd.atomicio import sweep_dead_temps, tmp_path, write_text
 from acd.merge import deep_merge
 
 
@@ -74,22 +74,26 @@ def autocast_ctx(precision: str, device: torch.device):
 # ------------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(run_dir: Path, model: ACM, tok: CaptionTokenizer, cfg: dict, optimizer=None, scheduler=None,
                     state: dict | None = None) -> Path:
-    """Write to a temp dir then rename, so a crash mid-save never leaves a half checkpoint as `latest`."""
+    """Write to a temp dir then rename, so a crash mid-save never leaves a half checkpoint as `latest`.
+    The temp dir has the one temp naming (acd.atomicio.tmp_path); a killed save's is swept here."""
     state = state or {"step": 0}
     name = f"step-{state['step']:06d}"
     final = run_dir / "checkpoints" / name
-    tmp = run_dir / "checkpoints" / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    sweep_dead_temps(run_dir / "checkpoints")
+    tmp = tmp_path(final)
     tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "model.pt")
-    if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None},
-                   tmp / "optimizer.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tok.save(tmp / "tokenizer")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        if optimizer is not None:
+            torch.save({"optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler else None}, tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tok.save(tmp / "tokenizer")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless the save failed
     write_text(run_dir / "latest", name)
     return final
 

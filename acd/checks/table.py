@@ -231,17 +231,13 @@ def summarize(result: pa.Table) -> Summary:
 
 def write_result(result: pa.Table, out: str | Path) -> Path:
     """JSONL, or Parquet when `out` ends in .parquet; written to a temp file and renamed."""
-    from acd.atomicio import write_text
+    from acd.atomicio import write_text, write_via
 
     out = Path(out)
     if out.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        pq.write_table(result, tmp)
-        tmp.replace(out)
-        return out
+        return write_via(out, lambda tmp: pq.write_table(result, tmp))
     if out.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
         raise BadInput(f"{out}: the result must end in .jsonl or .parquet")
     write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.to_pylist()))

@@ -36,6 +36,7 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from acd.atomicio import write_text
 from acd.records import PAIR_SCHEMA, conform, rows_to_table
 from acd.review import labelstudio as lsapi, registry
 from acd.recipe_model import LabelStudio, Review
@@ -284,10 +285,7 @@ def push_or_queue(run_dir: str | Path, pairs: pa.Table, cfg: Review | dict, seed
 
 def _queue(store: RunStore, lot: str, seed: int, url: str, why: str) -> dict:
     path = _queue_path(store, lot)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"lot_id": lot, "seed": seed, "url": url, "error": why}, sort_keys=True))
-    tmp.replace(path)
+    write_text(path, json.dumps({"lot_id": lot, "seed": seed, "url": url, "error": why}, sort_keys=True))
     if url not in _WARNED:
         _WARNED.add(url)
         log.warning("Label Studio at %s is unreachable (%s): review pushes are queued in %s and retried by the next "
