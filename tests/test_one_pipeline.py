@@ -133,3 +133,9 @@ def test_any_executor_runs_the_stages_in_order_and_timings_keep_their_shape(tmp_
         mine = [(n, t) for s, n, t in seen if s == name]
         assert mine[0][0] == 0 and mine[-1][0] == mine[-1][1] > 0, (name, mine)
     assert (tmp_path / "out" / "manifest.json").exists()
+    # What each stage declares it writes is what the run directory holds: every folder there is some stage's
+    # output, and every declared output of a stage that ran exists.
+    ran = [s for s in STAGES if s.active(build)]
+    declared = {w for s in ran for w in s.writes} - {"out_dir"}
+    folders = {p.name for p in (tmp_path / "run").iterdir() if p.is_dir()}
+    assert folders == declared, (sorted(folders - declared), sorted(declared - folders))

@@ -10,7 +10,7 @@ from acd.stages.base import CPU, DRIVER, Stage, since
 
 class Ingest(Stage):
     name, unit, task, retries = "ingest", "batch", "ingest-batch", 1
-    reads, writes = ("source",), ("quarantine", "ingest")
+    reads, writes = ("source",), ("media", "quarantine", "ingest")
 
     def units(self, build, results):
         return list(build.source.batches())
