@@ -73,6 +73,17 @@ def cmd_stats(args) -> int:
     from acd.stats import dataset_stats
 
     print(dataset_stats(args.path, as_json=args.json))
+    if args.run_dir:  # the section the card and the run report carry, from the run's parts
+        from acd.contamination import markdown, summarize
+        from acd.pipeline import recorded_recipe
+        from acd.runstore import RECIPE_FILE, RunStore
+
+        if not (Path(args.run_dir) / RECIPE_FILE).is_file():
+            print(f"acd stats: {args.run_dir} is not a run directory (no {RECIPE_FILE})", file=sys.stderr)
+            return 2
+        summary = summarize(RunStore(args.run_dir), recorded_recipe(args.run_dir))
+        print(json.dumps({"contamination": summary}, indent=2, sort_keys=True) if args.json
+              else "\nDuplicates and contamination\n\n" + markdown(summary))
     return 0
 
 
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("stats", help="statistics of a built dataset (DuckDB over its Parquet)")
     s.add_argument("path")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--run-dir", default=None,
+                   help="the build's run directory: also print its duplicates and contamination section")
 
     v = sub.add_parser("validate", help="check a built dataset against the contracts")
     v.add_argument("path")

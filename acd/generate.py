@@ -233,7 +233,7 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
     return _finish(pair, chosen, backend, attempt), []
 
 
-def _rules_fail(row: dict, media: dict, content: tuple[str, ...]) -> bool:
+def _rules_fail(row: dict, media: dict, content: tuple[str, ...], decontam=None) -> bool:
     """The pair's deterministic checks (the same check_pair the lot's checks run): a pair that fails them is
     asked again at once, inside its chain, instead of after its whole lot has been generated and checked.
     Waiting for the lot made every regeneration a new wave behind the lot's slowest request, and the last
@@ -246,21 +246,22 @@ def _rules_fail(row: dict, media: dict, content: tuple[str, ...]) -> bool:
                            row.get("length_constraint"), flags=text_flags(instruction, chosen, rejected),
                            modality=row.get("modality"), grounding=media.get("grounding"),
                            instruction_type=row.get("instruction_type"),
-                           rejection_strategy=row.get("rejection_strategy"), content=content))
+                           rejection_strategy=row.get("rejection_strategy"), content=content,
+                           decontam=decontam))
 
 
 async def _chain(pair, media, first_attempt, last_attempt, backend, priority,
-                 content: tuple[str, ...]) -> tuple[dict | None, list[dict]]:
+                 content: tuple[str, ...], decontam=None) -> tuple[dict | None, list[dict]]:
     """A pair's attempts from first_attempt on, until one passes the pair's own checks or last_attempt ran."""
     for attempt in range(first_attempt, last_attempt + 1):
         row, dls = await _chain_once(pair, media, attempt, backend, priority)
-        if row is None or attempt == last_attempt or not _rules_fail(row, media, content):
+        if row is None or attempt == last_attempt or not _rules_fail(row, media, content, decontam):
             return row, dls
     raise AssertionError("unreachable")
 
 
 def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, deadletters, timings, priority,
-                    admission: _Admission, content: tuple[str, ...]) -> list[dict]:
+                    admission: _Admission, content: tuple[str, ...], decontam=None) -> list[dict]:
     """pending: pairs to generate; attempts: each pair's first attempt (by pair_id)."""
     from acd.backends import aio
 
@@ -269,7 +270,7 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
     async def chain(p):
         try:
             return await _chain(p, media_by_key[p["media_key"]], attempts[p["pair_id"]], last_attempt, backend,
-                                priority, content)
+                                priority, content, decontam)
         finally:
             left[0] += 1
             admission.leave(1)
@@ -321,11 +322,14 @@ def generate_lot(
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
     pairs_in_flight: int = 512,
+    decontam=None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
     rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
-    the budget of unfinished pairs a process's lots share (async backends; see _Admission)."""
+    the budget of unfinished pairs a process's lots share (async backends; see _Admission). decontam: the
+    evaluation texts' n-gram index (acd.checks.decontam): a pair overlapping them fails eval_text_overlap and
+    is asked again like any failure; None: not checked."""
     from acd.checks.config import checks_settings
     from acd.checks.lot import check_lot
 
@@ -353,7 +357,7 @@ def generate_lot(
         if concurrent:  # each pair retries its own rule failures inside its chain
             generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
                                         timings, priority, _admission(backend, pairs_in_flight),
-                                        checks_cfg.content)
+                                        checks_cfg.content, decontam)
         else:  # batch backends: every pending pair is at the same attempt
             generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
                                          deadletters, timings)
@@ -362,7 +366,8 @@ def generate_lot(
         t0 = time.perf_counter()
         with _CHECK_SLOTS if concurrent else contextlib.nullcontext():
             checked = check_lot(pa.Table.from_pylist(generated, schema=_partial_schema(generated)), checks_cfg,
-                                judge, groundings={k: m.get("grounding") for k, m in media_by_key.items()}).to_pylist()
+                                judge, groundings={k: m.get("grounding") for k, m in media_by_key.items()},
+                                decontam=decontam).to_pylist()
         _add(timings, "check", t0)
         pending = []
         for row in checked:

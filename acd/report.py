@@ -53,6 +53,9 @@ def report_data(build) -> dict:
         "issues": s("select lot_id, kind, task_id, annotator, reason from {review_issues} "
                     "where kind <> 'dropped' order by lot_id, kind, task_id").to_pylist() if has("review_issues") else [],
     }
+    from acd.contamination import summarize as contamination
+
+    data["contamination"] = contamination(build.store, build.recipe)
     timing = build.run_dir / "timings.json"
     data["timings"] = json.loads(timing.read_text()) if timing.exists() else {}
     data["history"] = timing_history(build.run_dir)
@@ -168,6 +171,7 @@ def _gate_note(lots: list[dict]) -> str:
 
 def markdown_report(build, data: dict | None = None) -> str:
     d = data or report_data(build)
+    from acd.contamination import markdown as contamination_md
     from acd.review import present
 
     lots = [present.lot_row(x) for x in d["lots"]]
@@ -178,6 +182,7 @@ def markdown_report(build, data: dict | None = None) -> str:
         "## Accepted pairs\n", _table(d["accepted"], ["modality", "accepted"]),
         "## Check failures\n", _table(d["check_failures"], ["reason", "n"]),
         "## Quarantine\n", _table(d["quarantine"], ["reason", "n"]),
+        "## Duplicates and contamination\n", contamination_md(d["contamination"]),
         "## Review: lot gate\n", _gate_note(d["lots"]), _table(lots, present.COLUMNS),
         "## Review: annotators\n", _table(annotators, present.ANNOTATOR_COLUMNS),
         "## Review: annotations without a verdict, refused corrections\n",

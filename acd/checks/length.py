@@ -51,10 +51,17 @@ def _compile(tpl: str) -> re.Pattern:
 
 
 @lru_cache(maxsize=1)
+def sentence_patterns() -> tuple[re.Pattern, ...]:
+    """The release's length sentences (the taxonomy's template per form, any numbers) as patterns: what
+    decontamination strips before comparing texts, since the release shares them with AnyCapEval."""
+    return tuple(_compile(tpl) for tpl in load_taxonomy().length_templates.values())
+
+
+@lru_cache(maxsize=1)
 def _patterns() -> list[tuple[re.Pattern, str]]:
     """The taxonomy's template per form first (the release's main sentence), then every alias."""
     tax = load_taxonomy()
-    out = [(_compile(tpl), form) for form, tpl in tax.length_templates.items()]
+    out = list(zip(sentence_patterns(), tax.length_templates))
     for form, aliases in tax.length_aliases.items():
         out += [(_compile(a), form) for a in aliases]
     return out

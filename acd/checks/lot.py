@@ -46,12 +46,14 @@ def judge_sample(pair_ids: list[str], eligible: list[bool], rate: float, min_cou
 
 
 def check_lot(pairs: pa.Table, cfg: Any = None, judge: Any | None = None,
-              groundings: dict[str, str | None] | None = None) -> pa.Table:
+              groundings: dict[str, str | None] | None = None, decontam: Any | None = None) -> pa.Table:
     """Fill check_passed (bool), check_failures (list<string>, [] when passed), judge_score (float|null).
 
     cfg: the recipe's `checks:` section (Checks; a mapping is validated into one). judge: an object with
     OfflineJudge's compliance()/prefetch(); made on demand when checks.judge == "offline".
     groundings: media_key -> grounding JSON, for the fact check of media whose source knows the truth.
+    decontam: the evaluation texts' n-gram index (recipe.decontaminate, acd.checks.decontam.index_for):
+    a pair sharing an n-gram with them fails with eval_text_overlap; None: no such check.
     """
     conf = checks_settings(cfg)
     missing = [c for c in _REQUIRED if c not in pairs.column_names]
@@ -70,7 +72,7 @@ def check_lot(pairs: pa.Table, cfg: Any = None, judge: Any | None = None,
         check_pair(col["instruction"][i], col["chosen"][i], col["rejected"][i], bool(col["is_qcc"][i]),
                    col["length_key"][i], lc[i], flags=tuple(f[i] for f in flags), modality=modality[i],
                    grounding=grounding[i], instruction_type=col["instruction_type"][i],
-                   rejection_strategy=strategy[i], content=conf.content)
+                   rejection_strategy=strategy[i], content=conf.content, decontam=decontam)
         for i in range(n)
     ]
     dup = near_duplicates(col["chosen"], col["media_key"], col["instruction_type"], conf.near_duplicate_threshold)

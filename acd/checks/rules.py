@@ -23,6 +23,8 @@ Reason codes (stable: review, reports and regeneration key on them):
                            hallucination with no new false fact, ignore_instruction with no new contract miss,
                            length_violation within the length, weak_model with neither a new false fact nor
                            fewer grounded facts (acd/checks/rejected.py); skipped without a strategy
+  eval_text_overlap        the instruction, chosen or rejected shares a normalised n-gram with an evaluation
+                           text (recipe.decontaminate; acd/checks/decontam.py); only when an index is passed
 The rejected caption is never length-checked: breaking the constraint is one of its jobs.
 Everything here is plain Python over strings with precompiled regexes and caches (no per-row setup). The
 style and reference checks cost about 0.3 ms a pair (some 90 s of CPU over a 300k-pair build, spread over the
@@ -195,10 +197,12 @@ def _check_pair(
     instruction_type: str | None = None,
     rejection_strategy: str | None = None,
     content: tuple[str, ...] = ALL_CONTENT,
+    decontam=None,
 ) -> list[str]:
     """All deterministic reason codes for one pair; [] when it is clean. Order is fixed.
 
     flags: precomputed text_flags (check_lot passes the vectorised ones); computed here when None.
+    decontam: the evaluation texts' n-gram index (acd.checks.decontam.TextIndex), or None (no check).
     """
     out: list[str] = []
     for role, text in (("instruction", instruction), ("chosen", chosen), ("rejected", rejected)):
@@ -233,4 +237,10 @@ def _check_pair(
             if not_worse(instruction, chosen, rejected, modality=modality, instruction_type=instruction_type,
                          rejection_strategy=rejection_strategy, constraint=constraint, grounding=grounding):
                 out.append(REJECTED)
+    if decontam is not None:
+        from acd.checks.decontam import EVAL_TEXT_OVERLAP
+
+        texts = (instruction, chosen) if is_qcc and rejected == chosen else (instruction, chosen, rejected)
+        if any(decontam.overlap(t) for t in texts):
+            out.append(EVAL_TEXT_OVERLAP)
     return out

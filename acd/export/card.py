@@ -151,12 +151,21 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
         "quarantine": dict(sorted((stats.get("quarantine") or {}).items())),
         "check_failures": dict(sorted((stats.get("check_failures") or {}).items())),
         "wall_times": dict(sorted((stats.get("wall_times") or {}).items())),
+        # "Duplicates and contamination" (acd.contamination), the same markdown as the run report's; None when
+        # the pipeline passed no run facts.
+        "contamination": _contamination_md(stats.get("contamination")),
         "shards": [{"split": s, "modality": m, "shards": c, "mib": round(shard_bytes[(s, m)] / 2**20, 1)}
                    for (s, m), c in sorted(shards_per.items())],
         "acm": acm_counts,
         "_plot_per_type": per_type,
         "_plot_words": words_by_mod,
     }
+
+
+def _contamination_md(summary: dict | None) -> str | None:
+    from acd.contamination import markdown
+
+    return markdown(summary) if summary else None
 
 
 def _reference_checks() -> dict | None:

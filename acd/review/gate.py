@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
+from acd.checks.decontam import EVAL_TEXT_OVERLAP
 from acd.checks.neardup import NEAR_DUPLICATE
 from acd.records import PAIR_SCHEMA, conform, rows_to_table
 from acd.recipe_model import Review
@@ -90,6 +91,9 @@ def review_lot(pairs: pa.Table, cfg: Review | dict, seed: int) -> tuple[pa.Table
     rejected whole lots of fact-poor types at the paper's scale. A lot where more than
     review.max_duplicate_share of the pairs are near-duplicates is rejected all the same (a degenerate
     generator writes the same caption whatever it sees).
+    A pair that failed only for overlapping an evaluation set's texts (eval_text_overlap, with or without
+    near-duplicate) is dropped the same way: it left for the dataset's decontamination policy, and says
+    nothing about compliance either.
 
     The interval is reported as if the lot were a sample of the generator's output (no finite-population
     correction); since every pair was checked, a straddling interval is decided on the point estimate.
@@ -102,13 +106,16 @@ def review_lot(pairs: pa.Table, cfg: Review | dict, seed: int) -> tuple[pa.Table
     passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)
     failures = pairs.column("check_failures").to_pylist() if "check_failures" in pairs.column_names else [None] * n
     dups = sum(1 for f in failures if f == [NEAR_DUPLICATE])
-    stats = decide(passed, n - dups, bar=rc.compliance_bar, confidence=rc.confidence, margin=rc.margin, census=True)
+    overlaps = sum(1 for f in failures if f and EVAL_TEXT_OVERLAP in f and set(f) <= {EVAL_TEXT_OVERLAP, NEAR_DUPLICATE})
+    stats = decide(passed, n - dups - overlaps, bar=rc.compliance_bar, confidence=rc.confidence, margin=rc.margin, census=True)
     if rc.label_studio:
         note = f"provisional: automatic checks only; {len(sample_lot(pairs, rc, seed))} pairs pending human review in Label Studio"
     else:
         note = "automatic checks only: review is pending human confirmation (review.label_studio is not set)"
     if dups:
         note += f"; {dups} near-duplicate pairs dropped as redundant (not counted in the passed-checks share)"
+    if overlaps:
+        note += f"; {overlaps} pairs overlapping evaluation texts dropped (not counted in the passed-checks share)"
     if n and dups / n > rc.max_duplicate_share:
         stats["decision"] = "rejected"
         note += f"; rejected: near-duplicates {dups / n:.0%} > review.max_duplicate_share {rc.max_duplicate_share:.0%}"

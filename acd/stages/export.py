@@ -57,12 +57,16 @@ def run_stats(build) -> dict[str, Any]:
     decisions = s("select * from {review_decisions} order by lot_id").to_pylist()
     human = [d["mode"] == "label_studio" and not d.get("pending") for d in decisions]
     annotators = s("select * from {review_annotators} order by annotator").to_pylist() if has("review_annotators") else []
+    from acd.contamination import summarize as contamination
+
     return {
         "quarantine": quarantine,
         "check_failures": failures,
         # human: every lot decided by annotators; mixed: some still on the automatic decision (pending).
         "review": {"mode": "human" if human and all(human) else ("mixed" if any(human) else "auto"),
                    "lots": decisions, "annotators": annotators},
+        # duplicates and evaluation overlap: counts by reason, thresholds, examples (acd.contamination)
+        "contamination": contamination(build.store, build.recipe),
     }
 
 

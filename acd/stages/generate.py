@@ -44,11 +44,19 @@ class Generate(Stage):
         return generate_where(build)
 
     def before(self, build):
+        text_index(build)  # an unreadable evaluation file stops the build here, before any lot
         if build.concurrent_lots:
             warm_up(build)
 
     def run(self, build, unit):
         return generate(build, unit)
+
+
+def text_index(build):
+    """recipe.decontaminate's evaluation-text index (built once per process, acd.checks.decontam), or None."""
+    from acd.checks.decontam import index_for
+
+    return index_for(build.recipe.decontaminate)
 
 
 def _lot_kind(plan: pa.Table) -> tuple[str, str]:
@@ -179,6 +187,7 @@ def generate(build, lot: str) -> dict[str, Any]:
         plan, media, build.run_dir, backend, build.recipe.checks, judge, timings=t,
         attempt_offset=regeneration_round(build, lot) * build.recipe.checks.max_attempts,
         pairs_in_flight=build.pairs_in_flight() if build.concurrent_lots else 0,
+        decontam=text_index(build),
     )
     t0 = since(t, "generate_lot", t0)
     if state != "missing":

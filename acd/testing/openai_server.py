@@ -9,13 +9,18 @@ Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
     finish_reason "length"); `first_n` makes the first n attempts of every distinct request fail;
   * a deterministic reply derived from the request (`reply_for(body)`), so tests can verify content; a
     judge-style prompt (mentions "chosen_complies") gets a JSON verdict;
+  * leakage: `leak={"sentences": [...], "rate": r}` appends one of the sentences (an evaluation set's text)
+    to a share r of the replies (verdicts excepted), chosen by the request's hash: the same request leaks
+    the same sentence every time, a new attempt (new wording, new request) draws again. GET /stats counts
+    them (`leaked`); decontamination tests build against it;
   * counters: GET /stats -> outcome counts, per-request-hash outcome counts and arrival times, so tests can
     prove "zero requests were sent" and "each item was generated exactly once".
   * utilisation: GET /stats -> busy_s (first request admitted to last one finished) and slot_s (the integral
     of requests in service over time), so slot_s / (slots * busy_s) is how full the server was kept;
   * auth like a real server when `api_key` is set: a wrong or missing Bearer key gets a 401 whose message
     echoes the key it was sent (as OpenAI's does, partly), to prove clients never copy bodies into logs.
-Admin: POST /admin/faults {rate, kinds, retry_after, first_n}, POST /admin/reset.
+Admin: POST /admin/faults {rate, kinds, retry_after, first_n}, POST /admin/leak {sentences, rate},
+POST /admin/reset.
 
 Run it:  python -m acd.testing.openai_server --port 8011 --median 0.4 --sigma 0.6 --slots 128
 In tests: `with OpenAITestServer(...) as srv: srv.base_url` (a thread on a free 127.0.0.1 port), or
@@ -107,6 +112,18 @@ def _sentences(rng: random.Random, n_words: int, n_sentences: int) -> str:
     return " ".join(_sentence(rng, size) for size in sizes)
 
 
+def leaked(text: str, body: dict, leak: dict | None) -> tuple[str, bool]:
+    """The reply with a leaked sentence appended when the request's hash falls under leak["rate"]; a verdict
+    (a JSON reply) never leaks. Deterministic by request: other digits of its hash than reply_for's seed."""
+    sentences = (leak or {}).get("sentences") or []
+    if not sentences or "chosen_complies" in _last_user_text(body):
+        return text, False
+    h = request_hash(body)
+    if int(h[-8:], 16) / 16**8 >= float(leak.get("rate") or 0.0):
+        return text, False
+    return f"{text.rstrip()} {sentences[int(h[-16:-8], 16) % len(sentences)].strip()}", True
+
+
 def reply_for(body: dict) -> str:
     """The deterministic reply text for a request body (what a successful response carries).
 
@@ -142,11 +159,13 @@ class _State:
         self.rng = random.Random(seed)
         self.faults: dict[str, Any] = {"rate": 0.0, "kinds": list(FAULT_KINDS), "retry_after": 1.0,
                                        "first_n": 0, "hang_s": 600.0}
+        self.leak: dict[str, Any] = {"sentences": [], "rate": 0.0}
         self.sem: asyncio.Semaphore | None = None  # created on the server's loop
         self.reset()
 
     def reset(self) -> None:
         self.outcomes: Counter = Counter()
+        self.leaked = 0  # replies that carried a leaked sentence
         self.per_hash: dict[str, Counter] = defaultdict(Counter)
         self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
@@ -267,7 +286,8 @@ def make_app(state: _State):
             done("empty")
             return js({"id": "chatcmpl-" + h[:12], "object": "chat.completion", "model": body.get("model"),
                        "choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
-        text = reply_for(body)
+        text, leak = leaked(reply_for(body), body, state.leak)
+        state.leaked += leak
         words = text.split()
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         finish = "stop"
@@ -290,7 +310,7 @@ def make_app(state: _State):
         out: dict[str, Any] = {"outcomes": dict(state.outcomes), "requests": sum(state.outcomes.values()),
                                "max_in_flight": state.max_in_flight, "distinct": len(state.arrivals),
                                "per_hash": {h: dict(c) for h, c in state.per_hash.items()},
-                               "slots": state.slots, "slot_s": round(state.slot_s, 4),
+                               "slots": state.slots, "slot_s": round(state.slot_s, 4), "leaked": state.leaked,
                                "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4)}
         if request.query_params.get("arrivals"):
             out["arrivals"] = {h: v for h, v in state.arrivals.items()}
@@ -302,6 +322,10 @@ def make_app(state: _State):
         state.faults.update(orjson.loads(await request.body()))
         return js(state.faults)
 
+    async def set_leak(request: Request) -> Response:
+        state.leak.update(orjson.loads(await request.body()))
+        return js(state.leak)
+
     async def reset(_: Request) -> Response:
         state.reset()
         return js({"ok": True})
@@ -311,6 +335,7 @@ def make_app(state: _State):
         Route("/v1/models", models, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/admin/faults", set_faults, methods=["POST"]),
+        Route("/admin/leak", set_leak, methods=["POST"]),
         Route("/admin/reset", reset, methods=["POST"]),
     ])
 
@@ -326,10 +351,11 @@ class OpenAITestServer:
 
     def __init__(self, median: float = 0.005, sigma: float = 0.0, slots: int = 256, seed: int = 0,
                  models: dict[str, str] | None = None, faults: dict | None = None, process: bool = False,
-                 port: int | None = None, api_key: str | None = None):
+                 port: int | None = None, api_key: str | None = None, leak: dict | None = None):
         self.median, self.sigma, self.slots, self.seed = median, sigma, slots, seed
         self.models = models or {"test-model": "rev-1", "weak-model": "rev-w"}
         self.initial_faults = faults or {}
+        self.initial_leak = leak or {}
         self.process = process
         self.api_key = api_key
         self.port = port or _free_port()
@@ -358,6 +384,8 @@ class OpenAITestServer:
         self._wait_ready()
         if self.initial_faults:
             self.set_faults(**self.initial_faults)
+        if self.initial_leak:
+            self.set_leak(**self.initial_leak)
         return self
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
@@ -399,6 +427,13 @@ class OpenAITestServer:
 
         return httpx.post(self._root + "/admin/faults", content=orjson.dumps(faults), timeout=10).json()
 
+    def set_leak(self, sentences: list[str], rate: float) -> dict:
+        """Append one of `sentences` to a share `rate` of the replies (see `leaked`)."""
+        import httpx
+
+        body = orjson.dumps({"sentences": list(sentences), "rate": float(rate)})
+        return httpx.post(self._root + "/admin/leak", content=body, timeout=10).json()
+
     def heal(self) -> None:
         self.set_faults(rate=0.0, first_n=0)
 
@@ -420,10 +455,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
     ap.add_argument("--models", default="test-model=rev-1,weak-model=rev-w", help="id=revision,...")
+    ap.add_argument("--leak-file", default=None, help="sentences to leak into replies, one a line")
+    ap.add_argument("--leak-rate", type=float, default=0.0, help="share of replies that carry one")
     a = ap.parse_args(argv)
     models = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in a.models.split(",") if kv)
     state = _State(a.median, a.sigma, a.slots, a.seed, models, os.environ.get("ACD_TEST_SERVER_KEY"))
     state.faults.update(rate=a.fault_rate, kinds=a.fault_kinds.split(","))
+    if a.leak_file:
+        with open(a.leak_file, encoding="utf-8") as f:
+            state.leak.update(sentences=[ln.strip() for ln in f if ln.strip()], rate=a.leak_rate)
     # Loopback only: this is a test double, never a service.
     uvicorn.run(make_app(state), host="127.0.0.1", port=a.port, log_level="warning", access_log=False,
                 lifespan="off", timeout_keep_alive=30)
