@@ -231,7 +231,8 @@ def test_webhook_and_registry_read_a_runs_recipe_json_in_either_form(tmp_path, f
     import json
 
     from acd.recipe import load_recipe
-    from acd.review import registry, webhook as wh
+    import acd.review_webhook as wh
+    from acd.review import registry
 
     ls = {"url": "http://ls.example:8080", "token_env": "ACD_UNSET_TOKEN", "webhook_url": "http://h/label-studio"}
     recipe = load_recipe("demo", {"review": {"label_studio": ls, "on_reject": "regenerate"}})
