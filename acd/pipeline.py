@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from acd.plan import stable_hash
 from acd.records import MEDIA_SCHEMA, conform, dumps
-from acd.recipe import load_recipe, recipe_from_mapping
+from acd.recipe import load_recipe, recipe_from_mapping, recorded_recipe
 from acd.runstore import EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
 
 
@@ -60,15 +60,6 @@ def last_out_dir(run_dir: str | Path) -> Path | None:
     return Path(json.loads(path.read_text())["out_dir"]) if path.exists() else None
 
 
-def recorded_recipe(run_dir: str | Path):
-    """The Recipe a run was built from. Run directories from before typed recipes hold only recipe.json,
-    the recipe as written; it loads all the same."""
-    run_dir = Path(run_dir)
-    written = run_dir / RECIPE_WRITTEN
-    source = written if written.exists() else run_dir / RECIPE_FILE
-    return recipe_from_mapping(json.loads(source.read_text()), f"recipe of {run_dir}")
-
-
 class Build:
     def __init__(self, recipe, run_dir: str | Path, out_dir: str | Path | None):
         self.recipe = recipe if not isinstance(recipe, dict) else recipe_from_mapping(recipe)
@@ -85,7 +76,10 @@ class Build:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, out_dir: str | Path | None) -> "Build":
         """Reopen a run from the recipe it recorded (review sync re-exports a run this way)."""
-        return cls(recorded_recipe(run_dir), run_dir, out_dir)
+        recipe = recorded_recipe(run_dir)
+        if recipe is None:
+            raise ValueError(f"{run_dir} has no recorded recipe: it was never built")
+        return cls(recipe, run_dir, out_dir)
 
     def __getstate__(self):  # backends, judges and sources are rebuilt on the worker that needs them
         state = dict(self.__dict__)

@@ -15,7 +15,7 @@ from acd.merge import deep_merge
 from acd.paths import RECIPES_DIR
 from acd.recipe_model import RecipeError, validate_recipe
 
-__all__ = ["RecipeError", "load_recipe", "set_dotted"]
+__all__ = ["RecipeError", "load_recipe", "recipe_from_mapping", "recorded_recipe", "set_dotted"]
 
 # Sections that come in kinds: an override that names another kind replaces the section instead of merging
 # into it (a folder source has no use for the synthetic source's counts, and they would be refused).
@@ -65,6 +65,21 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None):
     model = validate_recipe(deep_merge(recipe, overrides), f"recipe {p}")
     check_backend_fits(model, f"recipe {p}")
     return model
+
+
+def recorded_recipe(run_dir: str | Path):
+    """The Recipe a run was built from, None for a directory no build recorded. Its recipe.written.json (what
+    named the run), else recipe.json: the effective recipe, or, in run directories made before typed
+    recipes, the recipe as written; all load the same."""
+    import json
+
+    from acd.runstore import RECIPE_FILE, RECIPE_WRITTEN
+
+    run_dir = Path(run_dir)
+    for name in (RECIPE_WRITTEN, RECIPE_FILE):
+        if (run_dir / name).exists():
+            return recipe_from_mapping(json.loads((run_dir / name).read_text()), f"recipe of {run_dir}")
+    return None
 
 
 def recipe_from_mapping(mapping: dict[str, Any], where: str = "recipe"):

@@ -164,7 +164,8 @@ class LabelStudio(_Strict):
 
 class Review(_Strict):
     """Acceptance sampling and the lot gate."""
-    compliance_bar: Share = 0.95  # a lot passes when its measured compliance is above this
+    # a lot passes when its measured compliance is above this (above 1: no lot passes, e.g. to force regeneration)
+    compliance_bar: Annotated[float, Field(ge=0.0)] = 0.95
     confidence: Share = 0.95  # of the Wilson interval reported with every decision
     margin: Share = 0.03  # the interval half-width the sample is sized for (±3 points)
     label_studio: LabelStudio | None = None  # null: auto gate only

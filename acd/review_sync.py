@@ -23,7 +23,6 @@ stage, so inside acd.review it would close a package loop review -> pipeline -> 
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,14 +47,13 @@ class SyncResult:
 def sync_and_reexport(run_dir: str | Path, *, out_dir: str | Path | None = None, review: Review | Mapping | None = None,
                       client=None, on_lot: Callable[[str], None] | None = None) -> SyncResult:
     """review: None (the run's own review block), or a Review / review block mapping for the pull."""
-    from acd.recipe import recipe_from_mapping
+    from acd.recipe import recorded_recipe
     from acd.review.config import review_settings
     from acd.review.stage import sync
     from acd.runstore import RunStore
 
     run_dir = Path(run_dir)
-    recipe_file = run_dir / "recipe.json"
-    recipe = recipe_from_mapping(json.loads(recipe_file.read_text()), str(recipe_file)) if recipe_file.exists() else None
+    recipe = recorded_recipe(run_dir)
     if review is None:
         pull = recipe  # None: sync says the run has no review.label_studio
     elif recipe is None:

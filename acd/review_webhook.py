@@ -78,7 +78,8 @@ def single_run(run_dir: str | Path, recipe: str | None = None, out_dir: str | No
                state: str | Path | None = None) -> Target:
     """--run-dir: the review block from --recipe, else the run's recipe.json (effective, or as written in run
     dirs made before), else its registry entry."""
-    from acd.recipe import load_recipe, recipe_from_mapping
+    from acd.recipe import load_recipe, recorded_recipe
+    from acd.runstore import RECIPE_FILE
 
     run_dir = Path(run_dir).resolve()
     run_id = run_id_of(run_dir)
@@ -86,9 +87,9 @@ def single_run(run_dir: str | Path, recipe: str | None = None, out_dir: str | No
     review = Target.from_entry(entry).review if entry else None
     if recipe:
         review = review_settings(load_recipe(recipe))
-    elif (run_dir / "recipe.json").exists():
-        recipe = str(run_dir / "recipe.json")
-        review = review_settings(recipe_from_mapping(json.loads(Path(recipe).read_text()), recipe))
+    elif (own := recorded_recipe(run_dir)) is not None:
+        recipe = str(run_dir / RECIPE_FILE)
+        review = review_settings(own)
     if review is None or review.label_studio is None:
         raise ValueError(f"{run_dir}: no review.label_studio block (pass --recipe, or push the run with webhook_url set)")
     return Target(run_id, run_dir, review, set(entry.get("projects") or []), recipe or entry.get("recipe"),

@@ -30,12 +30,11 @@ def _review_block(run_dir: str, recipe: str | None, label_studio_url: str | None
     never the token)."""
     if not (recipe or label_studio_url):
         return None
-    from acd.recipe import load_recipe, recipe_from_mapping
+    from acd.recipe import load_recipe, recorded_recipe
     from acd.recipe_model import LabelStudio
     from acd.review.config import review_settings
 
-    own = Path(run_dir) / "recipe.json"
-    source = load_recipe(recipe) if recipe else recipe_from_mapping(json.loads(own.read_text()), str(own)) if own.exists() else None
+    source = load_recipe(recipe) if recipe else recorded_recipe(run_dir)
     review = review_settings(source)
     if label_studio_url:  # point a recipe without a label_studio block at a server (the token stays in env)
         ls = (review.label_studio or LabelStudio()).model_copy(
