@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from acd.plan import stable_hash
 from acd.records import MEDIA_SCHEMA, conform, dumps
 from acd.recipe import load_recipe, recipe_from_mapping, recorded_recipe
-from acd.runstore import EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
+from acd.runstore import DEDUP_DONE, EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
 
 
 def recipe_fingerprint(recipe) -> str:
@@ -164,7 +164,8 @@ class Build:
         return done.read_text().split() if done.exists() else []
 
     def media_table(self, keys: list[str] | None = None) -> pa.Table:
-        """Media rows, one per media_key (the first source row wins: dedup across sources and batches)."""
+        """Media rows, one per media_key (the first source row wins: dedup across sources and batches), less
+        the keys the dedup stage quarantined (near copies, evaluation overlap: dedup/all, `excluded`)."""
         if self.store.has_part(*MEDIA_INDEX):
             if self._media_index is None:  # read once per process; ~1 KB per item
                 self._media_index = self.store.read_part(*MEDIA_INDEX)
@@ -172,11 +173,14 @@ class Build:
             if keys is not None:
                 table = table.filter(pc.is_in(table.column("media_key"), pa.array(list(keys), pa.string())))
             return table.sort_by([("modality", "ascending"), ("media_key", "ascending")])
-        where = ""
+        conds = []
         params = {}
         if keys is not None:
-            where = "where media_key in (select unnest($keys))"
+            conds.append("media_key in (select unnest($keys))")
             params["keys"] = list(keys)
+        if self.store.has_part(*DEDUP_DONE):
+            conds.append("media_key not in (select media_key from {dedup} where excluded)")
+        where = ("where " + " and ".join(conds)) if conds else ""
         table = self.store.sql(
             "select * from (select * from {ingest} " + where + ") "
             "qualify row_number() over (partition by media_key order by source, source_id) = 1 "

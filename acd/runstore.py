@@ -19,7 +19,9 @@ from acd.atomicio import write_via
 # the media rows of a planned run, deduplicated, in one part (written by plan, before plan/_DONE): lots
 # look their media up here instead of scanning every ingest part with DuckDB once per lot.
 MEDIA_INDEX = ("media_index", "all")
-PLAN_DONE = "plan/_DONE"  # the planned lots, one per line: plan's done-marker
+PLAN_DONE = "plan/_DONE"
+# The dedup stage's decisions (acd.dedup.DEDUP_SCHEMA): the media keys plan's media table leaves out; its done-marker.
+DEDUP_DONE = ("dedup", "all")  # the planned lots, one per line: plan's done-marker
 # Which out dir the run's dataset was last exported to (absolute): where a review sync re-exports by default.
 EXPORTED_TO = "exported_to.json"
 # A lot's parts that judged its captions; a regenerated lot loses them (stages.generate.invalidate_downstream).

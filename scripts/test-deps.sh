@@ -18,6 +18,19 @@ if [[ ! -x "$CHROMIUM" ]]; then
   fi
 fi
 
+# Chromaprint (Debian libchromaprint-tools: fpcalc and libchromaprint1): audio fingerprints for media dedup
+# (acd.media.fingerprint calls the library; the tests compare it with fpcalc).
+if ! command -v fpcalc >/dev/null 2>&1; then
+  if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "make test: installing Debian's libchromaprint-tools for audio dedup (apt-get install -y libchromaprint-tools)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libchromaprint-tools >/dev/null
+  else
+    echo "make test needs the libchromaprint-tools package for audio dedup: run 'sudo apt-get install -y libchromaprint-tools', then make test again" >&2
+    exit 1
+  fi
+fi
+
 if [[ ! -x "$ROOT/.venv-labelstudio/bin/label-studio" ]]; then
   bash "$ROOT/scripts/labelstudio.sh" install
 fi

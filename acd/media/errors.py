@@ -29,7 +29,10 @@ REASONS = {
     "fetch_disabled": "an http(s) URL while the source does not allow fetching",
     "fetch_failed": "an http(s) fetch that failed",
     "internal_error": "an unexpected exception while probing (a bug: the detail has the type); the run goes on",
-    "duplicate": "same bytes as an earlier item of the same batch (kept once; detail names it)",
+    # Ingest (same bytes in one batch) and the dedup stage (same bytes in a later batch, or a near copy:
+    # perceptual hash / acoustic fingerprint; acd.dedup). The detail names the kept item and its media_key.
+    "duplicate": "the same media as an earlier item of the source (kept once; detail names the kept media_key)",
+    "eval_overlap": "the same media as an item of an evaluation set (decontaminate.media; detail names it)",
 }
 
 

@@ -36,6 +36,8 @@ def _renderer(modality: str) -> Callable[[int, int], tuple[bytes, dict, dict]]:
 
 class SyntheticSource:
     name = "synthetic"
+    # Every item is its own procedural scene: deduplicated by bytes only (acd.dedup.near_mode says why).
+    distinct_items = True
 
     def __init__(self, config: Any, seed: int):
         """`config`: the recipe's SyntheticSource section (acd.recipe_model), or a mapping of one; the model

@@ -1,6 +1,6 @@
 """The build's stages, in order: defined here once, for every driver.
 
-    ingest (per source batch) → plan → generate (per lot) → review (per lot)
+    ingest (per source batch) → dedup (media duplicates, evaluation overlap) → plan → generate (per lot) → review (per lot)
     → regenerate (per rejected lot; review.on_reject=regenerate) → rereview (per lot) → export
     → finish (timings.json, report.html)
 

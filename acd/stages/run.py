@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 from acd.stages.base import CPU, Executor, Outcome, Progress, Stage, StageTimer, run_unit
+from acd.stages.dedup import Dedup
 from acd.stages.export import Export
 from acd.stages.generate import Generate
 from acd.stages.ingest import Ingest
@@ -13,7 +14,7 @@ from acd.stages.plan import Plan
 from acd.stages.regenerate import Regenerate
 from acd.stages.review import Rereview, Review
 
-STAGES: tuple[Stage, ...] = (Ingest(), Plan(), Generate(), Review(), Regenerate(), Rereview(), Export())
+STAGES: tuple[Stage, ...] = (Ingest(), Dedup(), Plan(), Generate(), Review(), Regenerate(), Rereview(), Export())
 
 
 def stage(name: str) -> Stage:
