@@ -174,7 +174,15 @@ def _roles(pair: dict) -> tuple[str, ...]:
     return ROLE_ORDER[:2] if pair["is_qcc"] else ROLE_ORDER
 
 
-def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings) -> list[dict]:
+def _note_usage(sink: list | None, pair: dict, role: str, attempt: int, res: GenResult | None) -> None:
+    """One row per answered request (acd.cost.usage_row): what the server reported it used."""
+    if sink is not None and res is not None and res.status == "ok":
+        from acd.cost import usage_row
+
+        sink.append(usage_row(pair, role, attempt, res))
+
+
+def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings, sink=None) -> list[dict]:
     """One batched backend call per role (batch backends)."""
     chosen: dict[str, GenResult] = {}
     for role in ROLE_ORDER:
@@ -189,6 +197,7 @@ def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timin
         failed: set[str] = set()
         for req, pair in zip(requests, todo):
             res = results.get(req.request_id)
+            _note_usage(sink, pair, role, attempt, res)
             dl = _deadletter(pair, role, attempt, res)
             if dl:
                 deadletters.append(dl)
@@ -203,7 +212,7 @@ def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timin
     return [_finish(p, chosen[p["pair_id"]], backend, attempt) for p in pending]
 
 
-async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+async def _chain_once(pair, media, attempt, backend, priority, sink=None) -> tuple[dict | None, list[dict]]:
     """One attempt at a pair: the instruction, then the chosen and the rejected caption side by side (neither
     prompt reads the other caption, see prompts/roles.yaml), each sent the moment its input is there. Two steps
     instead of three shortens every pair's life, and with it the build's end, where the last chains run with
@@ -214,6 +223,7 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
         return _request(role, p, media, attempt, backend, priority, inline_media=False)
 
     res = await backend.agenerate(request("instruct", pair))
+    _note_usage(sink, pair, "instruct", attempt, res)
     dl = _deadletter(pair, "instruct", attempt, res)
     if dl:
         return None, [dl]
@@ -222,6 +232,8 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
     requests = [request(role, pair) for role in roles]
     results = await asyncio.gather(*(backend.agenerate(r) for r in requests))
     chosen = None
+    for role, req, res in zip(roles, requests, results):
+        _note_usage(sink, pair, role, attempt, res)
     for role, req, res in zip(roles, requests, results):
         dl = _deadletter(pair, role, attempt, res)
         if dl:  # one dead letter per pair and attempt: the first failed role, in role order
@@ -250,17 +262,17 @@ def _rules_fail(row: dict, media: dict, content: tuple[str, ...]) -> bool:
 
 
 async def _chain(pair, media, first_attempt, last_attempt, backend, priority,
-                 content: tuple[str, ...]) -> tuple[dict | None, list[dict]]:
+                 content: tuple[str, ...], sink=None) -> tuple[dict | None, list[dict]]:
     """A pair's attempts from first_attempt on, until one passes the pair's own checks or last_attempt ran."""
     for attempt in range(first_attempt, last_attempt + 1):
-        row, dls = await _chain_once(pair, media, attempt, backend, priority)
+        row, dls = await _chain_once(pair, media, attempt, backend, priority, sink)
         if row is None or attempt == last_attempt or not _rules_fail(row, media, content):
             return row, dls
     raise AssertionError("unreachable")
 
 
 def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, deadletters, timings, priority,
-                    admission: _Admission, content: tuple[str, ...]) -> list[dict]:
+                    admission: _Admission, content: tuple[str, ...], sink=None) -> list[dict]:
     """pending: pairs to generate; attempts: each pair's first attempt (by pair_id)."""
     from acd.backends import aio
 
@@ -269,7 +281,7 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
     async def chain(p):
         try:
             return await _chain(p, media_by_key[p["media_key"]], attempts[p["pair_id"]], last_attempt, backend,
-                                priority, content)
+                                priority, content, sink)
         finally:
             left[0] += 1
             admission.leave(1)
@@ -321,11 +333,13 @@ def generate_lot(
     timings: dict[str, float] | None = None,
     attempt_offset: int = 0,
     pairs_in_flight: int = 512,
+    usage: list | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
     rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
-    the budget of unfinished pairs a process's lots share (async backends; see _Admission)."""
+    the budget of unfinished pairs a process's lots share (async backends; see _Admission). usage (optional):
+    a list that gets one acd.cost.usage_row per answered request."""
     from acd.checks.config import checks_settings
     from acd.checks.lot import check_lot
 
@@ -353,10 +367,10 @@ def generate_lot(
         if concurrent:  # each pair retries its own rule failures inside its chain
             generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
                                         timings, priority, _admission(backend, pairs_in_flight),
-                                        checks_cfg.content)
+                                        checks_cfg.content, usage)
         else:  # batch backends: every pending pair is at the same attempt
             generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
-                                         deadletters, timings)
+                                         deadletters, timings, usage)
         if not generated:
             break
         t0 = time.perf_counter()

@@ -22,10 +22,25 @@ from acd.recipe import load_recipe, recipe_from_mapping
 from acd.runstore import EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
 
 
+# Recipe keys that are not part of a run's identity: they limit how a build runs, not what it makes, so
+# changing one resumes the same run directory (a larger budget continues a build the budget stopped).
+NOT_IDENTITY = (("backend", "budget_usd"),)
+
+
+def identity(mapping: dict) -> dict:
+    """A recipe mapping (as written, or effective) without the keys in NOT_IDENTITY: what names the run
+    directory and what a run directory's recorded recipe is compared on."""
+    out = dict(mapping)
+    for section, key in NOT_IDENTITY:
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
+
+
 def recipe_fingerprint(recipe) -> str:
-    """A hash of the recipe as written (Recipe.written): run directories named before the recipe had typed
-    defaults keep their names."""
-    return stable_hash(dumps(recipe.written))[:10]
+    """A hash of the recipe as written (Recipe.written), less NOT_IDENTITY: run directories named before the
+    recipe had typed defaults keep their names."""
+    return stable_hash(dumps(identity(recipe.written)))[:10]
 
 
 def default_run_dir(recipe, root: str | Path = "runs") -> Path:
@@ -101,7 +116,7 @@ class Build:
         text = json.dumps(self.recipe.effective(), sort_keys=True, indent=2)
         written = json.dumps(self.recipe.written, sort_keys=True, indent=2)
         if path.exists() and path.read_text() != text:
-            if recorded_recipe(self.run_dir).effective() != self.recipe.effective():
+            if identity(recorded_recipe(self.run_dir).effective()) != identity(self.recipe.effective()):
                 raise ValueError(
                     f"{self.run_dir} was built from a different recipe; use a new run directory "
                     "(the default run directory already includes the recipe's hash)"
