@@ -244,8 +244,7 @@ def estimate_lot(build, lot: str, media_by_key: dict[str, dict]) -> dict[str, di
     """{"role/modality": counts} for one planned lot: every pair's requests rendered as the build renders them
     (the instruct prompt exactly; chosen/rejected with an instruction of the typical length in place of the
     one the model has not written yet)."""
-    from acd.generate import _roles, _with_length
-    from acd.prompts import render
+    from acd.prompts import render, with_length as _with_length
 
     backend = build.recipe.backend
     params = dict(backend.params)
@@ -255,7 +254,7 @@ def estimate_lot(build, lot: str, media_by_key: dict[str, dict]) -> dict[str, di
     for pair in plan:
         media = media_by_key[pair["media_key"]]
         filler = " ".join(["word"] * max(1, round(typical_words("instruct", pair))))  # ~5 chars a word, like prose
-        for role in _roles(pair):
+        for role in (ROLES[:2] if pair["is_qcc"] else ROLES):  # as the build: q-c-c pairs send no rejected
             p = pair if role == "instruct" else dict(pair, instruction=_with_length(filler, pair))
             messages, _, _ = render(role, p, media, pair.get("rejection_strategy"), frames=backend.video_frames,
                                     inline_media=False)
@@ -368,13 +367,6 @@ def format_table(s: dict[str, Any]) -> str:
 
 
 # --- observed usage ------------------------------------------------------------------------------------------
-
-def usage_row(pair: dict, role: str, attempt: int, res) -> dict:
-    u = res.usage or {}
-    return {"pair_id": pair["pair_id"], "lot_id": pair["lot_id"], "modality": pair["modality"], "role": role,
-            "attempt": int(attempt), "model": res.model or "", "prompt_tokens": int(u.get("prompt_tokens") or 0),
-            "completion_tokens": int(u.get("completion_tokens") or 0), "cached": bool(res.cached)}
-
 
 def usage_schema():
     import pyarrow as pa

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from acd.backends.base import GenRequest, GenResult, supports_async
+from acd.prompts import with_length as _with_length
 from acd.records import PAIR_SCHEMA, dumps
 
 ROLE_ORDER = ("instruct", "chosen", "rejected")
@@ -175,11 +176,13 @@ def _roles(pair: dict) -> tuple[str, ...]:
 
 
 def _note_usage(sink: list | None, pair: dict, role: str, attempt: int, res: GenResult | None) -> None:
-    """One row per answered request (acd.cost.usage_row): what the server reported it used."""
+    """One row per answered request (acd.cost.usage_schema): what the server reported it used."""
     if sink is not None and res is not None and res.status == "ok":
-        from acd.cost import usage_row
-
-        sink.append(usage_row(pair, role, attempt, res))
+        u = res.usage or {}
+        sink.append({"pair_id": pair["pair_id"], "lot_id": pair["lot_id"], "modality": pair["modality"],
+                     "role": role, "attempt": int(attempt), "model": res.model or "",
+                     "prompt_tokens": int(u.get("prompt_tokens") or 0),
+                     "completion_tokens": int(u.get("completion_tokens") or 0), "cached": bool(res.cached)})
 
 
 def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings, sink=None) -> list[dict]:
@@ -311,16 +314,6 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
         if row is not None:
             generated.append(row)
     return generated
-
-
-def _with_length(instruction: str, pair: dict) -> str:
-    """Length control is composed onto the instruction as the release does: its sentence, appended, verbatim.
-    A model-written instruction that already carries it is left alone."""
-    instruction = instruction.strip()
-    sentence = pair.get("length_constraint")
-    if sentence and sentence not in instruction:
-        instruction = f"{instruction} {sentence}"
-    return instruction
 
 
 def generate_lot(

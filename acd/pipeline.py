@@ -18,23 +18,8 @@ import pyarrow.compute as pc
 
 from acd.plan import stable_hash
 from acd.records import MEDIA_SCHEMA, conform, dumps
-from acd.recipe import load_recipe, recipe_from_mapping
+from acd.recipe import identity, load_recipe, recipe_from_mapping
 from acd.runstore import EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
-
-
-# Recipe keys that are not part of a run's identity: they limit how a build runs, not what it makes, so
-# changing one resumes the same run directory (a larger budget continues a build the budget stopped).
-NOT_IDENTITY = (("backend", "budget_usd"),)
-
-
-def identity(mapping: dict) -> dict:
-    """A recipe mapping (as written, or effective) without the keys in NOT_IDENTITY: what names the run
-    directory and what a run directory's recorded recipe is compared on."""
-    out = dict(mapping)
-    for section, key in NOT_IDENTITY:
-        if isinstance(out.get(section), dict) and key in out[section]:
-            out[section] = {k: v for k, v in out[section].items() if k != key}
-    return out
 
 
 def recipe_fingerprint(recipe) -> str:

@@ -309,7 +309,7 @@ class OpenAIBackend(_ModelBackend):
     seed: int = 0
     prices: dict[str, ModelPrice] = {}  # {model: prices}: over schemas/prices.yaml (acd estimate, cost, budget)
     # No request is sent that would take spent + in-flight dollars past this (the run's total, over every run
-    # of its directory). Not part of the run's identity (acd.pipeline.NOT_IDENTITY): raise it and rerun.
+    # of its directory). Not part of the run's identity (acd.recipe.NOT_IDENTITY): raise it and rerun.
     budget_usd: Annotated[float, Field(gt=0.0)] | None = None
 
 

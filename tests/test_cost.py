@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from acd import cost
-from acd.pipeline import default_run_dir, identity
-from acd.recipe import load_recipe
+from acd.pipeline import default_run_dir
+from acd.recipe import identity, load_recipe
 from acd.recipe_model import RecipeError
 from acd.testing.openai_server import OpenAITestServer
 

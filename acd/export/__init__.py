@@ -65,7 +65,7 @@ def _table_digest(table: pa.Table) -> bytes:
 
 
 def _identity(written: dict) -> dict:
-    from acd.pipeline import identity
+    from acd.recipe import identity
 
     return identity(written)
 
