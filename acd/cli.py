@@ -27,8 +27,10 @@ class TqdmProgress:
     # What one step of each stage's bar counts (export stages count rows, shard items or files, not lots).
     UNITS = {"ingest": "batch", "pairs": "pair", "shards": "item", "acm": "row", "card": "file", "manifest": "file"}
 
-    def __init__(self):
+    def __init__(self, run_dir=None, prices=None):
         self.bars = {}
+        self.run_dir, self.prices = run_dir, prices  # model builds: the running cost and its recalibration
+        self._recalibrated = False
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -38,9 +40,27 @@ class TqdmProgress:
             bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<9}", unit=self.UNITS.get(stage, "lot"),
                                           dynamic_ncols=True, leave=True, mininterval=0.5)
         bar.total = total
+        if stage == "generate" and self.run_dir is not None:
+            try:
+                self._cost(bar, done, total)
+            except Exception as exc:  # noqa: BLE001 - a cost figure must never fail a build
+                bar.write(f"cost figures unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+                self.run_dir = None
         bar.update(done - bar.n)  # update() honours tqdm's refresh throttle; a bare refresh() would not
         if done >= total:
             bar.close()
+
+    def _cost(self, bar, done: int, total: int) -> None:
+        """Dollars paid so far on the generate bar; once a tenth of the lots is done, the estimate for the rest
+        recalibrated from the usage they reported (acd.cost.recalibrated), printed once."""
+        from acd import cost
+
+        bar.set_postfix_str(f"${cost.spent_now():,.2f} spent", refresh=False)
+        if not self._recalibrated and 0 < done < total and done >= max(1, total // 10):
+            self._recalibrated = True
+            line = cost.recalibration_line(self.run_dir, self.prices)
+            if line:
+                bar.write(line, file=sys.stderr)
 
     def close(self):
         for bar in self.bars.values():
@@ -48,34 +68,78 @@ class TqdmProgress:
 
 
 def cmd_build(args) -> int:
-    from acd.pipeline import run_build
+    from acd import cost
+    from acd.pipeline import default_run_dir, run_build
+    from acd.recipe import load_recipe
     from acd.runlock import RunLocked
 
-    progress = TqdmProgress()
+    overrides = _overrides(args.set)
+    recipe = load_recipe(args.recipe, overrides)
+    run_dir = Path(args.run_dir or default_run_dir(recipe))
+    model = not recipe.backend.capabilities.offline
+    progress = TqdmProgress(run_dir if model else None, dict(getattr(recipe.backend, "prices", {}) or {}))
     try:
-        result = run_build(args.recipe, args.out, run_dir=args.run_dir, overrides=_overrides(args.set), progress=progress)
+        result = run_build(args.recipe, args.out, run_dir=run_dir, overrides=overrides, progress=progress)
     except RunLocked as exc:  # another driver is building this run directory: say who, do nothing
         print(f"acd build: {exc}", file=sys.stderr)
         return 3
+    except cost.BudgetExhausted as exc:  # one line: the budget, what was spent, how to go on
+        progress.close()
+        print(f"acd build: {exc} (--run-dir {run_dir})", file=sys.stderr)
+        return 2
     finally:
         progress.close()
+        cost.flush_all()
     counts = result["manifest"].get("counts", {})
     accepted = sum(1 for d in result["decisions"] if d.get("decision") == "accepted")
     print(f"run directory: {result['run_dir']}")
     print(f"lots: {result['lots']} ({accepted} accepted)")
     print(f"pairs: {json.dumps(counts.get('pairs', counts), sort_keys=True)}")
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()))
+    if model:
+        paid = cost.ledger(run_dir)
+        print(f"cost: {cost.spent_now():.4f} USD paid in this run, {float(paid.get('usd', 0)):.4f} USD over every run "
+              f"of {run_dir} (server-reported usage x schemas/prices.yaml and backend.prices)")
     print(f"dataset written to {Path(result['out_dir']).resolve()}")
     return 0
 
 
-def cmd_stats(args) -> int:
-    from acd.stats import dataset_stats
+def cmd_estimate(args) -> int:
+    """Ingest and plan into the run directory `acd build` would use (no model request), then count every
+    planned request's tokens and dollars (acd.cost)."""
+    from acd import cost
+    from acd.local_executor import LocalExecutor
+    from acd.pipeline import Build, default_run_dir
+    from acd.recipe import load_recipe
+    from acd.stages import drive
 
+    recipe = load_recipe(args.recipe, _overrides(args.set))
+    if recipe.backend.capabilities.offline:
+        raise SystemExit(f"acd estimate: backend {recipe.backend.name} sends no model request (nothing to pay); "
+                         "estimate a recipe with an openai backend, e.g. --set backend.name=openai ...")
+    build = Build(recipe, args.run_dir or default_run_dir(recipe), None)
+    drive(build, LocalExecutor(build), lambda *a: None, stop_after="plan")
+    s = cost.summary(cost.estimate_run(build))
+    s["run_dir"] = str(build.run_dir)
+    if args.json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+    else:
+        print(f"estimate for {recipe.name} ({s['lots']} lots planned in {build.run_dir}); prices valid as of "
+              f"{s['prices_valid_as_of']}: check them before you rely on the dollars")
+        print(cost.format_table(s))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from acd.stats import cost_stats, dataset_stats
+
+    if args.run_dir is None and (Path(args.path) / "recipe.json").exists():  # a run directory: its cost alone
+        print(cost_stats(args.path, as_json=args.json))
+        return 0
     print(dataset_stats(args.path, as_json=args.json))
     if args.run_dir:  # the section the card and the run report carry, from the run's parts
         from acd.contamination import markdown, summarize
-        from acd.pipeline import recorded_recipe
+        from acd.recipe import recorded_recipe
         from acd.runstore import RECIPE_FILE, RunStore
 
         if not (Path(args.run_dir) / RECIPE_FILE).is_file():
@@ -84,6 +148,7 @@ def cmd_stats(args) -> int:
         summary = summarize(RunStore(args.run_dir), recorded_recipe(args.run_dir))
         print(json.dumps({"contamination": summary}, indent=2, sort_keys=True) if args.json
               else "\nDuplicates and contamination\n\n" + markdown(summary))
+        print(cost_stats(args.run_dir, as_json=args.json))
     return 0
 
 
@@ -181,7 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("path")
     s.add_argument("--json", action="store_true")
     s.add_argument("--run-dir", default=None,
-                   help="the build's run directory: also print its duplicates and contamination section")
+                   help="the build's run directory: also print its duplicates and contamination section and its "
+                        "model cost (usage the servers reported); PATH may be a run directory itself")
+
+    e = sub.add_parser("estimate", help="requests, tokens and dollars a build will cost, before any request")
+    e.add_argument("--recipe", default="demo", help="recipe name (schemas/recipes/<name>.yaml) or path")
+    e.add_argument("--run-dir", default=None, help="work directory (default: the one `acd build` uses)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value")
+    e.add_argument("--json", action="store_true")
 
     v = sub.add_parser("validate", help="check a built dataset against the contracts")
     v.add_argument("path")
@@ -221,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from acd.errors import AcdError
 
     try:
-        return {"build": cmd_build, "stats": cmd_stats, "validate": cmd_validate, "schemas": cmd_schemas,
+        return {"build": cmd_build, "stats": cmd_stats, "estimate": cmd_estimate, "validate": cmd_validate, "schemas": cmd_schemas,
                 "review": cmd_review_sync, "check": cmd_check}[args.command](args)
     except AcdError as exc:  # something the user can fix: one line, no traceback
         print(f"acd {args.command}: error: {exc}", file=sys.stderr)

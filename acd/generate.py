@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from acd.backends.base import GenRequest, GenResult, supports_async
+from acd.prompts import with_length as _with_length
 from acd.records import PAIR_SCHEMA, dumps
 
 ROLE_ORDER = ("instruct", "chosen", "rejected")
@@ -174,7 +175,17 @@ def _roles(pair: dict) -> tuple[str, ...]:
     return ROLE_ORDER[:2] if pair["is_qcc"] else ROLE_ORDER
 
 
-def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings) -> list[dict]:
+def _note_usage(sink: list | None, pair: dict, role: str, attempt: int, res: GenResult | None) -> None:
+    """One row per answered request (acd.cost.usage_schema): what the server reported it used."""
+    if sink is not None and res is not None and res.status == "ok":
+        u = res.usage or {}
+        sink.append({"pair_id": pair["pair_id"], "lot_id": pair["lot_id"], "modality": pair["modality"],
+                     "role": role, "attempt": int(attempt), "model": res.model or "",
+                     "prompt_tokens": int(u.get("prompt_tokens") or 0),
+                     "completion_tokens": int(u.get("completion_tokens") or 0), "cached": bool(res.cached)})
+
+
+def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timings, sink=None) -> list[dict]:
     """One batched backend call per role (batch backends)."""
     chosen: dict[str, GenResult] = {}
     for role in ROLE_ORDER:
@@ -189,6 +200,7 @@ def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timin
         failed: set[str] = set()
         for req, pair in zip(requests, todo):
             res = results.get(req.request_id)
+            _note_usage(sink, pair, role, attempt, res)
             dl = _deadletter(pair, role, attempt, res)
             if dl:
                 deadletters.append(dl)
@@ -203,7 +215,7 @@ def _by_role_batches(pending, media_by_key, attempt, backend, deadletters, timin
     return [_finish(p, chosen[p["pair_id"]], backend, attempt) for p in pending]
 
 
-async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | None, list[dict]]:
+async def _chain_once(pair, media, attempt, backend, priority, sink=None) -> tuple[dict | None, list[dict]]:
     """One attempt at a pair: the instruction, then the chosen and the rejected caption side by side (neither
     prompt reads the other caption, see prompts/roles.yaml), each sent the moment its input is there. Two steps
     instead of three shortens every pair's life, and with it the build's end, where the last chains run with
@@ -214,6 +226,7 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
         return _request(role, p, media, attempt, backend, priority, inline_media=False)
 
     res = await backend.agenerate(request("instruct", pair))
+    _note_usage(sink, pair, "instruct", attempt, res)
     dl = _deadletter(pair, "instruct", attempt, res)
     if dl:
         return None, [dl]
@@ -222,6 +235,8 @@ async def _chain_once(pair, media, attempt, backend, priority) -> tuple[dict | N
     requests = [request(role, pair) for role in roles]
     results = await asyncio.gather(*(backend.agenerate(r) for r in requests))
     chosen = None
+    for role, req, res in zip(roles, requests, results):
+        _note_usage(sink, pair, role, attempt, res)
     for role, req, res in zip(roles, requests, results):
         dl = _deadletter(pair, role, attempt, res)
         if dl:  # one dead letter per pair and attempt: the first failed role, in role order
@@ -251,17 +266,17 @@ def _rules_fail(row: dict, media: dict, content: tuple[str, ...], decontam=None)
 
 
 async def _chain(pair, media, first_attempt, last_attempt, backend, priority,
-                 content: tuple[str, ...], decontam=None) -> tuple[dict | None, list[dict]]:
+                 content: tuple[str, ...], decontam=None, sink=None) -> tuple[dict | None, list[dict]]:
     """A pair's attempts from first_attempt on, until one passes the pair's own checks or last_attempt ran."""
     for attempt in range(first_attempt, last_attempt + 1):
-        row, dls = await _chain_once(pair, media, attempt, backend, priority)
+        row, dls = await _chain_once(pair, media, attempt, backend, priority, sink)
         if row is None or attempt == last_attempt or not _rules_fail(row, media, content, decontam):
             return row, dls
     raise AssertionError("unreachable")
 
 
 def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, deadletters, timings, priority,
-                    admission: _Admission, content: tuple[str, ...], decontam=None) -> list[dict]:
+                    admission: _Admission, content: tuple[str, ...], decontam=None, sink=None) -> list[dict]:
     """pending: pairs to generate; attempts: each pair's first attempt (by pair_id)."""
     from acd.backends import aio
 
@@ -270,7 +285,7 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
     async def chain(p):
         try:
             return await _chain(p, media_by_key[p["media_key"]], attempts[p["pair_id"]], last_attempt, backend,
-                                priority, content, decontam)
+                                priority, content, decontam, sink)
         finally:
             left[0] += 1
             admission.leave(1)
@@ -302,16 +317,6 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
     return generated
 
 
-def _with_length(instruction: str, pair: dict) -> str:
-    """Length control is composed onto the instruction as the release does: its sentence, appended, verbatim.
-    A model-written instruction that already carries it is left alone."""
-    instruction = instruction.strip()
-    sentence = pair.get("length_constraint")
-    if sentence and sentence not in instruction:
-        instruction = f"{instruction} {sentence}"
-    return instruction
-
-
 def generate_lot(
     plan: pa.Table,
     media: pa.Table,
@@ -323,13 +328,15 @@ def generate_lot(
     attempt_offset: int = 0,
     pairs_in_flight: int = 512,
     decontam=None,
+    usage: list | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """timings (optional): seconds are added under "backend" (generation), "check" (check_lot, judge
     included) and "judge" (the judge's model calls alone). attempt_offset: a lot regenerated after review
     rejected it starts past the attempts already used, so the backend writes new captions. pairs_in_flight:
     the budget of unfinished pairs a process's lots share (async backends; see _Admission). decontam: the
     evaluation texts' n-gram index (acd.checks.decontam): a pair overlapping them fails eval_text_overlap and
-    is asked again like any failure; None: not checked."""
+    is asked again like any failure; None: not checked. usage (optional): a list that gets one
+    acd.cost.usage_row per answered request."""
     from acd.checks.config import checks_settings
     from acd.checks.lot import check_lot
 
@@ -357,10 +364,10 @@ def generate_lot(
         if concurrent:  # each pair retries its own rule failures inside its chain
             generated = _by_pair_chains(pending, media_by_key, next_attempt, last_attempt, backend, deadletters,
                                         timings, priority, _admission(backend, pairs_in_flight),
-                                        checks_cfg.content, decontam)
+                                        checks_cfg.content, decontam, usage)
         else:  # batch backends: every pending pair is at the same attempt
             generated = _by_role_batches(pending, media_by_key, next_attempt[pending[0]["pair_id"]], backend,
-                                         deadletters, timings)
+                                         deadletters, timings, usage)
         if not generated:
             break
         t0 = time.perf_counter()

@@ -18,14 +18,14 @@ import pyarrow.compute as pc
 
 from acd.plan import stable_hash
 from acd.records import MEDIA_SCHEMA, conform, dumps
-from acd.recipe import load_recipe, recipe_from_mapping, recorded_recipe
+from acd.recipe import identity, load_recipe, recipe_from_mapping, recorded_recipe
 from acd.runstore import DEDUP_DONE, EXPORTED_TO, MEDIA_INDEX, PLAN_DONE, RECIPE_FILE, RECIPE_WRITTEN, RunStore
 
 
 def recipe_fingerprint(recipe) -> str:
-    """A hash of the recipe as written (Recipe.written): run directories named before the recipe had typed
-    defaults keep their names."""
-    return stable_hash(dumps(recipe.written))[:10]
+    """A hash of the recipe as written (Recipe.written), less NOT_IDENTITY: run directories named before the
+    recipe had typed defaults keep their names."""
+    return stable_hash(dumps(identity(recipe.written)))[:10]
 
 
 def default_run_dir(recipe, root: str | Path = "runs") -> Path:
@@ -95,7 +95,7 @@ class Build:
         text = json.dumps(self.recipe.effective(), sort_keys=True, indent=2)
         written = json.dumps(self.recipe.written, sort_keys=True, indent=2)
         if path.exists() and path.read_text() != text:
-            if recorded_recipe(self.run_dir).effective() != self.recipe.effective():
+            if identity(recorded_recipe(self.run_dir).effective()) != identity(self.recipe.effective()):
                 raise ValueError(
                     f"{self.run_dir} was built from a different recipe; use a new run directory "
                     "(the default run directory already includes the recipe's hash)"

@@ -94,6 +94,16 @@ def _hash(files: list[_File]) -> str:
     return h.hexdigest()
 
 
+def with_length(instruction: str, pair: dict) -> str:
+    """Length control is composed onto the instruction as the release does: its sentence, appended, verbatim.
+    A model-written instruction that already carries it is left alone."""
+    instruction = instruction.strip()
+    sentence = pair.get("length_constraint")
+    if sentence and sentence not in instruction:
+        instruction = f"{instruction} {sentence}"
+    return instruction
+
+
 def length_violation(length_key: str | None) -> str:
     """A concrete, clearly off-target length for the length_violation strategy."""
     from acd.taxonomy import LengthConstraint

@@ -87,3 +87,18 @@ def recipe_from_mapping(mapping: dict[str, Any], where: str = "recipe"):
     model = validate_recipe(mapping, where)
     check_backend_fits(model, where)
     return model
+
+
+# Recipe keys that are not part of a run's identity: they limit how a build runs, not what it makes, so
+# changing one resumes the same run directory (a larger budget continues a build the budget stopped).
+NOT_IDENTITY = (("backend", "budget_usd"),)
+
+
+def identity(mapping: dict) -> dict:
+    """A recipe mapping (as written, or effective) without the keys in NOT_IDENTITY: what names the run
+    directory and what a run directory's recorded recipe is compared on."""
+    out = dict(mapping)
+    for section, key in NOT_IDENTITY:
+        if isinstance(out.get(section), dict) and key in out[section]:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out

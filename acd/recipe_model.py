@@ -282,6 +282,13 @@ class _ModelBackend(_Strict):
         return v
 
 
+class ModelPrice(_Strict):
+    """One model's prices in USD per million tokens (over the pinned table schemas/prices.yaml)."""
+    input_per_mtok: Annotated[float, Field(ge=0.0)]
+    output_per_mtok: Annotated[float, Field(ge=0.0)]
+    audio_input_per_mtok: Annotated[float, Field(ge=0.0)] | None = None
+
+
 class OpenAIBackend(_ModelBackend):
     """Any OpenAI-compatible endpoint (OpenAI, vllm serve, SGLang, TGI)."""
     name: Literal["openai"]
@@ -301,6 +308,10 @@ class OpenAIBackend(_ModelBackend):
     backoff_base_s: Seconds = 0.5
     backoff_cap_s: Seconds = 30.0
     seed: int = 0
+    prices: dict[str, ModelPrice] = {}  # {model: prices}: over schemas/prices.yaml (acd estimate, cost, budget)
+    # No request is sent that would take spent + in-flight dollars past this (the run's total, over every run
+    # of its directory). Not part of the run's identity (acd.recipe.NOT_IDENTITY): raise it and rerun.
+    budget_usd: Annotated[float, Field(gt=0.0)] | None = None
 
 
 class VLLMBackend(_ModelBackend):

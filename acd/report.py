@@ -197,7 +197,34 @@ def markdown_report(build, data: dict | None = None) -> str:
                   _orchestration_line(d["timings"])]
         if history:
             parts += ["## Runs of this build\n", _table(_run_rows(history), ["run", "finished (UTC)", "wall s", "per stage (s)"])]
+    parts += _cost_section(build)
     return "\n".join(parts)
+
+
+def _cost_section(build) -> list[str]:
+    """Model cost: usage the servers reported per role and modality against the plan's estimate, and the
+    dollars paid over every run (acd.cost). Nothing for an offline backend."""
+    from acd import cost
+
+    if build.recipe.backend.capabilities.offline:
+        return []
+    prices = dict(getattr(build.recipe.backend, "prices", {}) or {})
+    obs = cost.observed(build.run_dir, prices)["groups"].get("all", {})
+    est_path = build.run_dir / cost.ESTIMATE_FILE
+    est = cost.merge(json.loads(est_path.read_text())["lots"]) if est_path.exists() else {}
+    money = (lambda g: f"{g['usd_online']:.4f}" if g and g["priced"] else "unknown")
+    rows = [{"role / modality": k, "requests (est.)": f"{o['requests'] if o else 0} ({e['requests'] if e else '-'})",
+             "prompt tokens (est.)": f"{o['prompt_tokens'] if o else 0} ({e['prompt_tokens'] if e else '-'})",
+             "completion tokens (est.)": f"{o['completion_tokens'] if o else 0} ({e['completion_tokens'] if e else '-'})",
+             "USD (est.)": f"{money(o)} ({money(e)})"}
+            for k in sorted(set(obs) | set(est)) for o, e in [(obs.get(k), est.get(k))]]
+    paid = cost.ledger(build.run_dir)
+    return ["## Model cost\n",
+            f"Paid over every run of this directory: {paid.get('usd', 0)} USD for {paid.get('requests', 0)} requests "
+            "(server-reported usage x schemas/prices.yaml with the recipe's backend.prices; cached answers cost "
+            "nothing). Per role and modality, every answer the dataset's requests got, against the plan's estimate:\n",
+            _table(rows, ["role / modality", "requests (est.)", "prompt tokens (est.)", "completion tokens (est.)",
+                          "USD (est.)"])]
 
 
 def _length_plots(lengths: list[dict]) -> dict[str, bytes]:

@@ -50,3 +50,26 @@ def dataset_stats(path: str | Path, as_json: bool = False) -> str:
     lines += ["length forms: " + ", ".join(f"{k} {v}" for k, v in by_form)]
     lines += ["rejection strategies: " + ", ".join(f"{k} {v}" for k, v in by_strategy)]
     return "\n".join(lines)
+
+
+def cost_stats(run_dir: str | Path, as_json: bool = False) -> str:
+    """A run's model cost: the usage the servers reported per role and modality (usage parts), and the dollars
+    paid over every run of the directory (its ledger; answers from the request cache cost nothing)."""
+    from acd import cost
+    from acd.pipeline import recorded_recipe
+
+    prices = dict(getattr(recorded_recipe(run_dir).backend, "prices", {}) or {})
+    obs = cost.observed(run_dir, prices)
+    groups = obs["groups"].get("all", {})
+    paid = cost.ledger(run_dir)
+    rows = [{"role": k.split("/")[0], "modality": k.split("/")[1], "requests": g["requests"],
+             "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"],
+             "usd": round(g["usd_online"], 6) if g["priced"] else None} for k, g in sorted(groups.items())]
+    data = {"cost": {"by_role_modality": rows, "paid_usd": paid.get("usd"), "paid_requests": paid.get("requests")}}
+    if as_json:
+        return json.dumps(data, indent=2, sort_keys=True)
+    lines = ["", "cost (server-reported usage)", "role      modality  requests  prompt tok  compl. tok        USD"]
+    lines += [f"{r['role']:<9} {r['modality']:<8} {r['requests']:>9} {r['prompt_tokens']:>11} {r['completion_tokens']:>11} "
+              f"{'unknown' if r['usd'] is None else format(r['usd'], '.4f'):>10}" for r in rows]
+    lines.append(f"paid over every run of the directory: {paid.get('usd', 0)} USD for {paid.get('requests', 0)} requests")
+    return "\n".join(lines)

@@ -188,6 +188,11 @@ class OpenAIBackend:
         self._fatal: errors.BackendUnavailable | None = None
         self.latency = _Latency()
         self.stats = {"hedged": 0, "hedge_won": 0, "timeouts": 0}
+        from acd.cost import Spend
+
+        # Dollars paid (from each answer's usage) and the budget no request may pass (acd.cost); the generate
+        # stage attaches the run directory's ledger, so a budget counts earlier runs of the same directory.
+        self.spend = Spend(section.budget_usd, dict(section.prices))
 
     @property
     def model_revision(self) -> str:
@@ -470,6 +475,26 @@ class OpenAIBackend:
         params = self.wire_params(req)
         body = orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
         est_tokens = _estimate_tokens(req.messages) + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
+        # Reserved before the first attempt (prompt estimate + max_tokens at the model's prices), settled with
+        # the usage the server reports: the budget holds for spent + in flight, never after the fact.
+        reserved = self.spend.estimate(model, req.messages, req.media, params)
+        self.spend.reserve(reserved)
+        usage: dict = {}
+        try:
+            res = await self._send(req, model, params, body, est_tokens, usage)
+        except asyncio.CancelledError:
+            # Cut off mid-flight (the build stopping): the server may have answered and billed it, and no
+            # usage will say so; it counts at its reservation, an upper bound, so the ledger never runs short.
+            self.spend.settle(reserved, model, usage, unknown_usd=None if usage else reserved)
+            raise
+        except BaseException:
+            self.spend.settle(reserved, model, usage)
+            raise
+        self.spend.settle(reserved, model, usage)
+        return res
+
+    async def _send(self, req: GenRequest, model: str, params: dict, body: bytes, est_tokens: int,
+                    usage: dict) -> GenResult:
         errors_ = rate_limited = refused = 0
         t0 = time.monotonic()
         while True:
@@ -483,6 +508,9 @@ class OpenAIBackend:
             out = await self._attempt(ep, body)
             if self._tpm and out.usage.get("total_tokens"):
                 self._tpm.adjust(out.usage["total_tokens"] - est_tokens)
+            if out.usage.get("prompt_tokens") is not None:  # billed, whatever became of the reply
+                usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + int(out.usage.get("prompt_tokens") or 0)
+                usage["completion_tokens"] = usage.get("completion_tokens", 0) + int(out.usage.get("completion_tokens") or 0)
             reason = out.reason
             if reason is None:
                 return GenResult(req.request_id, "ok", text=out.text, backend=self.name, model=model,

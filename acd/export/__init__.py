@@ -64,6 +64,12 @@ def _table_digest(table: pa.Table) -> bytes:
     return sink.h.digest()
 
 
+def _identity(written: dict) -> dict:
+    from acd.recipe import identity
+
+    return identity(written)
+
+
 def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -> str:
     # The recipe as written (its defaults are the code's, which the format versions and templates cover):
     # a dataset exported before typed recipes is not rewritten for it.
@@ -77,7 +83,7 @@ def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -
     return mf.hash_parts(
         EXPORT_FORMAT.encode(), shards.TAR_FORMAT_VERSION.encode(), template_bytes,
         measured, checks_fingerprint().encode(),
-        json.dumps(recipe.written, sort_keys=True, default=str).encode(),
+        json.dumps(_identity(recipe.written), sort_keys=True, default=str).encode(),  # a budget is not an input
         json.dumps(stats or {}, sort_keys=True, default=str).encode(),
         _table_digest(pairs), _table_digest(media.drop_columns(["uri"])),
     )

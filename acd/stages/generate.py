@@ -35,7 +35,8 @@ def generate_where(build) -> str:
 
 class Generate(Stage):
     name, unit, task, retries = "generate", "lot", "generate-lot", 1
-    reads, writes = ("plan", "media_index"), ("deadletter", "generate")
+    # usage: what each answered request used (acd.cost; model backends), before the lot's generate part
+    reads, writes = ("plan", "media_index"), ("deadletter", "usage", "generate")
 
     def units(self, build, results):
         return results["plan"]
@@ -45,11 +46,41 @@ class Generate(Stage):
 
     def before(self, build):
         text_index(build)  # an unreadable evaluation file stops the build here, before any lot
+        if not build.recipe.backend.capabilities.offline:
+            prepare_cost(build)
         if build.concurrent_lots:
             warm_up(build)
 
     def run(self, build, unit):
         return generate(build, unit)
+
+    def after(self, build, executor, result):
+        spend = getattr(build.backend, "spend", None)
+        if spend is not None:
+            spend.flush()
+        return result
+
+
+def prepare_cost(build) -> None:
+    """Before a model backend's lots: the plan's estimate (once per run directory: the recalibration compares
+    observed usage with it), the run's ledger of dollars paid (earlier runs count against the budget), and a
+    price for every model when there is a budget (a budget over unknown prices is no budget)."""
+    from acd import cost
+
+    if not (build.run_dir / cost.ESTIMATE_FILE).exists():
+        cost.estimate_run(build)
+    section = build.recipe.backend
+    if section.budget_usd is not None:
+        unpriced = sorted({m for m in cost._role_models(section).values() if m and
+                           cost.price_for(m, section.prices).input_per_mtok is None})
+        if unpriced:
+            from acd.errors import AcdError
+
+            raise AcdError(f"backend.budget_usd needs prices for {', '.join(unpriced)}: add backend.prices: "
+                           f"{{<model>: {{input_per_mtok: ..., output_per_mtok: ...}}}} (USD per million tokens)")
+    spend = getattr(build.backend, "spend", None)
+    if spend is not None:
+        spend.attach(build.run_dir)
 
 
 def text_index(build):
@@ -183,11 +214,12 @@ def generate(build, lot: str) -> dict[str, Any]:
         # and serial builds then write the same bytes.
         judge = type(judge)()
     t0 = since(t, "setup", t0)
+    usage: list | None = None if build.recipe.backend.capabilities.offline else []
     pairs, deadletters = generate_lot(
         plan, media, build.run_dir, backend, build.recipe.checks, judge, timings=t,
         attempt_offset=regeneration_round(build, lot) * build.recipe.checks.max_attempts,
         pairs_in_flight=build.pairs_in_flight() if build.concurrent_lots else 0,
-        decontam=text_index(build),
+        decontam=text_index(build), usage=usage,
     )
     t0 = since(t, "generate_lot", t0)
     if state != "missing":
@@ -195,6 +227,9 @@ def generate(build, lot: str) -> dict[str, Any]:
     pairs = conform(pairs, PAIR_SCHEMA)
     pairs = pairs.replace_schema_metadata({**(pairs.schema.metadata or {}), INPUTS_KEY: inputs.encode()})
     build.store.write_part("deadletter", lot, rows_to_table(deadletters, DEADLETTER_SCHEMA))
+    from acd.cost import USAGE_STAGE, usage_table
+
+    build.store.write_part(USAGE_STAGE, lot, usage_table(usage or []))
     build.store.write_part("generate", lot, pairs)
     since(t, "part_write", t0)
     passed = sum(1 for v in pairs.column("check_passed").to_pylist() if v)

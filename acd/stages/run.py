@@ -27,9 +27,10 @@ def call_unit(build, stage_name: str, unit: str | None = None, progress: Progres
     return run_unit(stage(stage_name), build, unit, progress)
 
 
-def run_stages(build, executor: Executor, progress: Progress) -> dict[str, Any]:
+def run_stages(build, executor: Executor, progress: Progress, stop_after: str | None = None) -> dict[str, Any]:
     """Every stage of STAGES, in order, its units where `executor` puts them; then build.finish (timings.json
-    and the report). Returns {stage name: result} plus "seconds" and "components"."""
+    and the report). Returns {stage name: result} plus "seconds" and "components". stop_after: the last stage
+    to run (`acd estimate` stops after plan: nothing before generate sends a model request); no report then."""
     timer = StageTimer()
     results: dict[str, Any] = {}
     stages = [st for st in STAGES if st.active(build)]
@@ -62,6 +63,8 @@ def run_stages(build, executor: Executor, progress: Progress) -> dict[str, Any]:
             if st.replaces is not None:
                 results[st.replaces] = result
             _release_if_done(executor, build, stages[k + 1:])
+            if st.name == stop_after:
+                return {**results, "seconds": timer.seconds, "components": timer.components}
     finally:
         executor.close()
     build.finish(timer.seconds, timer.components)
@@ -73,7 +76,8 @@ def _release_if_done(executor: Executor, build, later: list[Stage]) -> None:
         executor.release()
 
 
-def drive(build, executor: Executor, progress: Progress, lock: Callable[[], Any] | None = None) -> dict[str, Any]:
+def drive(build, executor: Executor, progress: Progress, lock: Callable[[], Any] | None = None,
+          stop_after: str | None = None) -> dict[str, Any]:
     """The one driver, for `acd build` and the build-acd flow: take the run directory's lock (`lock`, else
     the CLI's), remove what killed writers left mid-file (only the lock holder may), run every stage,
     release the lock."""
@@ -85,8 +89,8 @@ def drive(build, executor: Executor, progress: Progress, lock: Callable[[], Any]
     else:
         lock()
     try:
-        sweep_dead_temps(build.run_dir, build.out_dir)
-        return run_stages(build, executor, progress)
+        sweep_dead_temps(*[d for d in (build.run_dir, build.out_dir) if d is not None])
+        return run_stages(build, executor, progress, stop_after)
     finally:
         runlock.release(build.run_dir)
 

@@ -150,9 +150,61 @@ def reply_for(body: dict) -> str:
     return _sentences(rng, k * rng.randint(6, 10), k)
 
 
+USAGE_RULES = ("text", "gpt-4o")
+
+
+def _gpt4o_usage(body: dict, reply: str) -> tuple[int, int]:
+    """(prompt, completion) tokens billed the way OpenAI documents it for gpt-4o, so cost figures can be
+    tested against realistic counts: text ~4 characters a token (OpenAI's rule of thumb), 3 tokens framing
+    each message and 3 priming the reply, an image 85 + 170 per 512-px tile after fitting 2048x2048 and the
+    shortest side 768 (85 at detail low), audio 10 tokens a second. Deliberately the server's own copy of
+    the published rules, decoded from the bytes sent: it is what the client's estimate (acd.cost) is
+    measured against."""
+    import base64
+    import io
+
+    def text(t: str) -> int:
+        return math.ceil(len(t) / 4) if t else 0
+
+    n = 3
+    for m in body.get("messages") or []:
+        n += 3
+        c = m.get("content")
+        if isinstance(c, str):
+            n += text(c)
+            continue
+        for p in c or []:
+            if not isinstance(p, dict):
+                continue
+            if p.get("type") == "text":
+                n += text(p.get("text", ""))
+            elif p.get("type") == "image_url":
+                url = (p.get("image_url") or {}).get("url", "")
+                if (p.get("image_url") or {}).get("detail") == "low":
+                    n += 85
+                    continue
+                from PIL import Image
+
+                w, h = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size
+                sc = min(1.0, 2048 / max(w, h))
+                w, h = w * sc, h * sc
+                sc = min(1.0, 768 / min(w, h))
+                w, h = w * sc, h * sc
+                n += 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+            elif p.get("type") == "input_audio":
+                import soundfile as sf
+
+                info = sf.info(io.BytesIO(base64.b64decode((p.get("input_audio") or {}).get("data", ""))))
+                n += math.ceil(info.frames / info.samplerate * 10)
+    return n, max(1, text(reply))
+
+
 class _State:
     def __init__(self, median: float, sigma: float, slots: int, seed: int, models: dict[str, str],
-                 api_key: str | None = None):
+                 api_key: str | None = None, usage_rule: str = "text"):
+        if usage_rule not in USAGE_RULES:
+            raise ValueError(f"usage_rule: one of {USAGE_RULES}")
+        self.usage_rule = usage_rule
         self.median, self.sigma, self.slots = median, sigma, slots
         self.api_key = api_key
         self.models = models  # id -> revision
@@ -177,6 +229,8 @@ class _State:
         self.slot_s = 0.0
         self._last_change = 0.0
         self.in_flight_changes: list[tuple[float, int]] = []  # (monotonic time, requests in service after it)
+        self.billed: Counter = Counter()  # usage summed over every answer sent (what a provider would bill)
+        self.billed_by_model: dict[str, Counter] = defaultdict(Counter)
 
     def _account(self, delta: int) -> None:
         """Requests in service changes by delta: integrate in_flight over time (slot-seconds)."""
@@ -298,12 +352,19 @@ def make_app(state: _State):
         if finish == "stop":
             state.ok_times.append(time.time())
         prompt_tokens = max(1, len(_last_user_text(body)) // 4)
+        completion_tokens = len(words)
+        if state.usage_rule == "gpt-4o":
+            prompt_tokens, completion_tokens = _gpt4o_usage(body, text)
+        state.billed["prompt_tokens"] += prompt_tokens
+        state.billed["completion_tokens"] += completion_tokens
+        state.billed_by_model[body.get("model") or ""].update(prompt_tokens=prompt_tokens,
+                                                              completion_tokens=completion_tokens, requests=1)
         return js({
             "id": "chatcmpl-" + h[:12], "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                      "total_tokens": prompt_tokens + len(words)},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
         })
 
     async def stats(request: Request) -> Response:
@@ -311,7 +372,9 @@ def make_app(state: _State):
                                "max_in_flight": state.max_in_flight, "distinct": len(state.arrivals),
                                "per_hash": {h: dict(c) for h, c in state.per_hash.items()},
                                "slots": state.slots, "slot_s": round(state.slot_s, 4), "leaked": state.leaked,
-                               "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4)}
+                               "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4),
+                               "usage": dict(state.billed),
+                               "usage_by_model": {m: dict(c) for m, c in state.billed_by_model.items()}}
         if request.query_params.get("arrivals"):
             out["arrivals"] = {h: v for h, v in state.arrivals.items()}
             out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times,
@@ -351,8 +414,12 @@ class OpenAITestServer:
 
     def __init__(self, median: float = 0.005, sigma: float = 0.0, slots: int = 256, seed: int = 0,
                  models: dict[str, str] | None = None, faults: dict | None = None, process: bool = False,
-                 port: int | None = None, api_key: str | None = None, leak: dict | None = None):
+                 port: int | None = None, api_key: str | None = None, leak: dict | None = None,
+                 usage_rule: str = "text"):
+        """usage_rule: "text" (prompt tokens = last user text / 4, completion = words) or "gpt-4o" (OpenAI's
+        published counting, images and audio included: _gpt4o_usage)."""
         self.median, self.sigma, self.slots, self.seed = median, sigma, slots, seed
+        self.usage_rule = usage_rule
         self.models = models or {"test-model": "rev-1", "weak-model": "rev-w"}
         self.initial_faults = faults or {}
         self.initial_leak = leak or {}
@@ -367,7 +434,8 @@ class OpenAITestServer:
         if self.process:
             args = [sys.executable, "-m", "acd.testing.openai_server", "--port", str(self.port),
                     "--median", str(self.median), "--sigma", str(self.sigma), "--slots", str(self.slots),
-                    "--seed", str(self.seed), "--models", ",".join(f"{m}={r}" for m, r in self.models.items())]
+                    "--seed", str(self.seed), "--models", ",".join(f"{m}={r}" for m, r in self.models.items()),
+                    "--usage-rule", self.usage_rule]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             if self.api_key is not None:
                 env["ACD_TEST_SERVER_KEY"] = self.api_key  # not on the command line (ps shows that)
@@ -375,7 +443,7 @@ class OpenAITestServer:
         else:
             import uvicorn
 
-            state = _State(self.median, self.sigma, self.slots, self.seed, self.models, self.api_key)
+            state = _State(self.median, self.sigma, self.slots, self.seed, self.models, self.api_key, self.usage_rule)
             config = uvicorn.Config(make_app(state), host="127.0.0.1", port=self.port, log_level="warning",
                                     access_log=False, lifespan="off", timeout_keep_alive=30)
             self._server = uvicorn.Server(config)
@@ -457,9 +525,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="test-model=rev-1,weak-model=rev-w", help="id=revision,...")
     ap.add_argument("--leak-file", default=None, help="sentences to leak into replies, one a line")
     ap.add_argument("--leak-rate", type=float, default=0.0, help="share of replies that carry one")
+    ap.add_argument("--usage-rule", default="text", choices=USAGE_RULES)
     a = ap.parse_args(argv)
     models = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in a.models.split(",") if kv)
-    state = _State(a.median, a.sigma, a.slots, a.seed, models, os.environ.get("ACD_TEST_SERVER_KEY"))
+    state = _State(a.median, a.sigma, a.slots, a.seed, models, os.environ.get("ACD_TEST_SERVER_KEY"), a.usage_rule)
     state.faults.update(rate=a.fault_rate, kinds=a.fault_kinds.split(","))
     if a.leak_file:
         with open(a.leak_file, encoding="utf-8") as f:
