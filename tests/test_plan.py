@@ -17,7 +17,7 @@ def test_plan_covers_every_combination_and_length_form():
     recipe = load_recipe("demo")
     plan = plan_pairs(_media(), recipe)
     tax = load_taxonomy()
-    assert plan.num_rows == sum(recipe["pairs"].values())
+    assert plan.num_rows == sum(recipe.pairs.model_dump().values())
     combos = set(zip(plan.column("modality").to_pylist(), plan.column("instruction_type").to_pylist()))
     assert combos == set(tax.combinations())
     forms = {k.split(":")[0] for k in plan.column("length_key").to_pylist()}
@@ -40,7 +40,7 @@ def test_plan_quotas_ids_and_splits():
     for r in plan:
         lots.setdefault(r["lot_id"], set()).add((r["modality"], r["instruction_type"]))
     assert all(len(v) == 1 for v in lots.values()), "a lot mixes modality/type"
-    assert max(sum(1 for r in plan if r["lot_id"] == lot) for lot in lots) <= recipe["lot_size"]
+    assert max(sum(1 for r in plan if r["lot_id"] == lot) for lot in lots) <= recipe.lot_size
 
 
 def test_plan_is_deterministic_and_seeded():
