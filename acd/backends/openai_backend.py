@@ -475,26 +475,31 @@ class OpenAIBackend:
         params = self.wire_params(req)
         body = orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
         est_tokens = _estimate_tokens(req.messages) + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
-        # Reserved before the first attempt (prompt estimate + max_tokens at the model's prices), settled with
-        # the usage the server reports: the budget holds for spent + in flight, never after the fact.
-        reserved = self.spend.estimate(model, req.messages, req.media, params)
-        self.spend.reserve(reserved)
+        # Reserved when it gets a slot, just before it is first sent (prompt estimate + max_tokens at the model's
+        # prices), settled with the usage the server reports: the budget holds for spent + on the wire, never
+        # after the fact, and requests waiting for a slot hold no part of it.
+        cost = {"usd": self.spend.estimate(model, req.messages, req.media, params), "reserved": False, "sent": False}
         usage: dict = {}
         try:
-            res = await self._send(req, model, params, body, est_tokens, usage)
+            res = await self._send(req, model, params, body, est_tokens, usage, cost)
         except asyncio.CancelledError:
-            # Cut off mid-flight (the build stopping): the server may have answered and billed it, and no
-            # usage will say so; it counts at its reservation, an upper bound, so the ledger never runs short.
-            self.spend.settle(reserved, model, usage, unknown_usd=None if usage else reserved)
+            # Cut off (the build stopping). Sent and unanswered: the server may have billed it and no usage
+            # will say so; it counts at its reservation, an upper bound, so the ledger never runs short. Never
+            # sent: it cost nothing.
+            if cost["reserved"]:
+                unknown = None if usage or not cost["sent"] else cost["usd"]
+                self.spend.settle(cost["usd"], model, usage, unknown_usd=unknown)
             raise
         except BaseException:
-            self.spend.settle(reserved, model, usage)
+            if cost["reserved"]:
+                self.spend.settle(cost["usd"], model, usage)
             raise
-        self.spend.settle(reserved, model, usage)
+        if cost["reserved"]:
+            self.spend.settle(cost["usd"], model, usage)
         return res
 
     async def _send(self, req: GenRequest, model: str, params: dict, body: bytes, est_tokens: int,
-                    usage: dict) -> GenResult:
+                    usage: dict, cost: dict) -> GenResult:
         errors_ = rate_limited = refused = 0
         t0 = time.monotonic()
         while True:
@@ -505,6 +510,14 @@ class OpenAIBackend:
             if self._tpm:
                 await self._tpm.acquire(est_tokens)
             ep = await self._acquire(req.priority)
+            if not cost["reserved"]:
+                try:
+                    self.spend.reserve(cost["usd"])  # raises BudgetExhausted: this request is never sent
+                except BaseException:
+                    self._release(ep)
+                    raise
+                cost["reserved"] = True
+            cost["sent"] = True
             out = await self._attempt(ep, body)
             if self._tpm and out.usage.get("total_tokens"):
                 self._tpm.adjust(out.usage["total_tokens"] - est_tokens)
