@@ -84,6 +84,10 @@ def cmd_build(args) -> int:
         print(f"acd build: {exc}", file=sys.stderr)
         return 3
     except cost.BudgetExhausted as exc:  # one line: the budget, what was spent, how to go on
+        from acd.backends import aio
+
+        # What was already sent (within the budget) finishes and is cached: the rerun does not pay for it again.
+        aio.drain(timeout=getattr(recipe.backend, "timeout_s", 120.0))
         progress.close()
         print(f"acd build: {exc} (--run-dir {run_dir})", file=sys.stderr)
         return 2

@@ -38,9 +38,7 @@ LEDGER_FILE = "usage/_spent.json"
 ROLES = ("instruct", "chosen", "rejected")
 
 
-class BudgetExhausted(errors.BackendUnavailable):
-    """The next request would take spent + in-flight dollars past backend.budget_usd. Finished lots and every
-    answer received are kept (parts, the request cache): a rerun with a larger budget continues."""
+BudgetExhausted = errors.BudgetExhausted  # defined with the other errors (the generate stage catches it)
 
 
 @lru_cache(maxsize=1)

@@ -14,5 +14,10 @@ class BackendUnavailable(AcdError):
     (parts on disk, the request cache), so a rerun after the fix continues where this one stopped."""
 
 
+class BudgetExhausted(BackendUnavailable):
+    """The next request would take spent + in-flight dollars past backend.budget_usd. Finished lots and every
+    answer received are kept (parts, the request cache): a rerun with a larger budget continues."""
+
+
 class NothingToExport(AcdError, ValueError):
     """Every planned pair failed its checks, was dead-lettered or sits in a rejected lot."""

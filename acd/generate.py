@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from acd.backends.base import GenRequest, GenResult, supports_async
+from acd.errors import BudgetExhausted
 from acd.prompts import with_length as _with_length
 from acd.records import PAIR_SCHEMA, dumps
 
@@ -294,6 +295,11 @@ def _by_pair_chains(pending, media_by_key, attempts, last_attempt, backend, dead
         tasks = [asyncio.ensure_future(chain(p)) for p in pending]
         try:
             return await asyncio.gather(*tasks)
+        except BudgetExhausted:
+            # The budget stops new requests, not the ones on the wire (they were within it): the lot's other
+            # chains end at their own next request, their answers cached, instead of being cut off paid for.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         finally:  # one fatal error (no endpoint left) ends the lot's other chains too
             for t in tasks:
                 t.cancel()

@@ -131,11 +131,12 @@ def test_estimate_matches_the_online_build_and_a_budget_stops_then_resumes(tmp_p
         assert r.returncode == 0, r.stderr
         both = _server_usd(srv.stats())
         print(f"stopped + resumed: {both:.4f} USD vs one online run {one_run:.4f}")
-        assert both <= 1.05 * one_run
+        # The bar is 1.05x; the stop lets the requests on the wire finish (cached), so nothing is paid
+        # twice and the two runs cost what one does (measured: 1.000x).
+        assert both <= 1.01 * one_run
         assert _pairs(out_b) == _pairs(out_a)
-        # The ledger counts a request cut off by the stop at its reservation (prompt estimate + max_tokens: its
-        # usage never came back): never short of what the server billed, over it by at most the 8 requests in
-        # flight at the stop (each well under 0.011 USD here).
+        # Every request sent was answered and settled by its usage: the ledger is the server's bill. (A request
+        # cut off on the wire would count at its reservation, an upper bound: the ledger never runs short.)
         paid = cost.ledger(run_b)["usd"]
         print(f"ledger {paid:.4f} USD vs server-side {both:.4f}")
-        assert both - 1e-6 <= paid <= both + 8 * 0.011
+        assert both - 1e-6 <= paid <= both + 0.011

@@ -62,6 +62,27 @@ def loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def drain(timeout: float) -> bool:
+    """Wait, up to `timeout` seconds, until no task is left on the backend loop, then past the request cache's
+    write-behind delay (0.2 s): requests still on the wire when a build stops (its budget reached) finish,
+    and their answers are stored, instead of dying with the process and being paid for again by the rerun.
+    Returns whether the loop went idle."""
+    if _loop is None or not _thread or not _thread.is_alive() or on_loop_thread():
+        return True
+
+    async def idle() -> None:
+        me = asyncio.current_task()
+        while any(t is not me and not t.done() for t in asyncio.all_tasks()):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+
+    try:
+        asyncio.run_coroutine_threadsafe(idle(), _loop).result(timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001 - a timeout: what is still out is lost, as before
+        return False
+
+
 def on_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread
 
