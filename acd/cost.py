@@ -248,7 +248,7 @@ def estimate_lot(build, lot: str, media_by_key: dict[str, dict]) -> dict[str, di
     params = dict(backend.params)
     plan = build.store.read_part("plan", lot).to_pylist()
     out: dict[str, dict] = {}
-    models = _role_models(backend)
+    models = role_models(backend)
     for pair in plan:
         media = media_by_key[pair["media_key"]]
         filler = " ".join(["word"] * max(1, round(typical_words("instruct", pair))))  # ~5 chars a word, like prose
@@ -265,7 +265,7 @@ def estimate_lot(build, lot: str, media_by_key: dict[str, dict]) -> dict[str, di
     return out
 
 
-def _role_models(backend) -> dict[str, str]:
+def role_models(backend) -> dict[str, str]:
     models = dict(backend.models)
     default = backend.model or models.get("chosen") or next(iter(models.values()), "")
     out = {r: models.get(r, default) for r in (*ROLES, "judge")}
@@ -282,7 +282,7 @@ def estimate_run(build, write: bool = True) -> dict[str, Any]:
         row["path"] = str(build.run_dir / row["uri"])
         media_by_key[row["media_key"]] = row
     lots = {lot: estimate_lot(build, lot, media_by_key) for lot in build.lots()}
-    data = {"lots": lots, "method": method_note(build), "models": _role_models(build.recipe.backend)}
+    data = {"lots": lots, "method": method_note(build), "models": role_models(build.recipe.backend)}
     if write:
         from acd.atomicio import write_text
 
@@ -293,7 +293,7 @@ def estimate_run(build, write: bool = True) -> dict[str, Any]:
 
 def method_note(build) -> dict[str, str]:
     backend = build.recipe.backend
-    enc = price_for(_role_models(backend)["chosen"], backend.prices).encoding
+    enc = price_for(role_models(backend)["chosen"], backend.prices).encoding
     t = price_table()
     return {
         "text": text_counter(enc)[1],

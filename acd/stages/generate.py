@@ -71,7 +71,7 @@ def prepare_cost(build) -> None:
         cost.estimate_run(build)
     section = build.recipe.backend
     if section.budget_usd is not None:
-        unpriced = sorted({m for m in cost._role_models(section).values() if m and
+        unpriced = sorted({m for m in cost.role_models(section).values() if m and
                            cost.price_for(m, section.prices).input_per_mtok is None})
         if unpriced:
             from acd.errors import AcdError
