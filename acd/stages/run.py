@@ -36,14 +36,11 @@ def run_stages(build, executor: Executor, progress: Progress, stop_after: str | 
     stages = [st for st in STAGES if st.active(build)]
     try:
         for k, st in enumerate(stages):
-            where = st.where(build)
             t0 = time.perf_counter()
             units = st.units(build, results)
             if units == []:  # nothing to do this time (no lot was rejected): the stage leaves no result
                 _release_if_done(executor, build, stages[k + 1:])
                 continue
-            if units is not None:
-                st.before(build)
             if units is None:
                 if st.reported:
                     progress(st.name, 0, 1)
@@ -55,7 +52,8 @@ def run_stages(build, executor: Executor, progress: Progress, stop_after: str | 
                 if st.reported:
                     progress(st.name, 1, 1)
             else:
-                result = _run_units(build, executor, st, units, where, timer, progress)
+                st.before(build)
+                result = _run_units(build, executor, st, units, st.where(build), timer, progress)
             if st.reported:
                 timer.add(st.name, time.perf_counter() - t0)
             result = st.after(build, executor, result)
