@@ -83,6 +83,19 @@ def cmd_build(args) -> int:
     except RunLocked as exc:  # another driver is building this run directory: say who, do nothing
         print(f"acd build: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        if getattr(recipe.backend, "mode", "online") == "batch":  # what runs on the server would go on costing
+            from acd.backends.batch import cancel_registered
+            from acd.backends.batch_tracker import TRACKER_FILE
+
+            tracker = run_dir / TRACKER_FILE
+            said = cancel_registered([tracker]) if tracker.exists() else []
+            progress.close()
+            print(f"acd build: interrupted; cancelled {len(said)} running batch(es)" + "".join(
+                f"\n  {line}" for line in said) + f"\nrerun the same command to go on (--run-dir {run_dir})",
+                file=sys.stderr)
+            return 130
+        raise
     except cost.BudgetExhausted as exc:  # one line: the budget, what was spent, how to go on
         from acd.backends import aio
 
@@ -236,6 +249,31 @@ def cmd_eval(args, rest) -> int:
     return eval_main(rest)
 
 
+def cmd_batches(args) -> int:
+    from acd.backends.batch import cancel_registered
+    from acd.backends.batch_tracker import TRACKER_FILE, Tracker, live_registry
+
+    if args.run_dir:
+        path = Path(args.run_dir) / TRACKER_FILE
+        if not path.exists():
+            print(f"acd batches: {args.run_dir} has submitted no batch", file=sys.stderr)
+            return 1
+        paths = [path]
+    else:
+        paths = live_registry()
+    if args.cancel:
+        said = cancel_registered(paths)
+        print("\n".join(said) if said else "no batch is running")
+        return 0
+    for path in paths:
+        t = Tracker(path)
+        print(f"{path.parent.parent}: " + ", ".join(f"{k} {v}" for k, v in sorted(t.summary().items())))
+        for batch_id, status, n in t.live():
+            print(f"  {batch_id}: {status}, {n} requests")
+        t.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acd", description="Build AnyCap-style controllable-captioning datasets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--grounding-from", default=None, metavar="RUN_DIR",
                     help="take each pair's grounding from this run's ingest parts, by media_key")
 
+    bt = sub.add_parser("batches", help="Batch API batches of a run directory (backend.mode: batch): list or cancel")
+    bt.add_argument("run_dir", nargs="?", default=None, help="the run directory (default: every run with live batches)")
+    bt.add_argument("--cancel", action="store_true", help="cancel the batches still running on the server")
+
     r = sub.add_parser("review", help="human review in Label Studio")
     rsub = r.add_subparsers(dest="review_command", required=True)
     rs = rsub.add_parser("sync", help="pull annotations, gate lots, re-export")
@@ -298,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"build": cmd_build, "stats": cmd_stats, "estimate": cmd_estimate, "validate": cmd_validate, "schemas": cmd_schemas,
-                "review": cmd_review_sync, "check": cmd_check}[args.command](args)
+                "review": cmd_review_sync, "check": cmd_check, "batches": cmd_batches}[args.command](args)
     except AcdError as exc:  # something the user can fix: one line, no traceback
         print(f"acd {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -505,12 +505,14 @@ class Spend:
                     f"kept. To continue: rerun with --set backend.budget_usd=<more> and the same run directory")
             self.in_flight += usd
 
-    def settle(self, reserved: float, model: str, usage: dict | None, unknown_usd: float | None = None) -> None:
+    def settle(self, reserved: float, model: str, usage: dict | None, unknown_usd: float | None = None,
+               scale: float = 1.0) -> None:
         """A request is over: its reservation goes, what the server says it used is spent (`unknown_usd`: what
-        to count for a request whose usage never came back)."""
+        to count for a request whose usage never came back; `scale`: the share of the price paid, 1 - the batch
+        discount for a Batch API line)."""
         u = usage or {}
-        usd = price_for(model, self.prices).usd(int(u.get("prompt_tokens") or 0),
-                                                int(u.get("completion_tokens") or 0)) or 0.0
+        usd = scale * (price_for(model, self.prices).usd(int(u.get("prompt_tokens") or 0),
+                                                         int(u.get("completion_tokens") or 0)) or 0.0)
         if unknown_usd is not None:
             usd = unknown_usd
         with self._lock:

@@ -132,12 +132,20 @@ class Build:
     def pairs_in_flight(self) -> int:
         """The budget of unfinished pairs a process's lots share, so every endpoint slot has a pair waiting
         for it: 3 x the slots (a pair has one request out at a time; some wait in backoff or for a retry)."""
+        if self.batch_mode:  # a batch line waits hours for its answer, not a slot: every pair is in flight
+            return 1 << 30
         slots = sum(int(e.max_in_flight) for e in getattr(self.backend, "endpoints", [])) or 64
         return 3 * slots
+
+    @property
+    def batch_mode(self) -> bool:
+        return getattr(self.recipe.backend, "mode", "online") == "batch"
 
     def lot_threads(self) -> int:
         """Threads for a model backend's lots: enough that lots in their tails (stragglers), waiting for or
         in their checks never stop the next lots from starting; each waits on the endpoint, not the CPU."""
+        if self.batch_mode:  # every lot asks at once, so a wave holds every lot's requests of one step
+            return max(64, len(self.lots()))
         return 64 if self.concurrent_lots else 1
 
     @property

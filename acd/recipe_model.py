@@ -289,6 +289,21 @@ class ModelPrice(_Strict):
     audio_input_per_mtok: Annotated[float, Field(ge=0.0)] | None = None
 
 
+class BatchSettings(_Strict):
+    """backend.mode: batch (the OpenAI Batch API; acd.backends.batch). Limits are OpenAI's published ones."""
+    max_lines: Positive = 50_000  # requests per input file
+    max_bytes: Positive = 200 * 1024 * 1024  # bytes per input file (measured as written)
+    # A wave is closed and submitted once no new request has come for this long (or a file is full): a lot's
+    # instructions go in one wave, its captions (which need the instructions) in the next.
+    collect_s: Seconds = 2.0
+    poll_s: Seconds = 30.0  # how often a submitted batch's status is asked
+    completion_window: Literal["24h"] = "24h"
+    # Prompt tokens a model may have enqueued at once (OpenAI's per-model batch queue limit; null: no limit
+    # known here). Files are packed to fit it and submitted in waves; token_limit_exceeded waits and resubmits.
+    enqueued_tokens: Positive | None = None
+    keep_files: bool = False  # keep the input JSONL files in <run>/batches/input (e.g. for `vllm run-batch`)
+
+
 class OpenAIBackend(_ModelBackend):
     """Any OpenAI-compatible endpoint (OpenAI, vllm serve, SGLang, TGI)."""
     name: Literal["openai"]
@@ -312,6 +327,10 @@ class OpenAIBackend(_ModelBackend):
     # No request is sent that would take spent + in-flight dollars past this (the run's total, over every run
     # of its directory). Not part of the run's identity (acd.recipe.NOT_IDENTITY): raise it and rerun.
     budget_usd: Annotated[float, Field(gt=0.0)] | None = None
+    # online: every request on the wire as it comes; batch: the same request bodies through the Batch API at
+    # its discount, answered within the completion window. A transport, not another dataset: not identity.
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSettings = BatchSettings()
 
 
 class VLLMBackend(_ModelBackend):

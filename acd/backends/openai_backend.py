@@ -193,6 +193,15 @@ class OpenAIBackend:
         # Dollars paid (from each answer's usage) and the budget no request may pass (acd.cost); the generate
         # stage attaches the run directory's ledger, so a budget counts earlier runs of the same directory.
         self.spend = Spend(section.budget_usd, dict(section.prices))
+        # mode: batch sends the same bodies as lines of Batch API files (acd.backends.batch), to the first
+        # endpoint: a batch lives on one provider, its slots and pacing do not apply.
+        self.batch = None
+        if section.mode == "batch":
+            from acd.backends.batch import BatchTransport
+
+            ep, spec = self.endpoints[0], specs[0]
+            self.batch = BatchTransport(section.batch, ep.base_url, ep.api_key, spec.api_key_env, self.max_retries,
+                                        self.redact)
 
     @property
     def model_revision(self) -> str:
@@ -468,12 +477,18 @@ class OpenAIBackend:
             for t in tasks:
                 t.cancel()
 
-    async def _one(self, req: GenRequest) -> GenResult:
+    def request_body(self, req: GenRequest, model: str, params: dict) -> bytes:
+        """The JSON body of a request: what the online path posts and a batch line carries, byte for byte."""
         from acd.prompts import wire_messages
 
+        return orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
+
+    async def _one(self, req: GenRequest) -> GenResult:
         model = self.model_for(req)
         params = self.wire_params(req)
-        body = orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
+        body = self.request_body(req, model, params)
+        if self.batch is not None:
+            return await self._one_batch(req, model, params, body)
         est_tokens = _estimate_tokens(req.messages) + int(params.get("max_tokens") or params.get("max_completion_tokens") or 256)
         # Reserved when it gets a slot, just before it is first sent (prompt estimate + max_tokens at the model's
         # prices), settled with the usage the server reports: the budget holds for spent + on the wire, never
@@ -554,11 +569,35 @@ class OpenAIBackend:
                 return self._failed(req, model, reason, errors_ + rate_limited)
             await asyncio.sleep(self._backoff.delay(errors_))
 
+    async def _one_batch(self, req: GenRequest, model: str, params: dict, body: bytes) -> GenResult:
+        """One request as a Batch API line: reserved at the batch price when it is written to a file (the budget
+        holds for what is queued, not only for what is answered), settled with the usage its answer reports."""
+        from acd import cost
+        from acd.backends.cache import request_key
+
+        scale = 1.0 - cost.batch_discount()
+        usd = scale * self.spend.estimate(model, req.messages, req.media, params)
+        self.spend.reserve(usd)  # raises BudgetExhausted: this line is never written
+        custom_id = request_key(model, self.revision(model), req.messages, params)  # the cache's key
+        tokens = cost.prompt_tokens(req.messages, req.media, cost.price_for(model, self.spend.prices)).tokens
+        try:
+            res = await self.batch.request(custom_id, model, body, tokens)
+        except BaseException:
+            self.spend.settle(usd, model, {}, unknown_usd=usd)  # it may have run: count its reservation
+            raise
+        self.spend.settle(usd, model, res.usage, scale=scale)
+        if res.reason is None:
+            return GenResult(req.request_id, "ok", text=res.text, backend=self.name, model=model,
+                             model_revision=self.revision(model), usage={**res.usage, "attempts": res.attempts})
+        return self._failed(req, model, res.reason, res.attempts)
+
     def _failed(self, req: GenRequest, model: str, reason: str, attempts: int) -> GenResult:
         return GenResult(req.request_id, "failed", error=self.redact(reason), backend=self.name, model=model,
                          model_revision=self.revision(model), usage={"attempts": attempts})
 
     async def aclose(self) -> None:
+        if self.batch is not None:
+            await self.batch.aclose()
         if self._started:
             await asyncio.gather(*(s.close() for s in self._sessions.values()), return_exceptions=True)
             self._started = False

@@ -81,6 +81,9 @@ def prepare_cost(build) -> None:
     spend = getattr(build.backend, "spend", None)
     if spend is not None:
         spend.attach(build.run_dir)
+    transport = getattr(build.backend, "batch", None)
+    if transport is not None:  # backend.mode: batch keeps its tracker and input files in the run directory
+        transport.attach(build.run_dir)
 
 
 def text_index(build):
