@@ -1,6 +1,6 @@
 """A local OpenAI-compatible server for tests and benchmarks: real HTTP, simulated model.
 
-Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
+Speaks POST /v1/chat/completions, GET /v1/models and the Batch API (files, batches) like a real server, with:
   * latency drawn from a seeded lognormal (median, sigma), spent while holding one of `slots` concurrency
     slots (requests beyond that queue, as in vLLM's max-num-seqs); a client that disconnects first (its
     timeout, a hedge that lost) has its request aborted and the slot freed, as vLLM's server does;
@@ -19,8 +19,15 @@ Speaks POST /v1/chat/completions and GET /v1/models like a real server, with:
     of requests in service over time), so slot_s / (slots * busy_s) is how full the server was kept;
   * auth like a real server when `api_key` is set: a wrong or missing Bearer key gets a 401 whose message
     echoes the key it was sent (as OpenAI's does, partly), to prove clients never copy bodies into logs.
+  * OpenAI's Batch API (acd.testing.batch_api, the wire format of the official SDK's `files` and `batches`):
+    POST/GET/DELETE /v1/files[/{id}[/content]], POST/GET /v1/batches[/{id}[/cancel]]. Each line is answered
+    by the same code as POST /v1/chat/completions (`answer`: same reply, usage rule, "500"/"empty"/"length"
+    faults), so a batch answer equals the online one for the same body. Lifecycle, expiry and cancel with
+    partial results, validation errors and the per-model enqueued-token limit as OpenAI does them; knobs
+    (speed, limits, `expire_first`) via `batch={...}`, POST /admin/batch or --batch-* flags; GET /stats
+    -> "batch" counts files, batches by final status and answers per custom_id.
 Admin: POST /admin/faults {rate, kinds, retry_after, first_n}, POST /admin/leak {sentences, rate},
-POST /admin/reset.
+POST /admin/batch {BatchKnobs fields}, POST /admin/reset (counters; stored files and batches stay).
 
 Run it:  python -m acd.testing.openai_server --port 8011 --median 0.4 --sigma 0.6 --slots 128
 In tests: `with OpenAITestServer(...) as srv: srv.base_url` (a thread on a free 127.0.0.1 port), or
@@ -213,6 +220,9 @@ class _State:
                                        "first_n": 0, "hang_s": 600.0}
         self.leak: dict[str, Any] = {"sentences": [], "rate": 0.0}
         self.sem: asyncio.Semaphore | None = None  # created on the server's loop
+        from acd.testing.batch_api import BatchState
+
+        self.batch = BatchState(seed=seed)  # the Batch API's files, batches and counters
         self.reset()
 
     def reset(self) -> None:
@@ -231,6 +241,7 @@ class _State:
         self.in_flight_changes: list[tuple[float, int]] = []  # (monotonic time, requests in service after it)
         self.billed: Counter = Counter()  # usage summed over every answer sent (what a provider would bill)
         self.billed_by_model: dict[str, Counter] = defaultdict(Counter)
+        self.batch.reset_counters()  # counters only: stored files and running batches stay
 
     def _account(self, delta: int) -> None:
         """Requests in service changes by delta: integrate in_flight over time (slot-seconds)."""
@@ -243,10 +254,14 @@ class _State:
         self.busy_end = now
         self.in_flight_changes.append((now, self.in_flight))
 
-    def pick_fault(self, h: str) -> str | None:
+    def pick_fault(self, attempts: int, allowed: tuple[str, ...] = FAULT_KINDS) -> str | None:
+        """A fault for a request on its `attempts`-th arrival, drawn from the configured kinds that are in
+        `allowed` (a batch line cannot be rate limited or hang: batch_api passes its own set)."""
         f = self.faults
-        kinds = [str(k) for k in f.get("kinds") or FAULT_KINDS]
-        if f.get("first_n") and len(self.arrivals[h]) <= int(f["first_n"]):
+        kinds = [str(k) for k in f.get("kinds") or FAULT_KINDS if str(k) in allowed]
+        if not kinds:
+            return None
+        if f.get("first_n") and attempts <= int(f["first_n"]):
             return kinds[self.rng.randrange(len(kinds))]
         if f.get("rate") and self.rng.random() < float(f["rate"]):
             return kinds[self.rng.randrange(len(kinds))]
@@ -271,6 +286,54 @@ async def _served_before_disconnect(request, seconds: float) -> bool:
             t.cancel()
 
 
+def usage_of(state: _State, body: dict, text: str) -> tuple[int, int]:
+    """(prompt, completion) tokens of an answer under the server's usage rule."""
+    if state.usage_rule == "gpt-4o":
+        return _gpt4o_usage(body, text)
+    return max(1, len(_last_user_text(body)) // 4), len(text.split())
+
+
+def answer(state: _State, body: dict, fault: str | None) -> tuple[str, int, dict]:
+    """(outcome, HTTP status, response body) for a chat completion request, after its latency: the one
+    source of answers, so a batch line (batch_api) gets byte-for-byte the online reply to the same body.
+    Handles the faults that still produce a JSON body ("500", "empty", "length"); the others are the
+    online route's (they are about the connection, not the answer)."""
+    h = request_hash(body)
+    if fault == "500":
+        return "500", 500, {"error": {"message": "internal error", "type": "server_error"}}
+    if fault == "empty":
+        return "empty", 200, {"id": "chatcmpl-" + h[:12], "object": "chat.completion", "model": body.get("model"),
+                              "choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+    text, leak = leaked(reply_for(body), body, state.leak)
+    state.leaked += leak
+    words = text.split()
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    finish = "stop"
+    if fault == "length" or (max_tokens and len(words) > int(max_tokens)):
+        words, finish = words[: max(1, min(len(words) // 2, int(max_tokens or 10**9)))], "length"
+        text = " ".join(words)
+    prompt_tokens, completion_tokens = usage_of(state, body, text)
+    return ("ok" if finish == "stop" else "length"), 200, {
+        "id": "chatcmpl-" + h[:12], "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def auth_error(state: _State, request) -> dict | None:
+    """The 401 body for a request whose Bearer key is wrong (None when the key is right or none is set). The
+    message echoes the key sent, as OpenAI's does (partly), to prove clients never copy bodies into logs."""
+    if state.api_key is None:
+        return None
+    sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if sent == state.api_key:
+        return None
+    return {"error": {"message": f"Incorrect API key provided: {sent}. You can find your API key in your account "
+                                 "settings.", "type": "invalid_request_error", "code": "invalid_api_key"}}
+
+
 def make_app(state: _State):
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -288,13 +351,9 @@ def make_app(state: _State):
     async def chat(request: Request) -> Response:
         if state.sem is None:
             state.sem = asyncio.Semaphore(state.slots)
-        if state.api_key is not None:
-            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if sent != state.api_key:
-                state.outcomes["401"] += 1
-                return js({"error": {"message": f"Incorrect API key provided: {sent}. You can find your API key "
-                                                "in your account settings.", "type": "invalid_request_error",
-                                     "code": "invalid_api_key"}}, 401)
+        if (denied := auth_error(state, request)) is not None:
+            state.outcomes["401"] += 1
+            return js(denied, 401)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -304,7 +363,7 @@ def make_app(state: _State):
         if h not in state.arrivals:
             state.first_arrival.append(now)
         state.arrivals[h].append(now)
-        fault = state.pick_fault(h)
+        fault = state.pick_fault(len(state.arrivals[h]))
 
         def done(outcome: str) -> None:
             state.outcomes[outcome] += 1
@@ -329,43 +388,22 @@ def make_app(state: _State):
                     return Response(status_code=499)
             finally:
                 state._account(-1)
-        if fault == "500":
-            done("500")
-            return js({"error": {"message": "internal error", "type": "server_error"}}, 500)
         if fault == "malformed":
             done("malformed")
             return Response(b'{"id": "chatcmpl-x", "choices": [{"index": 0, "message": {"content": "Capt',
                             status_code=200, media_type="application/json")
-        if fault == "empty":
-            done("empty")
-            return js({"id": "chatcmpl-" + h[:12], "object": "chat.completion", "model": body.get("model"),
-                       "choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
-        text, leak = leaked(reply_for(body), body, state.leak)
-        state.leaked += leak
-        words = text.split()
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        finish = "stop"
-        if fault == "length" or (max_tokens and len(words) > int(max_tokens)):
-            words, finish = words[: max(1, min(len(words) // 2, int(max_tokens or 10**9)))], "length"
-            text = " ".join(words)
-        done("ok" if finish == "stop" else "length")
-        if finish == "stop":
+        outcome, status, payload = answer(state, body, fault)
+        done(outcome)
+        if outcome == "ok":
             state.ok_times.append(time.time())
-        prompt_tokens = max(1, len(_last_user_text(body)) // 4)
-        completion_tokens = len(words)
-        if state.usage_rule == "gpt-4o":
-            prompt_tokens, completion_tokens = _gpt4o_usage(body, text)
-        state.billed["prompt_tokens"] += prompt_tokens
-        state.billed["completion_tokens"] += completion_tokens
-        state.billed_by_model[body.get("model") or ""].update(prompt_tokens=prompt_tokens,
-                                                              completion_tokens=completion_tokens, requests=1)
-        return js({
-            "id": "chatcmpl-" + h[:12], "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        if outcome in ("ok", "length"):  # what a provider bills: an answer with text
+            usage = payload["usage"]
+            state.billed["prompt_tokens"] += usage["prompt_tokens"]
+            state.billed["completion_tokens"] += usage["completion_tokens"]
+            state.billed_by_model[body.get("model") or ""].update(prompt_tokens=usage["prompt_tokens"],
+                                                                  completion_tokens=usage["completion_tokens"],
+                                                                  requests=1)
+        return js(payload, status)
 
     async def stats(request: Request) -> Response:
         out: dict[str, Any] = {"outcomes": dict(state.outcomes), "requests": sum(state.outcomes.values()),
@@ -374,7 +412,8 @@ def make_app(state: _State):
                                "slots": state.slots, "slot_s": round(state.slot_s, 4), "leaked": state.leaked,
                                "busy_s": round((state.busy_end or 0) - (state.busy_start or 0), 4),
                                "usage": dict(state.billed),
-                               "usage_by_model": {m: dict(c) for m, c in state.billed_by_model.items()}}
+                               "usage_by_model": {m: dict(c) for m, c in state.billed_by_model.items()},
+                               "batch": state.batch.stats()}
         if request.query_params.get("arrivals"):
             out["arrivals"] = {h: v for h, v in state.arrivals.items()}
             out["timeline"] = {"first_arrival": state.first_arrival, "ok_times": state.ok_times,
@@ -393,7 +432,10 @@ def make_app(state: _State):
         state.reset()
         return js({"ok": True})
 
+    from acd.testing import batch_api
+
     return Starlette(routes=[
+        *batch_api.routes(state),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
@@ -415,14 +457,17 @@ class OpenAITestServer:
     def __init__(self, median: float = 0.005, sigma: float = 0.0, slots: int = 256, seed: int = 0,
                  models: dict[str, str] | None = None, faults: dict | None = None, process: bool = False,
                  port: int | None = None, api_key: str | None = None, leak: dict | None = None,
-                 usage_rule: str = "text"):
+                 usage_rule: str = "text", batch: dict | None = None):
         """usage_rule: "text" (prompt tokens = last user text / 4, completion = words) or "gpt-4o" (OpenAI's
-        published counting, images and audio included: _gpt4o_usage)."""
+        published counting, images and audio included: _gpt4o_usage). batch: Batch API knobs
+        (acd.testing.batch_api.BatchKnobs: lines_per_s, validating_s, finalizing_s, completion_window_s,
+        expire_first, enqueued_token_limit, max_lines, max_bytes)."""
         self.median, self.sigma, self.slots, self.seed = median, sigma, slots, seed
         self.usage_rule = usage_rule
         self.models = models or {"test-model": "rev-1", "weak-model": "rev-w"}
         self.initial_faults = faults or {}
         self.initial_leak = leak or {}
+        self.initial_batch = batch or {}
         self.process = process
         self.api_key = api_key
         self.port = port or _free_port()
@@ -436,6 +481,8 @@ class OpenAITestServer:
                     "--median", str(self.median), "--sigma", str(self.sigma), "--slots", str(self.slots),
                     "--seed", str(self.seed), "--models", ",".join(f"{m}={r}" for m, r in self.models.items()),
                     "--usage-rule", self.usage_rule]
+            for name, value in self.initial_batch.items():
+                args += ["--batch-" + name.replace("_", "-"), orjson.dumps(value).decode()]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             if self.api_key is not None:
                 env["ACD_TEST_SERVER_KEY"] = self.api_key  # not on the command line (ps shows that)
@@ -444,6 +491,7 @@ class OpenAITestServer:
             import uvicorn
 
             state = _State(self.median, self.sigma, self.slots, self.seed, self.models, self.api_key, self.usage_rule)
+            state.batch.set_knobs(**self.initial_batch)
             config = uvicorn.Config(make_app(state), host="127.0.0.1", port=self.port, log_level="warning",
                                     access_log=False, lifespan="off", timeout_keep_alive=30)
             self._server = uvicorn.Server(config)
@@ -502,6 +550,15 @@ class OpenAITestServer:
         body = orjson.dumps({"sentences": list(sentences), "rate": float(rate)})
         return httpx.post(self._root + "/admin/leak", content=body, timeout=10).json()
 
+    def set_batch(self, **knobs) -> dict:
+        """Change Batch API knobs (BatchKnobs fields); setting expire_first re-arms it for the next batch."""
+        import httpx
+
+        r = httpx.post(self._root + "/admin/batch", content=orjson.dumps(knobs), timeout=10)
+        if r.status_code != 200:
+            raise ValueError(r.json()["error"]["message"])
+        return r.json()
+
     def heal(self) -> None:
         self.set_faults(rate=0.0, first_n=0)
 
@@ -526,10 +583,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--leak-file", default=None, help="sentences to leak into replies, one a line")
     ap.add_argument("--leak-rate", type=float, default=0.0, help="share of replies that carry one")
     ap.add_argument("--usage-rule", default="text", choices=USAGE_RULES)
+    from acd.testing.batch_api import BatchKnobs
+
+    for name, fld in BatchKnobs.model_fields.items():  # --batch-lines-per-s 50, --batch-expire-first 0.3, ...
+        ap.add_argument("--batch-" + name.replace("_", "-"), dest="batch_" + name, type=orjson.loads,
+                        default=None, help=f"Batch API: {fld.description} (default {fld.default})")
     a = ap.parse_args(argv)
     models = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in a.models.split(",") if kv)
     state = _State(a.median, a.sigma, a.slots, a.seed, models, os.environ.get("ACD_TEST_SERVER_KEY"), a.usage_rule)
     state.faults.update(rate=a.fault_rate, kinds=a.fault_kinds.split(","))
+    state.batch.set_knobs(**{n: getattr(a, "batch_" + n) for n in BatchKnobs.model_fields
+                             if getattr(a, "batch_" + n) is not None})
     if a.leak_file:
         with open(a.leak_file, encoding="utf-8") as f:
             state.leak.update(sentences=[ln.strip() for ln in f if ln.strip()], rate=a.leak_rate)
