@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,30 @@ class TqdmProgress:
             bar.close()
 
 
+def _cancel_batches_on_ctrl_c(run_dir: Path, progress) -> None:
+    """backend.mode: batch: Ctrl-C cancels the run's batches on the server (they would go on costing) and says
+    what was in flight, then exits. At once: a KeyboardInterrupt would first wait for every lot thread, i.e. for
+    the very batches it should cancel. The tracker is committed as it goes, so a rerun picks up from here."""
+    import signal
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C stops without cancelling
+        from acd import cost
+        from acd.backends.batch import cancel_registered
+        from acd.backends.batch_tracker import TRACKER_FILE
+
+        cost.flush_all()
+        tracker = run_dir / TRACKER_FILE
+        said = cancel_registered([tracker]) if tracker.exists() else []
+        progress.close()
+        print(f"acd build: interrupted; cancelled {len(said)} running batch(es) with {sum(c.lines for c in said)} "
+              f"requests in flight" + "".join(f"\n  {c}" for c in said)
+              + f"\nrerun the same command to go on (--run-dir {run_dir})", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
 def cmd_build(args) -> int:
     from acd import cost
     from acd.pipeline import default_run_dir, run_build
@@ -78,24 +103,13 @@ def cmd_build(args) -> int:
     run_dir = Path(args.run_dir or default_run_dir(recipe))
     model = not recipe.backend.capabilities.offline
     progress = TqdmProgress(run_dir if model else None, dict(getattr(recipe.backend, "prices", {}) or {}))
+    if getattr(recipe.backend, "mode", "online") == "batch":
+        _cancel_batches_on_ctrl_c(run_dir, progress)
     try:
         result = run_build(args.recipe, args.out, run_dir=run_dir, overrides=overrides, progress=progress)
     except RunLocked as exc:  # another driver is building this run directory: say who, do nothing
         print(f"acd build: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        if getattr(recipe.backend, "mode", "online") == "batch":  # what runs on the server would go on costing
-            from acd.backends.batch import cancel_registered
-            from acd.backends.batch_tracker import TRACKER_FILE
-
-            tracker = run_dir / TRACKER_FILE
-            said = cancel_registered([tracker]) if tracker.exists() else []
-            progress.close()
-            print(f"acd build: interrupted; cancelled {len(said)} running batch(es)" + "".join(
-                f"\n  {line}" for line in said) + f"\nrerun the same command to go on (--run-dir {run_dir})",
-                file=sys.stderr)
-            return 130
-        raise
     except cost.BudgetExhausted as exc:  # one line: the budget, what was spent, how to go on
         from acd.backends import aio
 
@@ -263,10 +277,13 @@ def cmd_batches(args) -> int:
         paths = live_registry()
     if args.cancel:
         said = cancel_registered(paths)
-        print("\n".join(said) if said else "no batch is running")
+        print("\n".join(map(str, said)) if said else "no batch is running")
         return 0
+    from acd.backends.batch import refresh
+
     for path in paths:
         t = Tracker(path)
+        refresh(t)
         print(f"{path.parent.parent}: " + ", ".join(f"{k} {v}" for k, v in sorted(t.summary().items())))
         for batch_id, status, n in t.live():
             print(f"  {batch_id}: {status}, {n} requests")

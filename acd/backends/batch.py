@@ -19,8 +19,8 @@ Here each awaited request becomes a line of a JSONL input file instead of an HTT
     failed in a way a retry can fix (batch_expired, batch_cancelled, 5xx, a cut-off or malformed reply, a line
     the files do not mention) is written to the next file, and only those lines, up to `max_retries` failures
     over every run of the run directory; a 4xx that says the request is wrong fails it at once.
-  * Cancel. cancel_all() (Ctrl-C in `acd build`) and cancel_registered() (`make down`, `acd batches --cancel`)
-    cancel the batches still running and say what was in flight.
+  * Cancel. cancel_registered() (Ctrl-C in `acd build`, `make down`, `acd batches --cancel`) cancels the batches
+    still running and says what was in flight; a rerun takes their partial results and resubmits the rest.
 """
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ URL = "/v1/chat/completions"
 # Reasons a resubmission can fix; anything else (a 4xx: the request itself is wrong) fails the line at once.
 RETRYABLE = ("batch_expired", "batch_cancelled", "missing_line", "malformed_json", "empty_choices",
              "empty_content", "length_cutoff", "timeout", "http_408", "http_409", "http_425", "http_429", "http_5")
+
+
+# Our prompt-token count (acd.cost) is an estimate of the provider's: files are packed to, and the queue filled
+# to, this share of backend.batch.enqueued_tokens. A refusal that still happens is waited out and resubmitted.
+TOKEN_MARGIN = 0.85
 
 
 def retryable(reason: str) -> bool:
@@ -109,7 +114,7 @@ class BatchTransport:
         self._poller: asyncio.Task | None = None
         self._seq = 0
         self._outputs: dict[str, dict[str, LineResult]] = {}  # batch_id -> its parsed results (reruns)
-        self._paths: dict[str, Path] = {}  # file_id -> the local input file it was uploaded from
+        self._lonely_refusals: dict[str, int] = {}  # file_id -> token-limit refusals with none of ours running
         self.stats = {"files": 0, "batches": 0, "lines": 0, "resubmitted": 0, "token_limit_waits": 0}
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class BatchTransport:
     def _enqueue(self, line: _Line, data: bytes) -> None:
         s = self.settings
         f = self._open.get(line.model)
-        limit = s.enqueued_tokens
+        limit = s.enqueued_tokens * TOKEN_MARGIN if s.enqueued_tokens else None
         if f is not None and (len(f.custom_ids) + 1 > s.max_lines or f.size + len(data) > s.max_bytes
                               or (limit is not None and f.tokens + line.tokens > limit)):
             self._seal(line.model)
@@ -242,14 +247,13 @@ class BatchTransport:
     async def _submit(self, f: _OpenFile) -> None:
         with open(f.path, "rb") as fh:
             uploaded = await self._client.files.create(file=(f.path.name, fh), purpose="batch")
-        self.tracker.record_file(uploaded.id, f.model, f.custom_ids, f.tokens, f.size)
-        self._paths[uploaded.id] = f.path
+        self.tracker.record_file(uploaded.id, f.model, f.custom_ids, f.tokens, f.size, str(f.path))
         self.stats["files"] += 1
         log.info("batch input %s: %d requests, %.1f MB, %s", uploaded.id, len(f.custom_ids), f.size / 1e6, f.model)
         await self._create_batch(uploaded.id, f.model, f.tokens, len(f.custom_ids))
 
     async def _create_batch(self, file_id: str, model: str, tokens: int, n: int) -> None:
-        limit = self.settings.enqueued_tokens
+        limit = self.settings.enqueued_tokens * TOKEN_MARGIN if self.settings.enqueued_tokens else None
         async with self._room:
             while limit is not None and self._queued_tokens.get(model, 0) and \
                     self._queued_tokens.get(model, 0) + tokens > limit:
@@ -278,11 +282,30 @@ class BatchTransport:
             self._live[batch_id] = (file_id, row[1], row[3])
             self._queued_tokens[row[1]] = self._queued_tokens.get(row[1], 0) + row[3]
             self._poll()
-        elif not batches or all(b[2] for b in batches):
-            # Uploaded, never submitted (the build died in between), or its last batch was refused for the
-            # token limit: submit the file that is already there.
+        elif not batches:
+            # Uploaded, and the build died before it recorded a batch: the server may have created one (the
+            # kill fell between its answer and our record). Adopt that batch, else submit the file.
+            self._live[f"pending:{file_id}"] = (file_id, row[1], row[3])
+            self._spawn(self._adopt_or_submit(file_id, row[1], row[3], row[2]))
+        elif all(b[2] for b in batches):
+            # Its last batch was refused for the token limit: submit the file that is already there.
             self._live[f"pending:{file_id}"] = (file_id, row[1], row[3])
             self._spawn(self._resubmit_file(file_id, row[1], row[3], row[2]))
+
+    async def _adopt_or_submit(self, file_id: str, model: str, tokens: int, n: int) -> None:
+        async for b in self._client.batches.list(limit=100):
+            if b.input_file_id == file_id and not (b.status == "failed" and b.errors and any(
+                    e.code == "token_limit_exceeded" for e in b.errors.data or [])):
+                self._live.pop(f"pending:{file_id}", None)
+                self.tracker.record_batch(b.id, file_id, b.status)
+                log.info("batch %s: found on the server for %s (created before the last run stopped)", b.id, file_id)
+                self._live[b.id] = (file_id, model, tokens)
+                self._queued_tokens[model] = self._queued_tokens.get(model, 0) + tokens
+                self._poll()
+                return
+            if b.created_at and b.created_at < time.time() - 7 * 86400:
+                break  # newest first: older than any batch this run directory can still be waiting for
+        await self._resubmit_file(file_id, model, tokens, n)
 
     async def _resubmit_file(self, file_id: str, model: str, tokens: int, n: int) -> None:
         self._live.pop(f"pending:{file_id}", None)
@@ -341,19 +364,33 @@ class BatchTransport:
             self._deliver(cid, res)
         self.tracker.take(b.id, file_id, outcomes)
         self._outputs[b.id] = results
-        path = self._paths.pop(file_id, None)
-        if path is not None and not self.settings.keep_files:  # its retries were copied to the next file
-            path.unlink(missing_ok=True)
+        row = self.tracker.file(file_id)
+        if row and row[5] and not self.settings.keep_files:  # its retries were copied to the next file
+            Path(row[5]).unlink(missing_ok=True)
         if not self.tracker.live():
             unregister_live(self.tracker.path)
 
     async def _after_room(self, file_id: str, model: str, tokens: int, n: int) -> None:
-        running = [k for k, v in self._live.items() if v[1] == model and not k.startswith("pending:")]
-        if running:
-            async with self._room:
+        async with self._room:  # checked and waited under the lock: a batch ending in between still wakes us
+            ours = self._queued_tokens.get(model, 0)  # our batches of this model not yet over (or being created)
+            if ours:
                 await self._room.wait()
-        else:
-            await asyncio.sleep(self.settings.poll_s)
+        if not ours:
+            # Refused with none of ours running: other work holds the queue, or the file alone is too big for
+            # it. Wait a while; a file refused this way again and again fails its lines with a clear reason.
+            self._lonely_refusals[file_id] = self._lonely_refusals.get(file_id, 0) + 1
+            if self._lonely_refusals[file_id] > 3:
+                self._live.pop(f"pending:{file_id}", None)
+                log.error("batch input %s (%d requests, ~%d prompt tokens) is refused for the enqueued-token limit "
+                          "with nothing else of ours queued: set backend.batch.enqueued_tokens to the model's limit "
+                          "so files are packed to fit", file_id, n, tokens)
+                outcomes = {}
+                for cid in self.tracker.file_lines(file_id):
+                    outcomes[cid] = "batch_failed: token_limit_exceeded"
+                    self._deliver(cid, LineResult(outcomes[cid]))
+                self.tracker.take(f"none:{file_id}", file_id, outcomes)
+                return
+            await asyncio.sleep(self.settings.poll_s * 10)
         await self._resubmit_file(file_id, model, tokens, n)
 
     async def _results(self, b) -> dict[str, LineResult]:
@@ -364,7 +401,7 @@ class BatchTransport:
             if not fid:
                 continue
             content = (await self._client.files.content(fid)).content
-            for raw in content.splitlines():
+            for raw in content.split(b"\n"):  # not splitlines(): it also breaks at U+2028 inside a string
                 if not raw.strip():
                     continue
                 try:
@@ -423,13 +460,6 @@ class BatchTransport:
             self._enqueue(line, fh.read(n))
 
     # --- stopping ---------------------------------------------------------------------------------------------
-    async def cancel_all(self) -> list[tuple[str, str, int]]:
-        """Cancel every batch this run directory has running; returns (batch_id, status, lines) of each."""
-        if self.tracker is None:
-            return []
-        self._ensure()
-        return await _cancel(self._client, self.tracker)
-
     async def aclose(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -442,44 +472,73 @@ class BatchTransport:
             self._client = None
 
 
-async def _cancel(client, tracker: Tracker) -> list[tuple[str, str, int]]:
+@dataclass
+class Cancelled:
+    batch_id: str
+    lines: int  # requests it held
+    status: str  # what the server said (cancelling), or why it could not be cancelled
+    run: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}: {self.lines} requests, {self.status}" + (f" ({self.run})" if self.run else "")
+
+
+async def _cancel(client, tracker: Tracker) -> list[Cancelled]:
     out = []
+    run = str(tracker.path.parent.parent)
     for batch_id, _status, n in tracker.live():
         try:
             b = await client.batches.cancel(batch_id)
             tracker.set_status(batch_id, b.status)
-            out.append((batch_id, b.status, n))
+            out.append(Cancelled(batch_id, n, b.status, run))
         except Exception as exc:  # noqa: BLE001 - one batch that cannot be cancelled must not stop the others
-            out.append((batch_id, f"not cancelled ({type(exc).__name__})", n))
+            out.append(Cancelled(batch_id, n, f"not cancelled ({type(exc).__name__})", run))
     return out
 
 
-def cancel_registered(paths: list[Path] | None = None) -> list[str]:
-    """Cancel the running batches of every tracker in the registry (or of `paths`): `make down`,
-    `acd batches --cancel`. The key comes from the environment variable the tracker names. Lines say what was
-    cancelled."""
+def _with_client(tracker: Tracker, work):
+    """Run `work(client)` with an SDK client for the server a tracker's batches live on (its key from the
+    environment variable the tracker names; never stored)."""
     from openai import AsyncOpenAI
 
+    meta = tracker.meta()
+    key = os.environ.get(meta.get("api_key_env") or "", "") or "none"
+
+    async def run():
+        client = AsyncOpenAI(base_url=meta["base_url"], api_key=key, max_retries=2, timeout=30.0)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def refresh(tracker: Tracker) -> None:
+    """Ask the server for the status of every batch the tracker still thinks is running (`acd batches`)."""
+    async def work(client):
+        for batch_id, _status, _n in tracker.live():
+            try:
+                tracker.set_status(batch_id, (await client.batches.retrieve(batch_id)).status)
+            except openai.OpenAIError as exc:
+                log.warning("batch %s: status not readable (%s)", batch_id, type(exc).__name__)
+
+    if tracker.live():
+        _with_client(tracker, work)
+
+
+def cancel_registered(paths: list[Path] | None = None) -> list[Cancelled]:
+    """Cancel the running batches of every tracker in the registry (or of `paths`): Ctrl-C, `make down`,
+    `acd batches --cancel`. The key comes from the environment variable the tracker names."""
     from acd.backends.batch_tracker import live_registry
 
     said = []
     for path in paths if paths is not None else live_registry():
         tracker = Tracker(path)
-        meta = tracker.meta()
         if not tracker.live():
             unregister_live(path)
             tracker.close()
             continue
-        key = os.environ.get(meta.get("api_key_env") or "", "") or "none"
-
-        async def run() -> list:
-            client = AsyncOpenAI(base_url=meta["base_url"], api_key=key, max_retries=2, timeout=30.0)
-            try:
-                return await _cancel(client, tracker)
-            finally:
-                await client.close()
-
-        for batch_id, status, n in asyncio.run(run()):
-            said.append(f"{batch_id} ({n} requests, {path.parent.parent.name}): {status}")
+        said.extend(_with_client(tracker, lambda client: _cancel(client, tracker)))
         tracker.close()
     return said

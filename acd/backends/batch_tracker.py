@@ -8,7 +8,7 @@ creates something on the server (an uploaded file, a batch), so a killed build's
   * counts each line's failed attempts across runs, so `max_retries` holds for the line, not per invocation.
 
 Tables:
-  files(file_id, model, lines, tokens, bytes, created)          one row per uploaded input file
+  files(file_id, model, lines, tokens, bytes, created, path)    one row per uploaded input file
   lines(custom_id, file_id, outcome)                            outcome: NULL until its batch is taken, then
                                                                 "ok" or the failure's reason
   batches(batch_id, file_id, status, created, taken)            taken: its output/error files were read
@@ -44,7 +44,7 @@ class Tracker:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(
             "CREATE TABLE IF NOT EXISTS files (file_id TEXT PRIMARY KEY, model TEXT, lines INT, tokens INT, "
-            "  bytes INT, created REAL);"
+            "  bytes INT, created REAL, path TEXT);"
             "CREATE TABLE IF NOT EXISTS lines (custom_id TEXT, file_id TEXT, outcome TEXT, "
             "  PRIMARY KEY (custom_id, file_id));"
             "CREATE INDEX IF NOT EXISTS lines_by_file ON lines (file_id);"
@@ -61,12 +61,14 @@ class Tracker:
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in kv.items()])
 
-    def record_file(self, file_id: str, model: str, custom_ids: list[str], tokens: int, size: int) -> None:
-        """An uploaded input file and its lines (one transaction: a file is known with all its lines or not)."""
+    def record_file(self, file_id: str, model: str, custom_ids: list[str], tokens: int, size: int,
+                    path: str = "") -> None:
+        """An uploaded input file and its lines (one transaction: a file is known with all its lines or not);
+        `path`: the local copy it was uploaded from (removed once its batch is read)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                             (file_id, model, len(custom_ids), tokens, size, time.time()))
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (file_id, model, len(custom_ids), tokens, size, time.time(), path))
             self._db.executemany("INSERT OR IGNORE INTO lines VALUES (?, ?, NULL)", [(c, file_id) for c in custom_ids])
             self._db.execute("COMMIT")
 
@@ -99,7 +101,8 @@ class Tracker:
                          "WHERE l.custom_id = ? ORDER BY f.created, l.rowid", (custom_id,))
 
     def file(self, file_id: str) -> tuple | None:
-        rows = self._run("SELECT file_id, model, lines, tokens, bytes FROM files WHERE file_id = ?", (file_id,))
+        """(file_id, model, lines, tokens, bytes, path)"""
+        rows = self._run("SELECT file_id, model, lines, tokens, bytes, path FROM files WHERE file_id = ?", (file_id,))
         return rows[0] if rows else None
 
     def file_lines(self, file_id: str) -> list[str]:
