@@ -49,13 +49,15 @@ def _wait(c: openai.OpenAI, batch_id: str, until=("completed", "failed", "expire
 
 
 def _read(c: openai.OpenAI, file_id: str | None) -> list[dict]:
-    return [] if file_id is None else [orjson.loads(ln) for ln in c.files.content(file_id).content.splitlines()]
+    data = b"" if file_id is None else c.files.content(file_id).content
+    return [orjson.loads(ln) for ln in data.split(b"\n") if ln]  # JSONL: "\n" ends a line, nothing else
 
 
 def test_happy_path_answers_equal_the_online_answers():
     with OpenAITestServer() as srv:
         c = _client(srv)
         rows = _lines(8) + _lines(4, prefix="w", model="weak-model")  # models may differ between lines
+        rows[3]["body"]["messages"][1]["content"] += " Line\u2028separators stay inside a JSONL line."
         f = c.files.create(file=("input.jsonl", _jsonl(rows)), purpose="batch")
         assert (f.object, f.purpose, f.status, f.bytes, f.filename) == ("file", "batch", "processed",
                                                                           len(_jsonl(rows)), "input.jsonl")
@@ -122,7 +124,7 @@ def test_forced_expiry_keeps_partial_results_and_only_the_first_batch_expires():
 
 
 def test_completion_window_passing_expires_the_batch():
-    with OpenAITestServer(batch={"completion_window_s": 0.4, "lines_per_s": 25}) as srv:
+    with OpenAITestServer(batch={"completion_window_s": 1.0, "lines_per_s": 25}) as srv:
         c = _client(srv)
         b = _wait(c, _submit(c, _lines(100)).id)
         assert b.status == "expired"
@@ -295,3 +297,16 @@ def test_auth_reset_and_a_separate_process():
         bst = srv.stats()["batch"]
         assert (bst["files_uploaded"], bst["batches_created"], bst["lines_processed"]) == (0, 0, 0)
         assert c.batches.retrieve(done.id).status == "completed" and _read(c, done.output_file_id)
+
+
+def test_ids_do_not_repeat_across_server_restarts():
+    """A client resuming with a stored batch id must not find another batch under it on a restarted server."""
+    ids = []
+    for _ in range(2):
+        with OpenAITestServer(seed=0) as srv:
+            c = _client(srv)
+            if ids:
+                with pytest.raises(openai.NotFoundError):
+                    c.batches.retrieve(ids[0])
+            ids.append(_submit(c, _lines(1)).id)
+    assert ids[0] != ids[1]
