@@ -303,6 +303,7 @@ class Processor:
         applies at once; 0 holds the batch); the reason processing stopped early, or None."""
         b, bs = self.b, self.bs
         allowance, last, i = (1.0 if bs.knobs.lines_per_s > 0 else 0.0), time.monotonic(), 0
+        run = 0  # lines answered since the loop last let the HTTP handlers in
         while True:
             if b.cancel_requested:
                 return "cancelled"
@@ -311,12 +312,15 @@ class Processor:
             if i == len(b.lines):
                 return None
             now, rate = time.monotonic(), bs.knobs.lines_per_s
-            # bursts of at most 50 ms of work, so the loop stays free for the HTTP handlers
-            allowance, last = min(allowance + (now - last) * rate, max(1.0, rate * 0.05)), now
+            allowance, last = min(allowance + (now - last) * rate, max(1.0, rate * 0.05)), now  # <= 50 ms ahead
             if allowance >= 1:
                 self._answer(b.lines[i])
-                i, allowance = i + 1, allowance - 1
+                i, allowance, run = i + 1, allowance - 1, run + 1
+                if run >= 100:  # however high the rate, polls and cancels are served between runs of lines
+                    run = 0
+                    await asyncio.sleep(0)
             else:
+                run = 0
                 await asyncio.sleep(0.01)
 
     def _answer(self, line: dict) -> None:
