@@ -12,7 +12,7 @@ limit -> failed (errors.data); the completion window passing (or the `expire_fir
 cancelling -> cancelled. Expired and cancelled batches keep their partial results: the output file holds the
 lines answered with status 200, the error file the other answered lines (a "500" fault: response.status_code 500
 with an error body) plus one line per unfinished request (error.code "batch_expired" / "batch_cancelled").
-Output lines are in a shuffled (seeded by the batch id) order, as OpenAI does not keep input order either.
+Output lines come shuffled (seeded by the server's seed and the batch's ordinal), as OpenAI keeps no order either.
 
 Knobs (BatchKnobs; OpenAITestServer(batch={...}), POST /admin/batch, --batch-* flags) set speed, limits and
 forced expiry. Counters go to GET /stats under "batch".
@@ -102,6 +102,7 @@ class Batch:
     usage: Counter = field(default_factory=Counter)
     tokens_by_model: dict[str, int] = field(default_factory=dict)  # enqueued (estimated prompt) tokens
     cancel_requested: bool = False
+    seq: int = 0  # creation ordinal: seeds the output order, so a rerun of a test shuffles the same way
 
     def obj(self) -> dict:
         stamp = self.stamps.get
@@ -134,7 +135,11 @@ class BatchState:
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}  # insertion order = creation order
         self.tasks: set[asyncio.Task] = set()  # keep processors referenced until they end
+        self.batches_total = 0  # never reset (batches_created is a counter /admin/reset clears)
         self._ids = 0  # never reset: ids stay unique for the server's life
+        # ...and across its restarts: a client resuming with a stored batch id must get a 404 from a new server,
+        # never another batch that happens to have the same id.
+        self._instance = time.time_ns()
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -157,7 +162,7 @@ class BatchState:
 
     def new_id(self, prefix: str) -> str:
         self._ids += 1
-        return prefix + _hex(self.seed, prefix, self._ids, n=24 if prefix == "file-" else 32)
+        return prefix + _hex(self._instance, prefix, self._ids, n=24 if prefix == "file-" else 32)
 
     def enqueued(self) -> Counter:
         """Per model, the estimated prompt tokens of the batches admitted and not yet finished."""
@@ -189,7 +194,9 @@ def validate(data: bytes, endpoint: str, knobs: BatchKnobs) -> tuple[list[dict],
     if len(data) > knobs.max_bytes:
         return [], [_line_error("file_too_large", f"The batch input file is larger than the {knobs.max_bytes} "
                                                   "byte maximum.")]
-    rows = data.decode("utf-8", "replace").splitlines()
+    # JSONL lines end at "\n" only: str.splitlines() would also cut at U+2028 and the like, which JSON
+    # encoders (orjson among them) leave raw inside strings.
+    rows = [r.removesuffix("\r") for r in data.decode("utf-8", "replace").split("\n")]
     while rows and not rows[-1].strip():
         rows.pop()
     if not rows:
@@ -285,10 +292,9 @@ class Processor:
             queued = self.bs.enqueued()
             for model, n in sorted(tokens.items()):
                 if queued[model] + n > limit:
-                    return [_line_error("token_limit_exceeded", f"Enqueued token limit reached for {model} in "
-                                                                f"organization org-acd-test. Limit: {limit:,} enqueued "
-                                                                "tokens. Please try again once some in_progress batches "
-                                                                "have been completed.")]
+                    return [_line_error("token_limit_exceeded", (
+                        f"Enqueued token limit reached for {model} in organization org-acd-test. Limit: {limit:,} "
+                        "enqueued tokens. Please try again once some in_progress batches have been completed."))]
         self.b.tokens_by_model = dict(tokens)
         return []
 
@@ -297,6 +303,7 @@ class Processor:
         applies at once; 0 holds the batch); the reason processing stopped early, or None."""
         b, bs = self.b, self.bs
         allowance, last, i = (1.0 if bs.knobs.lines_per_s > 0 else 0.0), time.monotonic(), 0
+        run = 0  # lines answered since the loop last let the HTTP handlers in
         while True:
             if b.cancel_requested:
                 return "cancelled"
@@ -305,12 +312,15 @@ class Processor:
             if i == len(b.lines):
                 return None
             now, rate = time.monotonic(), bs.knobs.lines_per_s
-            # bursts of at most 50 ms of work, so the loop stays free for the HTTP handlers
-            allowance, last = min(allowance + (now - last) * rate, max(1.0, rate * 0.05)), now
+            allowance, last = min(allowance + (now - last) * rate, max(1.0, rate * 0.05)), now  # <= 50 ms ahead
             if allowance >= 1:
                 self._answer(b.lines[i])
-                i, allowance = i + 1, allowance - 1
+                i, allowance, run = i + 1, allowance - 1, run + 1
+                if run >= 100:  # however high the rate, polls and cancels are served between runs of lines
+                    run = 0
+                    await asyncio.sleep(0)
             else:
+                run = 0
                 await asyncio.sleep(0.01)
 
     def _answer(self, line: dict) -> None:
@@ -333,7 +343,7 @@ class Processor:
                 c.update(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"])
             bs.usage_by_model[body.get("model") or ""].update(prompt_tokens=u["prompt_tokens"],
                                                               completion_tokens=u["completion_tokens"], requests=1)
-        rid = _hex(b.id, line["custom_id"], bs.per_custom_id[line["custom_id"]])
+        rid = _hex(b.id, line["custom_id"])
         b.results[line["custom_id"]] = {
             "id": "batch_req_" + rid, "custom_id": line["custom_id"],
             "response": {"status_code": status, "request_id": "req_" + rid, "body": payload}, "error": None}
@@ -363,8 +373,9 @@ class Processor:
     def _write(self, rows: list[dict], kind: str) -> str | None:
         if not rows:
             return None
-        # OpenAI does not keep input order: shuffle (seeded by the batch, so reruns match) to keep clients honest.
-        random.Random(self.b.id).shuffle(rows)
+        # OpenAI keeps no input order: shuffle (reproducibly) so clients must match lines by custom_id.
+        rows.sort(key=lambda r: r["custom_id"])
+        random.Random(f"{self.bs.seed}:{self.b.seq}:{kind}").shuffle(rows)
         f = StoredFile(self.bs.new_id("file-"), f"{self.b.id}_{kind}.jsonl", "batch_output",
                        b"".join(orjson.dumps(r) + b"\n" for r in rows), int(time.time()))
         self.bs.files[f.id] = f
@@ -498,7 +509,9 @@ def routes(state: Any) -> list:
         if f.purpose != "batch":
             return js(*_error("The input file must have been uploaded with purpose 'batch'.", 400, "input_file_id"))
         now = time.time()
-        b = Batch(bs.new_id("batch_"), f.id, ENDPOINT, "24h", meta, now, now + bs.knobs.completion_window_s)
+        b = Batch(bs.new_id("batch_"), f.id, ENDPOINT, "24h", meta, now, now + bs.knobs.completion_window_s,
+                  seq=bs.batches_total)
+        bs.batches_total += 1
         bs.batches[b.id] = b
         bs.batches_created += 1
         task = asyncio.get_running_loop().create_task(Processor(state, bs, b).run())
