@@ -422,3 +422,47 @@ def test_report_plot_is_deterministic_without_pyplot():
     assert _length_plots(lengths[:-1])["audio"] != a["audio"]
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or not pyplot.get_fignums()
+
+
+def test_export_streams_in_bounded_batches(built, tmp_path, monkeypatch):
+    """Issue 24: the export reads the pairs a few rows at a time, and the batch size changes no byte. With
+    3-row batches, 7-row Parquet row groups and files of 20 rows, every cut falls inside some batch."""
+    from acd.export import parquet_out, source
+
+    monkeypatch.setattr(parquet_out, "ROW_GROUP_SIZE", 7)
+    small_files = load_recipe("demo", {"name": "export-test", "seed": 7, "qcc_share": 0.4,
+                                       "shards": {"target_bytes": 40_000}, "export": {"rows_per_file": 20},
+                                       "checks": {"judge": "offline"}, "review": {"compliance_bar": 0.95}})
+    outs, largest = {}, {}
+    real = source.materialize
+    for batch in (3, 100_000):
+        seen = []
+        monkeypatch.setattr(source, "materialize", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+        out = tmp_path / f"out-{batch}"
+        write_outputs(built["pairs"], built["media"], built["run"], out, small_files, STATS, batch_rows=batch)
+        outs[batch] = _all_files(out)
+        outs[batch].pop(".build-inputs")  # records mtimes
+        largest[batch] = seen[0].largest_batch
+    assert largest[3] == 3 and largest[100_000] == built["pairs"].num_rows  # what each run held at once
+    assert len([k for k in outs[3] if k.startswith("pairs/train-")]) > 1
+    assert outs[3] == outs[100_000]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 24 open: the first IPC chunk's whole-column bitmaps of nullable "
+                   "string columns are not reproduced yet, so inputs_sha256 differs above 65,536 pairs")
+def test_stream_digest_is_the_whole_table_digest(built, monkeypatch):
+    """The inputs hash streams the pairs through Arrow IPC in fixed-size batches: the bytes are those of the
+    whole table written at once, whatever batches come in (here uneven pieces; IPC batches of 16 rows, as
+    the real 65,536 a multiple of 8, with the string columns' padding taken from the rows after them)."""
+    import acd.export as ex
+    from acd.records import conform
+
+    monkeypatch.setattr(ex, "IPC_CHUNK", 16)
+    one = conform(built["pairs"], PAIR_SCHEMA)
+    table = pa.concat_tables([one] * 4).combine_chunks()  # several chunks, bitmaps longer than one chunk's
+    whole = ex._HashSink()
+    with pa.ipc.new_stream(pa.PythonFile(whole, mode="w"), table.schema) as w:
+        w.write_table(table, max_chunksize=16)
+    cuts = [0, 5, 18, 40, 41, 100, table.num_rows]
+    pieces = [table.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+    assert ex._stream_digest(lambda: iter(pieces), PAIR_SCHEMA) == whole.h.digest()
