@@ -13,16 +13,16 @@ writing anything. Output never depends on where the run directory is (media uris
 
 Streaming (issue 24): no step holds every accepted pair. The inputs are DuckDB views (acd.export.source),
 sorted once into temp Parquet under a DuckDB memory limit and read back in bounded batches; counts and
-the card's statistics are DuckDB queries. The bytes are those of the in-memory export this replaced.
+the card's statistics are DuckDB queries. The bytes are those of the in-memory export this replaced,
+except the manifest's inputs hash above IPC_CHUNK pairs (`_stream_digest`: now defined by the rows alone).
 """
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -63,131 +63,48 @@ class _HashSink:
 
 
 def _zero_nulls(arr: pa.Array) -> pa.Array:
-    """The same array with zeros in the value slots under its nulls. IPC writes fixed-width value buffers
-    whole, nulls' slots included, and what sits there depends on the reader (DuckDB's Arrow output has zeros,
-    pyarrow's Parquet reader leaves whatever the memory held): hash the zeros, so the digest is the same
-    as it was over DuckDB's tables, and the same from run to run."""
-    if not arr.null_count or not pa.types.is_primitive(arr.type):
+    """The same array with nothing under its nulls: zeros in a fixed-width column's slots, empty strings and
+    lists in a variable-length one's. IPC sends a null's slot as it lies (fixed-width values, the bytes a
+    null string's offsets span), and what lies there depends on the reader (DuckDB's Arrow output has zeros
+    and empty slots, pyarrow's Parquet reader may leave whatever the memory held): hash nothing, so the
+    digest is the same as it was over DuckDB's tables, and the same from run to run. fill_null builds
+    fresh, compact buffers (unlike if_else, which keeps a null string's bytes: measured, pyarrow 26)."""
+    if not arr.null_count:
         return arr
-    filled = pc.fill_null(arr, pa.scalar(False if pa.types.is_boolean(arr.type) else 0, arr.type))
-    validity = pc.is_valid(arr).buffers()[1]  # a fresh bitmap at offset 0, like `filled`
-    return pa.Array.from_buffers(arr.type, len(arr), [validity, filled.buffers()[1]], arr.null_count)
-
-
-# Why tails and whole bitmaps: the digest used to be the IPC stream of one contiguous table cut in
-# IPC_CHUNK-row slices, and Arrow's IPC writer (pyarrow 26, measured) sends more of a slice's buffers than
-# its rows: a string column's data rounded up to 64 bytes from the underlying buffer (the next rows' text
-# rides along as padding), and, for the slice at offset 0, every bitmap (validity, bool values) whole, the
-# whole column's. A chunk built fresh must carry the same bytes: `_tails` reads them in a first pass.
-_PAD = 64
-
-
-def _offsets(arr: pa.Array) -> np.ndarray:
-    """The int32 value offsets of a (possibly sliced) string or list array, len(arr) + 1 of them."""
-    return np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
-
-
-def _data_range(arr: pa.Array) -> tuple[pa.Buffer | None, int, int]:
-    """(data buffer, start, end) of a string array's bytes, or of a list<string>'s child strings."""
-    if pa.types.is_list(arr.type):
-        if len(arr) == 0:
-            return None, 0, 0
-        o = _offsets(arr)
-        arr = arr.values.slice(int(o[0]), int(o[-1] - o[0]))
-    if len(arr) == 0:
-        return None, 0, 0
-    o = _offsets(arr)
-    return arr.buffers()[2], int(o[0]), int(o[-1])
-
-
-def _var_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_list(f.type)]
-
-
-def _tails(tables, schema: pa.Schema) -> tuple[dict[int, dict[str, bytes]], dict[str, pa.Buffer]]:
-    """For each chunk start after the first: the first bytes (up to 63) of each variable-length column's
-    data from that row on; and each column's whole validity bitmap (bool columns: also the values')."""
-    cols = _var_columns(schema)
-    out: dict[int, dict[str, bytes]] = {}
-    bits: dict[str, list] = {f.name: [] for f in schema}
-    vals: dict[str, list] = {f.name: [] for f in schema if pa.types.is_boolean(f.type)}
-    pos = 0
-    for t in tables:
-        n = t.num_rows
-        for f in schema:  # N/8 bytes a column: what the first chunk's bitmaps carry
-            a = t.column(f.name)
-            bits[f.name].append(pc.is_valid(a).combine_chunks())
-            if f.name in vals:
-                vals[f.name].append(pc.fill_null(a, False).combine_chunks())
-        first = -(-pos // IPC_CHUNK) * IPC_CHUNK or IPC_CHUNK  # the first chunk start at or after pos
-        for b in range(first, pos + n, IPC_CHUNK):
-            out[b] = {c: b"" for c in cols}
-        for b, have in out.items():
-            if b >= pos + n:
-                continue
-            sub = t.slice(max(0, b - pos))
-            for c in cols:
-                if len(have[c]) < _PAD - 1:
-                    buf, lo, hi = _data_range(sub.column(c).combine_chunks())
-                    if buf is not None:
-                        have[c] += buf[lo:min(hi, lo + _PAD - 1 - len(have[c]))].to_pybytes()
-        pos += n
-    whole = {}
-    if pos > IPC_CHUNK:  # one chunk: nothing is sliced, the fresh arrays are the table
-        for name, parts in bits.items():
-            whole[name] = pa.concat_arrays(parts).buffers()[1]
-        for name, parts in vals.items():
-            whole["values:" + name] = pa.concat_arrays(parts).buffers()[1]
-    return out, whole
-
-
-def _with_tail(arr: pa.Array, tail: bytes, validity: pa.Buffer | None = None) -> pa.Array:
-    """`arr` (string or list<string>) rebuilt at offset 0 with exactly its bytes, plus as much of `tail`
-    after them as the writer's 64-byte rounding reads; `validity`: the bitmap to carry, if not its own."""
-    o = _offsets(arr) if len(arr) else np.zeros(1, np.int32)
-    offs = pa.py_buffer((o - o[0]).astype(np.int32).tobytes())
-    if arr.null_count:
-        validity = validity or pc.is_valid(arr).buffers()[1]
+    t = arr.type
+    if pa.types.is_primitive(t):
+        empty = pa.scalar(False if pa.types.is_boolean(t) else 0, t)
+    elif pa.types.is_string(t) or pa.types.is_list(t):
+        empty = pa.scalar("" if pa.types.is_string(t) else [], t)
     else:
-        validity = None
-    if pa.types.is_list(arr.type):
-        child = _with_tail(arr.values.slice(int(o[0]), int(o[-1] - o[0])), tail)
-        return pa.Array.from_buffers(arr.type, len(arr), [validity, offs], arr.null_count, children=[child])
-    buf, lo, hi = _data_range(arr)
-    total = hi - lo
-    data = (buf[lo:hi].to_pybytes() if buf is not None else b"") + tail[:-(-total // _PAD) * _PAD - total]
-    validity = pc.is_valid(arr).buffers()[1] if arr.null_count else None
-    return pa.Array.from_buffers(arr.type, len(arr), [validity, offs, pa.py_buffer(data)],
-                                 arr.null_count)
+        raise TypeError(f"no empty value for {t}")  # the hashed schemas have none other
+    filled = pc.fill_null(arr, empty)
+    validity = pc.is_valid(arr).buffers()[1]  # a fresh bitmap at offset 0, like `filled`
+    children = [filled.values] if pa.types.is_list(t) else None
+    return pa.Array.from_buffers(t, len(arr), [validity, *filled.buffers()[1:3 if children is None else 2]],
+                                 arr.null_count, children=children)
 
 
-def _stream_digest(scan, schema: pa.Schema) -> bytes:
-    """sha256 of the Arrow IPC stream of the whole (sorted) table written at once with
-    max_chunksize=IPC_CHUNK, built one chunk at a time: `scan()` gives the table's batches (called twice:
-    once for the padding tails, once to hash)."""
-    tails, whole = _tails(scan(), schema)
-    var = set(_var_columns(schema))
+def _compact(pieces: list[pa.Array]) -> pa.Array:
+    """One column of one hashed batch: its pieces copied into fresh buffers at offset 0 that hold these rows'
+    bytes and nothing else. Arrow's IPC writer sends more of a sliced array's buffers than its rows (string
+    padding from the rows after it, whole bitmaps for a slice at offset 0), so hashing slices would make the
+    digest depend on how the rows arrived; a compact copy does not. concat_arrays copies even a single piece
+    (pyarrow 26; tests/test_export.py checks the digest over pieces that are slices of bigger tables)."""
+    return _zero_nulls(pa.concat_arrays(pieces))
+
+
+def _stream_digest(tables: Iterable[pa.Table], schema: pa.Schema) -> bytes:
+    """sha256 of the Arrow IPC stream (`schema`) of the rows of `tables`, in consecutive record batches of
+    IPC_CHUNK rows (the last shorter), each batch compact (`_compact`). Defined by the rows alone, not by
+    how they arrive; up to IPC_CHUNK rows it is the digest of the whole table written at once, as it was
+    before the export streamed (so such builds keep their inputs hash)."""
     sink = _HashSink()
     with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as w:
-        pos = 0
-        for chunk in source.rechunk(scan(), IPC_CHUNK):
-            first = pos == 0
-            pos += chunk.num_rows
-            tail = tails.get(pos, {})
-            arrays = []
-            for f, c in zip(schema, chunk.columns):
-                a = c.combine_chunks()
-                if f.name in var:
-                    a = _with_tail(a, tail.get(f.name, b""), whole.get(f.name) if first else None)
-                else:
-                    a = _zero_nulls(a)
-                    if first and whole and (a.null_count or pa.types.is_boolean(f.type)):
-                        bufs = a.buffers()
-                        a = pa.Array.from_buffers(
-                            a.type, len(a), [whole[f.name] if a.null_count else None,
-                                             whole.get("values:" + f.name, bufs[1])], a.null_count)
-                arrays.append(a)
-            w.write_table(pa.Table.from_arrays(arrays, schema=schema), max_chunksize=IPC_CHUNK)
+        for chunk in source.cut(tables, IPC_CHUNK):
+            parts = [t.select(schema.names) for t in chunk]  # cut yields no empty chunk
+            cols = [_compact([a for t in parts for a in t.column(f.name).chunks]) for f in schema]
+            w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
     return sink.h.digest()
 
 
@@ -213,9 +130,8 @@ def _inputs_hash(src: source.Sorted, recipe, stats: dict | None) -> str:
         measured, checks_fingerprint().encode(),
         json.dumps(_identity(recipe.written), sort_keys=True, default=str).encode(),  # a budget is not an input
         json.dumps(stats or {}, sort_keys=True, default=str).encode(),
-        _stream_digest(lambda: source.scan(src), PAIR_SCHEMA),
-        _stream_digest(lambda: (t.select(media_cols) for t in source.scan(src, "media")),
-                       pa.schema([MEDIA_SCHEMA.field(n) for n in media_cols])),
+        _stream_digest(source.scan(src), PAIR_SCHEMA),
+        _stream_digest(source.scan(src, "media"), pa.schema([MEDIA_SCHEMA.field(n) for n in media_cols])),
     )
 
 
