@@ -422,3 +422,115 @@ def test_report_plot_is_deterministic_without_pyplot():
     assert _length_plots(lengths[:-1])["audio"] != a["audio"]
     pyplot = sys.modules.get("matplotlib.pyplot")
     assert pyplot is None or not pyplot.get_fignums()
+
+
+def test_export_streams_in_bounded_batches(built, tmp_path, monkeypatch):
+    """Issue 24: the export reads the pairs a few rows at a time, and the batch size changes no byte. With
+    3-row batches, 7-row Parquet row groups and files of 20 rows, every cut falls inside some batch."""
+    from acd.export import parquet_out, source
+
+    monkeypatch.setattr(parquet_out, "ROW_GROUP_SIZE", 7)
+    small_files = load_recipe("demo", {"name": "export-test", "seed": 7, "qcc_share": 0.4,
+                                       "shards": {"target_bytes": 40_000}, "export": {"rows_per_file": 20},
+                                       "checks": {"judge": "offline"}, "review": {"compliance_bar": 0.95}})
+    outs, largest = {}, {}
+    real = source.materialize
+    for batch in (3, 100_000):
+        seen = []
+        monkeypatch.setattr(source, "materialize", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+        out = tmp_path / f"out-{batch}"
+        write_outputs(built["pairs"], built["media"], built["run"], out, small_files, STATS, batch_rows=batch)
+        outs[batch] = _all_files(out)
+        outs[batch].pop(".build-inputs")  # records mtimes
+        largest[batch] = seen[0].largest_batch
+    assert largest[3] == 3 and largest[100_000] == built["pairs"].num_rows  # what each run held at once
+    assert len([k for k in outs[3] if k.startswith("pairs/train-")]) > 1
+    assert outs[3] == outs[100_000]
+
+
+def _whole_table_digest(table: pa.Table) -> bytes:
+    """The inputs digest before the export streamed: the whole table through IPC at once."""
+    import acd.export as ex
+
+    sink = ex._HashSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as w:
+        w.write_table(table, max_chunksize=65536)
+    return sink.h.digest()
+
+
+def _with_nulls(table: pa.Table) -> pa.Table:
+    """`table` with nulls sprinkled over its nullable string, list, bool and number columns, built the way
+    DuckDB and the Parquet reader build them (nothing under a null), and compact."""
+    rows = table.to_pylist()
+    for r, row in enumerate(rows):
+        for i, f in enumerate(table.schema):
+            if f.nullable and (r * 7 + i) % 5 == 0:
+                row[f.name] = None
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def _garbage_under_nulls(table: pa.Table) -> pa.Table:
+    """The same rows, but a null string spans bytes and a null number holds a value, as another reader's
+    arrays may: the digest must not see them."""
+    import pyarrow.compute as pc
+
+    cols = []
+    for f, col in zip(table.schema, table.columns):
+        a = col.combine_chunks()
+        if a.null_count and pa.types.is_string(f.type):
+            filled = pc.fill_null(a, "under-a-null")
+            a = pa.Array.from_buffers(f.type, len(a), [pc.is_valid(a).buffers()[1], *filled.buffers()[1:]],
+                                      a.null_count)
+        elif a.null_count and pa.types.is_integer(f.type):
+            filled = pc.fill_null(a, 12345)
+            a = pa.Array.from_buffers(f.type, len(a), [pc.is_valid(a).buffers()[1], filled.buffers()[1]],
+                                      a.null_count)
+        cols.append(a)
+    return pa.Table.from_arrays(cols, schema=table.schema)
+
+
+def test_stream_digest_does_not_depend_on_how_the_rows_arrive(built, monkeypatch):
+    """The inputs hash streams the pairs through Arrow IPC in compact batches of IPC_CHUNK rows (here 16):
+    the same rows give the same digest whether they come whole, in uneven slices of a bigger table that
+    cross batch boundaries, one row at a time, or freshly built with other bytes under their nulls."""
+    import acd.export as ex
+    from acd.records import conform
+
+    monkeypatch.setattr(ex, "IPC_CHUNK", 16)
+    table = _with_nulls(pa.concat_tables([conform(built["pairs"], PAIR_SCHEMA)] * 4))
+    assert table.num_rows > 4 * 16
+    assert all(table.column(c).null_count for c in ("instruction", "check_failures", "check_passed", "attempts"))
+    bigger = pa.concat_tables([table.slice(0, 9), table, table.slice(3, 20)]).combine_chunks()
+    inside = bigger.slice(9, table.num_rows)  # the same rows, at an offset inside bigger buffers
+    cuts = [0, 5, 18, 40, 41, 100, table.num_rows]
+    ways = {
+        "whole": [table.combine_chunks()],
+        "slices": [inside.slice(a, b - a) for a, b in zip(cuts, cuts[1:])],
+        "rows": [inside.slice(r, 1) for r in range(table.num_rows)],
+        "chunk-sized slices": [inside.slice(a, 16) for a in range(0, table.num_rows, 16)],
+        "fresh": [pa.Table.from_pylist(table.slice(a, 33).to_pylist(), schema=PAIR_SCHEMA)
+                  for a in range(0, table.num_rows, 33)],
+        "garbage under nulls": [_garbage_under_nulls(table.slice(a, 50)) for a in range(0, table.num_rows, 50)],
+    }
+    digests = {k: ex._stream_digest(iter(v), PAIR_SCHEMA) for k, v in ways.items()}
+    assert len(set(digests.values())) == 1, digests
+    # and the digest still sees the rows: one changed value changes it
+    changed = table.set_column(table.schema.get_field_index("chosen"), "chosen",
+                               pa.array(["x"] + table.column("chosen").to_pylist()[1:], pa.string()))
+    assert ex._stream_digest(iter([changed]), PAIR_SCHEMA) != digests["whole"]
+
+
+def test_stream_digest_up_to_one_chunk_is_the_whole_table_digest(built):
+    """Up to IPC_CHUNK rows the digest is the one the export had before it streamed (the whole table through
+    IPC at once), so a demo-sized build keeps its inputs hash, whatever pieces the rows come in."""
+    import acd.export as ex
+    from acd.records import conform
+
+    table = _with_nulls(conform(built["pairs"], PAIR_SCHEMA)).combine_chunks()
+    assert table.num_rows <= ex.IPC_CHUNK
+    n = table.num_rows
+    bigger = pa.concat_tables([table.slice(n - 3), table, table.slice(0, 9)]).combine_chunks()  # table at row 3
+    pieces = [bigger.slice(a, 7) for a in range(3, 3 + n, 7)]
+    pieces[-1] = pieces[-1].slice(0, n - 7 * (len(pieces) - 1))
+    assert sum(p.num_rows for p in pieces) == n
+    assert ex._stream_digest(iter(pieces), PAIR_SCHEMA) == _whole_table_digest(table)

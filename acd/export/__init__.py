@@ -10,29 +10,34 @@
 Every file is byte-deterministic for the same inputs and replaced atomically; a file whose new bytes equal
 the old ones is not touched, and a rerun with identical inputs returns from the state file without
 writing anything. Output never depends on where the run directory is (media uris stay out of it).
+
+Streaming (issue 24): no step holds every accepted pair. The inputs are DuckDB views (acd.export.source),
+sorted once into temp Parquet under a DuckDB memory limit and read back in bounded batches; counts and
+the card's statistics are DuckDB queries. The bytes are those of the in-memory export this replaced,
+except the manifest's inputs hash above IPC_CHUNK pairs (`_stream_digest`: now defined by the rows alone).
 """
 from __future__ import annotations
 
 import json
-import re
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from acd.export import acm_export, card, manifest as mf, parquet_out, shards
+from acd.export import acm_export, card, manifest as mf, parquet_out, shards, source
 from acd.export.fsutil import write_if_changed
-from acd.export.tables import runs
 from acd.paths import EXPORT_TEMPLATES_DIR
-from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA, conform
+from acd.records import MEDIA_SCHEMA, PAIR_SCHEMA
 
-__all__ = ["write_outputs", "EXPORT_FORMAT"]
+__all__ = ["write_outputs", "write_outputs_sql", "EXPORT_FORMAT"]
 
 # Bump when any output's layout changes: part of the inputs hash, so old exports are rebuilt.
 EXPORT_FORMAT = "acd-export/1"
-SPLIT_RE = re.compile(r"^[a-z][a-z0-9_]*$")  # what the Hub accepts as a split name in data_files
+SPLIT_RE = source.SPLIT_RE
 MANAGED_DIRS = ("pairs/", "shards/", "acm/", "assets/")
+IPC_CHUNK = 65536  # record batch size of the hashed Arrow IPC stream (part of the inputs hash: fixed)
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,10 +62,49 @@ class _HashSink:
         self.closed = True
 
 
-def _table_digest(table: pa.Table) -> bytes:
+def _zero_nulls(arr: pa.Array) -> pa.Array:
+    """The same array with nothing under its nulls: zeros in a fixed-width column's slots, empty strings and
+    lists in a variable-length one's. IPC sends a null's slot as it lies (fixed-width values, the bytes a
+    null string's offsets span), and what lies there depends on the reader (DuckDB's Arrow output has zeros
+    and empty slots, pyarrow's Parquet reader may leave whatever the memory held): hash nothing, so the
+    digest is the same as it was over DuckDB's tables, and the same from run to run. fill_null builds
+    fresh, compact buffers (unlike if_else, which keeps a null string's bytes: measured, pyarrow 26)."""
+    if not arr.null_count:
+        return arr
+    t = arr.type
+    if pa.types.is_primitive(t):
+        empty = pa.scalar(False if pa.types.is_boolean(t) else 0, t)
+    elif pa.types.is_string(t) or pa.types.is_list(t):
+        empty = pa.scalar("" if pa.types.is_string(t) else [], t)
+    else:
+        raise TypeError(f"no empty value for {t}")  # the hashed schemas have none other
+    filled = pc.fill_null(arr, empty)
+    validity = pc.is_valid(arr).buffers()[1]  # a fresh bitmap at offset 0, like `filled`
+    children = [filled.values] if pa.types.is_list(t) else None
+    return pa.Array.from_buffers(t, len(arr), [validity, *filled.buffers()[1:3 if children is None else 2]],
+                                 arr.null_count, children=children)
+
+
+def _compact(pieces: list[pa.Array]) -> pa.Array:
+    """One column of one hashed batch: its pieces copied into fresh buffers at offset 0 that hold these rows'
+    bytes and nothing else. Arrow's IPC writer sends more of a sliced array's buffers than its rows (string
+    padding from the rows after it, whole bitmaps for a slice at offset 0), so hashing slices would make the
+    digest depend on how the rows arrived; a compact copy does not. concat_arrays copies even a single piece
+    (pyarrow 26; tests/test_export.py checks the digest over pieces that are slices of bigger tables)."""
+    return _zero_nulls(pa.concat_arrays(pieces))
+
+
+def _stream_digest(tables: Iterable[pa.Table], schema: pa.Schema) -> bytes:
+    """sha256 of the Arrow IPC stream (`schema`) of the rows of `tables`, in consecutive record batches of
+    IPC_CHUNK rows (the last shorter), each batch compact (`_compact`). Defined by the rows alone, not by
+    how they arrive; up to IPC_CHUNK rows it is the digest of the whole table written at once, as it was
+    before the export streamed (so such builds keep their inputs hash)."""
     sink = _HashSink()
-    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as w:
-        w.write_table(table, max_chunksize=65536)
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as w:
+        for chunk in source.cut(tables, IPC_CHUNK):
+            parts = [t.select(schema.names) for t in chunk]  # cut yields no empty chunk
+            cols = [_compact([a for t in parts for a in t.column(f.name).chunks]) for f in schema]
+            w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
     return sink.h.digest()
 
 
@@ -70,7 +114,7 @@ def _identity(written: dict) -> dict:
     return identity(written)
 
 
-def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -> str:
+def _inputs_hash(src: source.Sorted, recipe, stats: dict | None) -> str:
     # The recipe as written (its defaults are the code's, which the format versions and templates cover):
     # a dataset exported before typed recipes is not rewritten for it.
     template_bytes = b"".join(p.read_bytes() for p in sorted(EXPORT_TEMPLATES_DIR.iterdir())
@@ -80,82 +124,44 @@ def _inputs_hash(pairs: pa.Table, media: pa.Table, recipe, stats: dict | None) -
     from acd.checks.measured import BENCH_FILE, REFERENCE_FILE, checks_fingerprint
 
     measured = b"".join(f.read_bytes() for f in (BENCH_FILE, REFERENCE_FILE) if f.exists())
+    media_cols = [n for n in MEDIA_SCHEMA.names if n != "uri"]
     return mf.hash_parts(
         EXPORT_FORMAT.encode(), shards.TAR_FORMAT_VERSION.encode(), template_bytes,
         measured, checks_fingerprint().encode(),
         json.dumps(_identity(recipe.written), sort_keys=True, default=str).encode(),  # a budget is not an input
         json.dumps(stats or {}, sort_keys=True, default=str).encode(),
-        _table_digest(pairs), _table_digest(media.drop_columns(["uri"])),
+        _stream_digest(source.scan(src), PAIR_SCHEMA),
+        _stream_digest(source.scan(src, "media"), pa.schema([MEDIA_SCHEMA.field(n) for n in media_cols])),
     )
 
 
-def _prepare(pairs: pa.Table, media: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Conform, validate and sort: pairs by (split, modality, media_key, pair_id); media by (modality, key)."""
-    pairs = conform(pairs, PAIR_SCHEMA)
-    media = conform(media, MEDIA_SCHEMA)
-    if pairs.num_rows == 0:
-        from acd.errors import NothingToExport
-
-        raise NothingToExport("no accepted pairs to export (an empty dataset would not load)")
-    for col in ("instruction", "chosen", "rejected"):
-        if pairs.column(col).null_count:
-            raise ValueError(f"pairs: column {col!r} has nulls; only finished, accepted pairs can be exported")
-    bad_splits = sorted({s for s in pc.unique(pairs.column("split")).to_pylist() if not SPLIT_RE.match(s)})
-    if bad_splits:
-        raise ValueError(f"pairs: split names {bad_splits} are not valid dataset split names")
-    if pc.count_distinct(pairs.column("pair_id")).as_py() != pairs.num_rows:
-        raise ValueError("pairs: pair_id is not unique")
-    media = media.take(pc.sort_indices(media, [("modality", "ascending"), ("media_key", "ascending")]))
-    # One row per media_key (the key is the content hash; duplicates from re-ingest are the same bytes).
-    keys = media.column("media_key").to_pylist()
-    keep = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
-    media = media.take(pa.array(keep, pa.int64()))
-    used = pc.unique(pairs.column("media_key"))
-    missing = pc.filter(used, pc.invert(pc.is_in(used, media.column("media_key"))))
-    if len(missing):
-        raise ValueError(f"pairs reference {len(missing)} media_key(s) with no media row, e.g. {missing[0].as_py()}")
-    media = media.filter(pc.is_in(media.column("media_key"), used))
-    # Fail before writing anything (not halfway through the shards) when a pair and its media disagree.
-    j = pairs.select(["media_key", "modality"]).join(
-        media.select(["media_key", "modality"]).rename_columns(["media_key", "media_modality"]), "media_key")
-    bad = j.filter(pc.not_equal(j.column("modality"), j.column("media_modality")))
-    if bad.num_rows:
-        r = bad.slice(0, 1).to_pylist()[0]
-        raise ValueError(f"media {r['media_key']} is {r['media_modality']!r} but its pairs say {r['modality']!r}")
-    order = [("split", "ascending"), ("modality", "ascending"), ("media_key", "ascending"), ("pair_id", "ascending")]
-    pairs = pairs.take(pc.sort_indices(pairs, order)).combine_chunks()
-    return pairs, media.combine_chunks()
-
-
-def _counts(pairs: pa.Table, media: pa.Table, shard_info: dict[str, dict], acm_counts: dict) -> dict[str, Any]:
-    rows = pairs.select(["split", "modality", "instruction_type", "is_qcc"]).group_by(
-        ["split", "modality", "instruction_type", "is_qcc"]).aggregate([([], "count_all")]).to_pylist()
+def _counts(con, shard_info: dict[str, dict], acm_counts: dict) -> dict[str, Any]:
+    rows = con.execute("select split, modality, instruction_type, is_qcc, count(*) from pairs_s "
+                   "group by all order by all").fetchall()
     nested: dict[str, dict[str, dict[str, int]]] = {}
     by_split: dict[str, int] = {}
     by_mod: dict[str, int] = {}
     qcc = 0
-    for r in rows:
-        n = r["count_all"]
-        d = nested.setdefault(r["split"], {}).setdefault(r["modality"], {})
-        d[r["instruction_type"]] = d.get(r["instruction_type"], 0) + n
-        by_split[r["split"]] = by_split.get(r["split"], 0) + n
-        by_mod[r["modality"]] = by_mod.get(r["modality"], 0) + n
-        qcc += n if r["is_qcc"] else 0
+    for split, modality, itype, is_qcc, n in rows:
+        d = nested.setdefault(split, {}).setdefault(modality, {})
+        d[itype] = d.get(itype, 0) + n
+        by_split[split] = by_split.get(split, 0) + n
+        by_mod[modality] = by_mod.get(modality, 0) + n
+        qcc += n if is_qcc else 0
     shards_n: dict[str, dict[str, int]] = {}
     samples: dict[str, int] = {}
     for info in shard_info.values():
         d = shards_n.setdefault(info["split"], {})
         d[info["modality"]] = d.get(info["modality"], 0) + 1
         samples[info["split"]] = samples.get(info["split"], 0) + info["items"]
-    media_by_mod = {r["modality"]: r["count_all"] for r in
-                    media.group_by(["modality"]).aggregate([([], "count_all")]).to_pylist()}
+    media_by_mod = dict(con.execute("select modality, count(*) from media_s group by modality order by modality").fetchall())
     return {
-        "pairs": pairs.num_rows,
+        "pairs": sum(by_split.values()),
         "pairs_by_split": by_split,
         "pairs_by_modality": by_mod,
         "pairs_by_split_modality_type": nested,
         "qcc_pairs": qcc,
-        "media_items": media.num_rows,
+        "media_items": sum(media_by_mod.values()),
         "media_by_modality": media_by_mod,
         "shard_samples_by_split": samples,
         "shards": shards_n,
@@ -172,34 +178,56 @@ def _remove_stale(out_dir: Path, produced: set[str]) -> None:
 
 
 def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path, recipe,
-                  stats: dict | None = None, progress: Progress | None = None) -> dict:
+                  stats: dict | None = None, progress: Progress | None = None,
+                  batch_rows: int = source.BATCH_ROWS) -> dict:
     """Export accepted pairs (PAIR_SCHEMA) and their media (MEDIA_SCHEMA, uri relative to run_dir) to
     out_dir; return the manifest dict (also written to out_dir/manifest.json).
 
     progress(stage, done, total) is called with stage in: pairs, shards, acm, card, manifest, up-to-date.
     """
+    with tempfile.TemporaryDirectory(prefix="acd-export-") as tmp:
+        con = source.connect(Path(tmp))
+        try:
+            source.table_views(con, pairs, media)
+            return _export(con, Path(tmp), run_dir, out_dir, recipe, stats, progress, batch_rows)
+        finally:
+            con.close()
+
+
+def write_outputs_sql(store, pairs_sql: str, media_sql: str, run_dir: Path, out_dir: Path, recipe,
+                      stats: dict | None = None, progress: Progress | None = None,
+                      batch_rows: int = source.BATCH_ROWS) -> dict:
+    """write_outputs over a run directory's parts, never holding all rows: `pairs_sql` and `media_sql` are
+    DuckDB queries where `{stage}` names a stage's parts (see acd.export.source.run_views)."""
+    with tempfile.TemporaryDirectory(prefix="acd-export-") as tmp:
+        con = source.connect(Path(tmp))
+        try:
+            source.run_views(con, store, pairs_sql, media_sql)
+            return _export(con, Path(tmp), run_dir, out_dir, recipe, stats, progress, batch_rows)
+        finally:
+            con.close()
+
+
+def _export(con, tmp: Path, run_dir: Path, out_dir: Path, recipe, stats: dict | None,
+            progress: Progress | None, batch_rows: int) -> dict:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    pairs, media = _prepare(pairs, media)  # validates everything before the first byte is written
+    source.validate(con)  # everything is checked before the first byte is written
+    src = source.materialize(con, tmp, batch_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs_hash = _inputs_hash(pairs, media, recipe, stats)
+    inputs_hash = _inputs_hash(src, recipe, stats)
     state = mf.load_state(out_dir)
     if state.get("inputs_sha256") == inputs_hash and mf.files_unchanged(out_dir, state.get("check", {})):
         if progress:
             progress("up-to-date", 1, 1)
         return json.loads((out_dir / mf.MANIFEST).read_text())
 
-    by_split = {s: pairs.slice(off, n) for s, off, n in runs(pairs, "split")}  # sorted by split first
-    media_by_key = {r["media_key"]: r for r in media.to_pylist()}
-
-    produced = set(parquet_out.write_pairs(
-        by_split, out_dir, recipe.export.rows_per_file, progress))
-    shard_info = shards.write_shards(by_split, media_by_key, out_dir, run_dir, recipe.shards.target_bytes,
+    produced = set(parquet_out.write_pairs(src, out_dir, recipe.export.rows_per_file, progress))
+    shard_info = shards.write_shards(con, src, out_dir, run_dir, recipe.shards.target_bytes,
                                      state.get("shards", {}), progress)
     produced |= set(shard_info)
-    acm = acm_export.write_acm(by_split, media_by_key, out_dir,
-                               tuple(recipe.export.acm_splits), progress)
+    acm = acm_export.write_acm(con, out_dir, tuple(recipe.export.acm_splits), progress)
     produced |= set(acm["files"])
-    summary = card.summarize(pairs, media, stats, shard_info, acm["counts"])
+    summary = card.summarize(con, src, stats, shard_info, acm["counts"])
     produced |= set(card.write_card(summary, recipe, out_dir))
     if progress:
         progress("card", 1, 1)
@@ -212,7 +240,7 @@ def write_outputs(pairs: pa.Table, media: pa.Table, run_dir: Path, out_dir: Path
         entries.update(mf.file_entries(out_dir, [rel], cache))
         if progress:
             progress("manifest", i + 1, len(rels))
-    manifest = mf.build_manifest(entries, _counts(pairs, media, shard_info, acm["counts"]), inputs_hash,
+    manifest = mf.build_manifest(entries, _counts(con, shard_info, acm["counts"]), inputs_hash,
                                  name=recipe.name)
     write_if_changed(out_dir / mf.MANIFEST, mf.manifest_bytes(manifest))
     check = dict(entries)

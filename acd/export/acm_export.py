@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import tarfile
 from functools import lru_cache
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import yaml
 
-from acd.export.tables import runs
 from acd.export.fsutil import write_if_changed, write_via
 from acd.paths import EXPORT_TEMPLATES_DIR
 from acd.taxonomy import load_taxonomy
@@ -60,64 +58,73 @@ def _record(modality: str, kind: str, idx: int, row: dict[str, Any], media: dict
     return rec
 
 
-def write_acm(pairs_by_split: dict[str, pa.Table], media_by_key: dict[str, dict[str, Any]], out_dir: Path,
-              splits: tuple[str, ...] = ("train",), progress: Callable | None = None) -> dict[str, Any]:
+def _rows(con, splits: tuple[str, ...], batch_rows: int):
+    """The exported splits' pairs with the media facts a line needs, in (modality, instruction_type,
+    is_qcc, pair_id) order: one DuckDB query, streamed a batch at a time."""
+    cur = con.cursor()
+    try:
+        reader = cur.sql(
+            "select p.modality, p.instruction_type, p.is_qcc, p.pair_id, p.media_key, p.instruction, p.chosen, "
+            "p.rejected, m.ext, m.width, m.height, m.duration_s from pairs_s p join media_s m using (media_key) "
+            "where p.split in (select unnest($splits)) order by p.modality, p.instruction_type, p.is_qcc, p.pair_id",
+            params={"splits": list(splits)}).to_arrow_reader(batch_rows)
+        for b in reader:
+            yield from b.to_pylist()
+    finally:
+        cur.close()
+
+
+def write_acm(con, out_dir: Path, splits: tuple[str, ...] = ("train",), progress: Callable | None = None,
+              batch_rows: int = 8192) -> dict[str, Any]:
     """Write the jsonl files and meta files; return {"files": [rel...], "counts": {modality: {kind: n}}}.
 
-    Each split's table is sorted by (modality, media_key, pair_id); lines are ordered by pair_id in a file.
+    Lines are ordered by pair_id in a file; a file is written line by line as its rows stream in.
     """
     tax = load_taxonomy()
-    cols = ["pair_id", "media_key", "instruction", "chosen", "rejected", "is_qcc", "instruction_type"]
     files: list[str] = []
     counts: dict[str, dict[str, int]] = {}
-    # Zero-copy: per modality, the slices of the exported splits (no filtered copy of the whole table).
-    by_modality: dict[str, list[pa.Table]] = {}
-    for split in sorted(set(splits) & set(pairs_by_split)):
-        t = pairs_by_split[split]
-        for modality, off, n in runs(t, "modality"):
-            by_modality.setdefault(modality, []).append(t.slice(off, n).select(cols))
-    total, done = sum(x.num_rows for v in by_modality.values() for x in v), 0
-    for modality in sorted(by_modality):
-        tm = pa.concat_tables(by_modality[modality])
-        metas: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
-        for itype in sorted(set(tm.column("instruction_type").to_pylist())):
-            release_name = tax.types[itype].release_name_for(modality)  # video: appearance / position
-            # One type's rows as Python objects at a time keeps memory bounded at the 300k scale.
-            rows = tm.filter(pc.equal(tm.column("instruction_type"), itype)).select(cols).to_pylist()
-            rows.sort(key=lambda r: r["pair_id"])
-            for kind in KINDS:
-                want_qcc = kind == "q-c-c"
-                sel = [r for r in rows if bool(r["is_qcc"]) == want_qcc]
-                if not sel:
-                    continue
-                rel = f"acm/{modality}/{kind}/{release_name}.jsonl"
-                body = "".join(
-                    json.dumps(_record(modality, kind, i, r, media_by_key[r["media_key"]], release_name),
-                               ensure_ascii=False) + "\n"
-                    for i, r in enumerate(sel)
-                )
-                write_if_changed(out_dir / rel, body.encode("utf-8"))
-                files.append(rel)
-                counts.setdefault(modality, {}).setdefault(kind, 0)
-                counts[modality][kind] += len(sel)
-                suffix = prompt_config()["meta_suffix"][kind]
-                metas[kind][f"{suffix}_{release_name}.jsonl"] = {
-                    "root": f"{MEDIA_ROOT}/{modality}",
-                    "annotation": f"{modality}/{kind}/{release_name}.jsonl",
-                    "data_augment": False,
-                    "repeat_time": 1,
-                    "length": len(sel),
-                }
-            done += len(rows)
-            if progress:
-                progress("acm", done, total)
-        for kind, meta in metas.items():
+    total = con.execute("select count(*) from pairs_s where split in (select unnest($s))",
+                        {"s": list(splits)}).fetchone()[0]
+    done = 0
+    metas: dict[str, dict[str, dict[str, Any]]] = {}
+    for (modality, itype, qcc), group in groupby(_rows(con, splits, batch_rows),
+                                                 key=lambda r: (r["modality"], r["instruction_type"], r["is_qcc"])):
+        release_name = tax.types[itype].release_name_for(modality)  # video: appearance / position
+        kind = "q-c-c" if qcc else "q-a-c"
+        rel = f"acm/{modality}/{kind}/{release_name}.jsonl"
+        n = [0]
+
+        def produce(tmp, group=group, n=n, modality=modality, kind=kind, release_name=release_name):
+            with open(tmp, "w", encoding="utf-8") as f:
+                for i, r in enumerate(group):
+                    f.write(json.dumps(_record(modality, kind, i, r, r, release_name), ensure_ascii=False) + "\n")
+                    n[0] += 1
+
+        write_via(out_dir / rel, produce)
+        files.append(rel)
+        counts.setdefault(modality, {}).setdefault(kind, 0)
+        counts[modality][kind] += n[0]
+        suffix = prompt_config()["meta_suffix"][kind]
+        metas.setdefault(modality, {k: {} for k in KINDS})[kind][f"{suffix}_{release_name}.jsonl"] = {
+            "root": f"{MEDIA_ROOT}/{modality}",
+            "annotation": f"{modality}/{kind}/{release_name}.jsonl",
+            "data_augment": False,
+            "repeat_time": 1,
+            "length": n[0],
+        }
+        done += n[0]
+        if progress:
+            progress("acm", done, total)
+    for modality in sorted(metas):
+        for kind, meta in metas[modality].items():
             if not meta:
                 continue
             rel = f"acm/meta_{modality}_{prompt_config()['meta_suffix'][kind]}.json"
             text = json.dumps(dict(sorted(meta.items())), indent=4, ensure_ascii=False) + "\n"
             write_if_changed(out_dir / rel, text.encode("utf-8"))
             files.append(rel)
+    if progress and total == 0:
+        progress("acm", 0, 0)
     return {"files": files, "counts": counts}
 
 

@@ -7,7 +7,7 @@ as "not recorded", never guessed. Rendering is deterministic: sorted keys, fixed
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,60 @@ def size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def _counter(table: pa.Table, *cols: str) -> Counter:
-    """Counts of distinct value tuples (nulls as None) via Arrow group_by, without row-wise Python."""
-    if table.num_rows == 0:
-        return Counter()
-    g = table.select(list(cols)).group_by(list(cols)).aggregate([([], "count_all")]).to_pylist()
-    return Counter({tuple(r[c] for c in cols) if len(cols) > 1 else r[cols[0]]: r["count_all"] for r in g})
+def _counter(con, view: str, *cols: str) -> Counter:
+    """Counts of distinct value tuples (nulls as None): a DuckDB group-by over the sorted temp file."""
+    names = ", ".join(f'"{c}"' for c in cols)
+    g = con.execute(f"select {names}, count(*) from {view} group by {names}").fetchall()
+    return Counter({(r[:-1] if len(cols) > 1 else r[0]): r[-1] for r in g})
+
+
+def _sample_chosen(con) -> list[str]:
+    """The chosen captions textstats' variety figures look at, without a list of every caption:
+    textstats._sample draws random.Random(0).sample(sorted(texts), SAMPLE), which picks positions from the
+    count alone; DuckDB sorts (bytewise, as Python compares str) and returns only the rows at those positions."""
+    import random
+
+    from acd.textstats import SAMPLE
+
+    where = "from pairs_s where chosen is not null and chosen <> ''"
+    n = con.execute(f"select count(*) {where}").fetchone()[0]
+    if n <= SAMPLE:
+        return [r[0] for r in con.execute(f"select chosen {where}").fetchall()]
+    picks = random.Random(0).sample(range(n), SAMPLE)
+    got = dict(con.execute(f"select i, chosen from (select chosen, row_number() over (order by chosen) - 1 as i "
+                           f"{where}) where i in (select unnest($picks))", {"picks": picks}).fetchall())
+    return [got[i] for i in picks]
+
+
+class _TextStats:
+    """Per-pair word counts, accumulated a batch at a time: what the card's means and histogram need."""
+
+    def __init__(self):
+        self.chosen = defaultdict(Counter)  # modality -> {words: pairs}
+        self.rejected_sum = defaultdict(int)
+        self.by_type = defaultdict(lambda: [0, 0])  # "modality/type" -> [words, pairs] (count_words)
+        self.judge: list[pa.Array] = []
+
+    def add(self, t: pa.Table) -> None:
+        from acd.checks.length import count_words
+
+        mods = t.column("modality").to_pylist()
+        for m, c, r in zip(mods, _words(t.column("chosen")), _words(t.column("rejected"))):
+            self.chosen[m][c] += 1
+            self.rejected_sum[m] += r
+        for m, it, text in zip(mods, t.column("instruction_type").to_pylist(), t.column("chosen").to_pylist()):
+            acc = self.by_type[f"{m}/{it}"]
+            acc[0] += count_words(text)
+            acc[1] += 1
+        self.judge.extend(t.column("judge_score").chunks)
+
+    def mean_words_by_type(self) -> dict[str, float]:
+        return {k: round(s / n, 1) for k, (s, n) in sorted(self.by_type.items())}
+
+    def judge_mean(self, n: int):
+        # One contiguous array, as the whole column was: Arrow's floating-point sum depends on chunking.
+        judge = pa.chunked_array(self.judge, pa.float64()).combine_chunks()
+        return round(pc.mean(judge).as_py(), 3) if judge.null_count < n else None
 
 
 def _words(col: pa.ChunkedArray) -> list[int]:
@@ -50,56 +98,59 @@ def _words(col: pa.ChunkedArray) -> list[int]:
     return pc.fill_null(pc.count_substring_regex(col, r"\S+"), 0).to_pylist()
 
 
-def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: dict[str, dict],
-              acm_counts: dict) -> dict[str, Any]:
-    """Everything the card shows, as plain data (also handy for the lead's report artifact)."""
+def summarize(con, src, stats: dict | None, shard_info: dict[str, dict], acm_counts: dict) -> dict[str, Any]:
+    """Everything the card shows, as plain data (also handy for the lead's report artifact). Counts are
+    DuckDB queries over the sorted pairs and media (acd.export.source); word counts stream in batches."""
+    from acd.export import source
+
     stats = stats or {}
-    n = pairs.num_rows
-    by_split = _counter(pairs, "split")
-    by_mt_qcc = _counter(pairs, "modality", "instruction_type", "is_qcc")
+    n = sum(src.rows_by_split.values())
+    by_split = _counter(con, "pairs_s", "split")
+    by_mt_qcc = _counter(con, "pairs_s", "modality", "instruction_type", "is_qcc")
     mt = sorted({(m, t) for m, t, _ in by_mt_qcc})
     per_type = {(m, t): (by_mt_qcc.get((m, t, False), 0), by_mt_qcc.get((m, t, True), 0)) for m, t in mt}
-    by_mod_qcc = _counter(pairs, "modality", "is_qcc")
+    by_mod_qcc = _counter(con, "pairs_s", "modality", "is_qcc")
     modalities = sorted({m for m, _ in by_mod_qcc})
     qcc_total = sum(v for (m, q), v in by_mod_qcc.items() if q)
     forms = Counter()
-    for key, v in _counter(pairs, "length_key").items():
+    for key, v in _counter(con, "pairs_s", "length_key").items():
         forms[key.split(":")[0]] += v
-    chosen_words = _words(pairs.column("chosen"))
-    rejected_words = _words(pairs.column("rejected"))
-    mods = pairs.column("modality").to_pylist()
-    words_by_mod: dict[str, list[int]] = {m: [] for m in modalities}
-    rej_by_mod: dict[str, list[int]] = {m: [] for m in modalities}
-    for m, c, r in zip(mods, chosen_words, rejected_words):
-        words_by_mod[m].append(c)
-        rej_by_mod[m].append(r)
-    prov = _counter(pairs, "backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash")
-    review_status = _counter(pairs, "review_status")
-    review_decision = _counter(pairs, "review_decision")
+    text = _TextStats()
+    for t in source.scan(src, columns=["modality", "instruction_type", "chosen", "rejected", "judge_score"]):
+        text.add(t)
+    words_by_mod = {m: text.chosen[m] for m in modalities}
+    prov = _counter(con, "pairs_s", "backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash")
+    review_status = _counter(con, "pairs_s", "review_status")
+    review_decision = _counter(con, "pairs_s", "review_decision")
     review = dict(stats.get("review") or {})
     # A pair reviewed by two people says "a@x,b@x": count people, not strings.
-    people = {p.strip() for r in pairs.column("reviewer").to_pylist() if r for p in r.split(",") if p.strip()}
+    people = {p.strip() for (r,) in con.execute("select distinct reviewer from pairs_s where reviewer is not null").fetchall()
+              if r for p in r.split(",") if p.strip()}
     people |= {a["annotator"] for a in review.get("annotators") or [] if a.get("annotations")}
     reviewers = len(people)
     lots = review.get("lots") or []
     mode = review.get("mode") or ("human" if review_status.get("reviewed") else "auto")
-    judge = pairs.column("judge_score")
-    media_per_mod = _counter(media, "modality")
+    media_per_mod = _counter(con, "media_s", "modality")
     shards_per = Counter()
     shard_bytes = Counter()
     for info in shard_info.values():
         shards_per[(info["split"], info["modality"])] += 1
         shard_bytes[(info["split"], info["modality"])] += info["bytes"]
 
-    def mean(v: list[int]) -> float:
-        return round(sum(v) / len(v), 1) if v else 0.0
+    def mean(v: Counter) -> float:  # v: {words: pairs}
+        pairs = sum(v.values())
+        return round(sum(w * k for w, k in v.items()) / pairs, 1) if pairs else 0.0
+
+    def mean_rejected(m: str) -> float:
+        pairs = sum(text.chosen[m].values())
+        return round(text.rejected_sum[m] / pairs, 1) if pairs else 0.0
 
     from acd.checks.measured import catch_rate_sentence
-    from acd.textstats import SAMPLE, distinct_ngrams, mean_words_by_type, reference_figures, stock_phrase
+    from acd.textstats import SAMPLE, distinct_ngrams, reference_figures, stock_phrase
 
     ref = reference_figures()
-    ours_by_type = mean_words_by_type(zip(mods, pairs.column("instruction_type").to_pylist(),
-                                          pairs.column("chosen").to_pylist()))
+    ours_by_type = text.mean_words_by_type()
+    sample = _sample_chosen(con)
 
     return {
         "n_pairs": n,
@@ -109,9 +160,9 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
                       "chosen_words": ours_by_type.get(f"{m}/{t}"),
                       "official_words": ref["mean_words_by_type"].get(f"{m}/{t}")}
                      for (m, t), (a, b) in per_type.items()],
-        "variety": {"sample": SAMPLE, "ours": distinct_ngrams(pairs.column("chosen").to_pylist()),
+        "variety": {"sample": SAMPLE, "ours": distinct_ngrams(sample),
                     "official": ref["distinct_3grams_600"], "source": ref["source"],
-                    "stock_share": stock_phrase(pairs.column("chosen").to_pylist())[1],
+                    "stock_share": stock_phrase(sample)[1],
                     "stock_share_official": ref.get("stock_5gram_share_600")},
         "per_modality": [{
             "modality": m,
@@ -120,18 +171,18 @@ def summarize(pairs: pa.Table, media: pa.Table, stats: dict | None, shard_info: 
             "qcc_share": round(by_mod_qcc.get((m, True), 0) / max(1, by_mod_qcc.get((m, False), 0) + by_mod_qcc.get((m, True), 0)), 3),
             "media": media_per_mod.get(m, 0),
             "chosen_words": mean(words_by_mod[m]),
-            "rejected_words": mean(rej_by_mod[m]),
+            "rejected_words": mean_rejected(m),
         } for m in modalities],
         "qcc_share": round(qcc_total / n, 3) if n else 0.0,
         "length_forms": dict(sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "rejection_strategies": dict(sorted(_counter(pairs, "rejection_strategy").items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rejection_strategies": dict(sorted(_counter(con, "pairs_s", "rejection_strategy").items(), key=lambda kv: (-kv[1], kv[0]))),
         "provenance": [dict(zip(("backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash"), k), pairs=v)
                        for k, v in sorted(prov.items(), key=lambda kv: tuple(str(x) for x in kv[0]))],
-        "licences": dict(sorted(((k or "unspecified"), v) for k, v in _counter(media, "licence").items())),
-        "sources": dict(sorted(_counter(media, "source").items())),
-        "check_passed": dict(sorted((str(k), v) for k, v in _counter(pairs, "check_passed").items())),
-        "judge_mean": round(pc.mean(judge).as_py(), 3) if judge.null_count < n else None,
-        "attempts": dict(sorted((str(k), v) for k, v in _counter(pairs, "attempts").items())),
+        "licences": dict(sorted(((k or "unspecified"), v) for k, v in _counter(con, "media_s", "licence").items())),
+        "sources": dict(sorted(_counter(con, "media_s", "source").items())),
+        "check_passed": dict(sorted((str(k), v) for k, v in _counter(con, "pairs_s", "check_passed").items())),
+        "judge_mean": text.judge_mean(n),
+        "attempts": dict(sorted((str(k), v) for k, v in _counter(con, "pairs_s", "attempts").items())),
         "review_mode": mode,
         "review_status": dict(sorted((str(k), v) for k, v in review_status.items())),
         "review_decision": dict(sorted((str(k), v) for k, v in review_decision.items())),

@@ -19,12 +19,11 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import webdataset as wds
 
-from acd.export.tables import runs
 from acd.export.fsutil import HashingWriter, tmp_path
 from acd.records import dumps
 
@@ -96,24 +95,31 @@ def sample_json(media_row: dict[str, Any], pair_rows: list[dict[str, Any]], spli
     return dumps(obj).encode("utf-8")
 
 
-def iter_items(pairs: pa.Table, media_by_key: dict[str, dict[str, Any]], split: str, modality: str) -> Iterator[Item]:
-    """Items of one split and modality. `pairs` is sorted by (media_key, pair_id); we walk it in slices so
-    only one item's pairs are ever Python objects at once (300k pairs as dicts would cost ~0.5 GB)."""
-    keys = pairs.column("media_key").to_pylist()
-    cols = pairs.select(list(SAMPLE_PAIR_FIELDS))
-    start = 0
-    n = len(keys)
-    while start < n:
-        end = start + 1
-        while end < n and keys[end] == keys[start]:
-            end += 1
-        key = keys[start]
-        m = media_by_key[key]
+def iter_items(pairs: Iterable[pa.Table], media_rows: Iterator[dict[str, Any]], split: str, modality: str
+               ) -> Iterator[Item]:
+    """Items of one split and modality. `pairs` is a stream of batches sorted by (media_key, pair_id) and
+    `media_rows` the media rows of the same keys sorted by media_key: a merge, so only one batch of pairs
+    and one item's pairs are ever Python objects at once."""
+    key, rows = None, []
+
+    def item() -> Item:
+        m = next(media_rows, None)
+        if m is None or m["media_key"] != key:
+            raise ValueError(f"pairs reference media_key {key} with no media row")
         if m["modality"] != modality:
             raise ValueError(f"media {key} is {m['modality']!r} but its pairs say {modality!r}")
-        js = sample_json(m, cols.slice(start, end - start).to_pylist(), split)
-        yield Item(key=key, ext=m["ext"], media_bytes=int(m["bytes"]), uri=m["uri"], json=js)
-        start = end
+        return Item(key=key, ext=m["ext"], media_bytes=int(m["bytes"]), uri=m["uri"],
+                    json=sample_json(m, rows, split))
+
+    for t in pairs:
+        for k, r in zip(t.column("media_key").to_pylist(), t.select(list(SAMPLE_PAIR_FIELDS)).to_pylist()):
+            if k != key:
+                if rows:
+                    yield item()
+                key, rows = k, []
+            rows.append(r)
+    if rows:
+        yield item()
 
 
 def plan_shards(items: Iterator[Item], split: str, modality: str, target_bytes: int) -> Iterator[Shard]:
@@ -159,40 +165,52 @@ def write_shard(shard: Shard, out_dir: Path, run_dir: Path) -> tuple[str, int]:
             tmp.unlink()
 
 
-def write_shards(pairs_by_split: dict[str, pa.Table], media_by_key: dict[str, dict[str, Any]], out_dir: Path,
-                 run_dir: Path, target_bytes: int, previous: dict[str, dict], progress: Callable | None = None
-                 ) -> dict[str, dict]:
-    """Write all shards; return {rel: {"fingerprint", "sha256", "bytes", "items", "split", "modality"}}.
+def _media_rows(con, split: str, modality: str, batch_rows: int) -> Iterator[dict[str, Any]]:
+    """The media rows of one split and modality's items, in media_key order (DuckDB, a batch at a time)."""
+    cur = con.cursor()
+    try:
+        reader = cur.sql(
+            "select * from media_s where media_key in "
+            "(select media_key from pairs_s where split = $split and modality = $modality) order by media_key",
+            params={"split": split, "modality": modality}).to_arrow_reader(batch_rows)
+        for b in reader:
+            yield from b.to_pylist()
+    finally:
+        cur.close()
+
+
+def write_shards(con, src, out_dir: Path, run_dir: Path, target_bytes: int, previous: dict[str, dict],
+                 progress: Callable | None = None) -> dict[str, dict]:
+    """Write all shards from the sorted pairs (acd.export.source.Sorted); return
+    {rel: {"fingerprint", "sha256", "bytes", "items", "split", "modality"}}.
 
     `previous` is the same mapping from the last export (the state file); a shard whose fingerprint matches
     and whose file still has the recorded size and mtime is kept as is.
     """
-    total_items = 0
-    groups = []
-    for split in sorted(pairs_by_split):
-        t = pairs_by_split[split]
-        for modality, off, n in runs(t, "modality"):  # each split is sorted by (modality, media_key, pair_id)
-            sub = t.slice(off, n)
-            total_items += len(runs(sub, "media_key"))
-            groups.append((split, modality, sub))
+    from acd.export import source
+
+    total_items = con.execute("select count(*) from (select distinct split, modality, media_key from pairs_s)").fetchone()[0]
     out: dict[str, dict] = {}
     done = 0
-    for split, modality, sub in groups:
-        for shard in plan_shards(iter_items(sub, media_by_key, split, modality), split, modality, target_bytes):
-            fp = shard.fingerprint()
-            prev = previous.get(shard.rel)
-            path = out_dir / shard.rel
-            info = None
-            if prev and prev.get("fingerprint") == fp and path.exists():
-                st = path.stat()
-                if st.st_size == prev.get("bytes") and st.st_mtime_ns == prev.get("mtime_ns"):
-                    info = dict(prev)
-            if info is None:
-                sha, size = write_shard(shard, out_dir, run_dir)
-                info = {"fingerprint": fp, "sha256": sha, "bytes": size, "mtime_ns": path.stat().st_mtime_ns}
-            info.update(items=len(shard.items), split=split, modality=modality)
-            out[shard.rel] = info
-            done += len(shard.items)
-            if progress:
-                progress("shards", done, total_items)
+    cols = ["split", "modality", "media_key", *SAMPLE_PAIR_FIELDS]
+    for split, by_split in source.runs_of(source.scan(src, columns=cols), "split"):
+        for modality, sub in source.runs_of(by_split, "modality"):  # sorted by (modality, media_key, pair_id)
+            items = iter_items(sub, _media_rows(con, split, modality, src.batch_rows), split, modality)
+            for shard in plan_shards(items, split, modality, target_bytes):
+                fp = shard.fingerprint()
+                prev = previous.get(shard.rel)
+                path = out_dir / shard.rel
+                info = None
+                if prev and prev.get("fingerprint") == fp and path.exists():
+                    st = path.stat()
+                    if st.st_size == prev.get("bytes") and st.st_mtime_ns == prev.get("mtime_ns"):
+                        info = dict(prev)
+                if info is None:
+                    sha, size = write_shard(shard, out_dir, run_dir)
+                    info = {"fingerprint": fp, "sha256": sha, "bytes": size, "mtime_ns": path.stat().st_mtime_ns}
+                info.update(items=len(shard.items), split=split, modality=modality)
+                out[shard.rel] = info
+                done += len(shard.items)
+                if progress:
+                    progress("shards", done, total_items)
     return out

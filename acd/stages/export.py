@@ -23,12 +23,29 @@ class Export(Stage):
         return export_stage(build, progress)
 
 
+# The accepted pairs, as DuckDB SQL over the run's parts (the export streams them; see acd.export.source).
+ACCEPTED_SQL = ("select r.* from {review} r join {review_decisions} d using (lot_id) "
+                "where d.decision = 'accepted' and r.check_passed")
+
+
 def accepted_pairs(build) -> pa.Table:
-    table = build.store.sql(
-        "select r.* from {review} r join {review_decisions} d using (lot_id) "
-        "where d.decision = 'accepted' and r.check_passed order by r.split, r.modality, r.pair_id"
-    )
-    return conform(table, PAIR_SCHEMA)
+    """All accepted pairs in memory (for tests and small tools; the export itself streams ACCEPTED_SQL)."""
+    return conform(build.store.sql(ACCEPTED_SQL + " order by r.split, r.modality, r.pair_id"), PAIR_SCHEMA)
+
+
+def media_sql(build) -> str:
+    """The media rows the export may use, as build.media_table gives them: the planned media index when
+    there is one (`_ord`: its row order, for the first-row-wins dedup), else ingest's first row per key
+    less the keys dedup excluded."""
+    from acd.runstore import DEDUP_DONE, MEDIA_INDEX
+
+    if build.store.has_part(*MEDIA_INDEX):
+        path = build.store.part_path(*MEDIA_INDEX)
+        return f"select * exclude (file_row_number), file_row_number as _ord from read_parquet('{path}', file_row_number=true)"
+    where = "where media_key not in (select media_key from {dedup} where excluded)" \
+        if build.store.has_part(*DEDUP_DONE) else ""
+    return ("select * from (select * from {ingest} " + where + ") "
+            "qualify row_number() over (partition by media_key order by source, source_id) = 1")
 
 
 def why_nothing_accepted(build) -> str:
@@ -77,21 +94,21 @@ def export(build, progress: Progress | None = None) -> dict[str, Any]:
 
 def export_stage(build, progress: Progress | None = None) -> dict[str, Any]:
     """The export stage: {"manifest": ..., "timings": component seconds} (acd.stages reads the timings)."""
-    from acd.export import write_outputs
+    from acd.export import write_outputs_sql
 
     if build.out_dir is None:
         raise ValueError(f"{build.run_dir}: no out dir to export to")
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    pairs = accepted_pairs(build)
-    if pairs.num_rows == 0:
+    if build.store.sql(f"select count(*) as n from ({ACCEPTED_SQL})").column("n")[0].as_py() == 0:
         from acd.errors import NothingToExport
 
         raise NothingToExport(why_nothing_accepted(build))
-    media = build.media_table(sorted(set(pairs.column("media_key").to_pylist())))
     stats = run_stats(build)
     t0 = since(t, "queries", t0)
-    manifest = write_outputs(pairs, media, build.run_dir, build.out_dir, build.recipe, stats, progress)
+    # Streams: the accepted pairs and their media are read by DuckDB in batches, never all at once.
+    manifest = write_outputs_sql(build.store, ACCEPTED_SQL, media_sql(build), build.run_dir, build.out_dir,
+                                 build.recipe, stats, progress)
     since(t, "write_outputs", t0)
     write_text(build.run_dir / EXPORTED_TO, json.dumps({"out_dir": str(build.out_dir.resolve())}))
     return {"manifest": manifest, "timings": t}
