@@ -340,9 +340,23 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
         pid_file.unlink(missing_ok=True)
         if name == "worker" and active and api:
             mark_cancelled()  # task runs that ended unfinished while the processes died
+    _cancel_batches(say)
     if not stopped and not quiet:
         print(f"nothing to stop (no live PIDs in {home})")
     return stopped
+
+
+def _cancel_batches(say) -> None:
+    """Batch API batches of builds that were running (backend.mode: batch) would go on running and costing on the
+    provider's side once their flow runs are gone: cancel them, and say what was in flight. A rerun of the build
+    takes their partial results and resubmits the rest."""
+    try:
+        from acd.backends.batch import cancel_registered
+
+        for c in cancel_registered():
+            say(f"cancelled batch {c}")
+    except Exception as exc:  # noqa: BLE001 - `make down` must still stop the services
+        say(f"could not cancel running batches: {type(exc).__name__}: {exc}")
 
 
 def status() -> int:

@@ -103,6 +103,12 @@ def _recipe(tmp: Path, srv, media: Path, cache: str, **backend) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _registry(tmp_path, monkeypatch):
+    # The registry of runs with live batches (what `make down` cancels) is per user; keep the tests' own.
+    monkeypatch.setenv("ACD_BATCH_REGISTRY", str(tmp_path / "batches-live"))
+
+
 def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), ACD_WORKERS="1")
 
@@ -238,6 +244,7 @@ def test_ctrl_c_cancels_the_running_batches(tmp_path, media):
         r = _acd("build", "--recipe", str(recipe), "--run-dir", str(run), "--out", str(tmp_path / "out-c"))
         assert r.returncode == 0, r.stderr
         assert srv.stats()["batch"]["max_processed_per_custom_id"] <= 2
+        assert not list((tmp_path / "batches-live").glob("*.path"))  # nothing left running: `make down` has nothing to do
 
 
 def test_the_enqueued_token_limit_is_waited_out_or_packed_for(tmp_path, media):
@@ -266,3 +273,30 @@ def test_the_enqueued_token_limit_is_waited_out_or_packed_for(tmp_path, media):
             assert (refused > 0) if name == "blind" else (refused == 0), b
             assert b["max_processed_per_custom_id"] == 1  # a refused batch ran no line
             assert _pairs(tmp_path / f"out-{name}") == online
+
+
+def test_make_down_cancels_the_batches_of_runs_it_stops(tmp_path, capsys):
+    """`make down` (ops.services.down) cancels every registered run's running batches and says what was in flight."""
+    import openai
+
+    from acd.backends.batch import line_bytes
+    from acd.backends.batch_tracker import Tracker, register_live
+    from ops.services import down
+
+    with OpenAITestServer(batch={"lines_per_s": 0}) as srv:  # 0: the batch is held in progress
+        client = openai.OpenAI(base_url=srv.base_url, api_key="none")
+        body = b'{"model":"test-model","messages":[{"role":"user","content":"hi"}]}'
+        f = client.files.create(file=("in.jsonl", line_bytes("k1", body) + line_bytes("k2", body)), purpose="batch")
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        tracker = Tracker(tmp_path / "run" / "batches" / "tracker.sqlite")
+        tracker.set_meta(base_url=srv.base_url, api_key_env="")
+        tracker.record_file(f.id, "test-model", ["k1", "k2"], 10, 100)
+        tracker.record_batch(b.id, f.id, b.status)
+        register_live(tracker.path)
+        down(home=tmp_path / "no-services")
+        said = capsys.readouterr().out
+        assert f"cancelled batch {b.id}: 2 requests" in said, said
+        deadline = time.monotonic() + 10
+        while client.batches.retrieve(b.id).status != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.batches.retrieve(b.id).status == "cancelled"
