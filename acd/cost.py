@@ -408,6 +408,24 @@ def observed(run_dir: str | Path, prices: dict | None = None) -> dict[str, Any]:
     return {"groups": groups, "lots": lots}
 
 
+def card_section(run_dir: str | Path, backend) -> dict[str, Any] | None:
+    """What the dataset's generation cost, for the card: every answer the accepted and rejected pairs' requests got
+    (cached ones at what they cost when sent), at the pinned prices, in the backend's mode; None for an offline
+    backend or a run without usage. Counts from the usage parts only, so an unchanged rerun writes the same card."""
+    if backend.capabilities.offline:
+        return None
+    groups = observed(run_dir, dict(getattr(backend, "prices", {}) or {}))["groups"].get("all")
+    if not groups:
+        return None
+    tot = totals(groups)
+    mode = getattr(backend, "mode", "online")
+    usd = tot["usd_batch"] if mode == "batch" else tot["usd_online"]
+    return {"requests": tot["requests"], "prompt_tokens": tot["prompt_tokens"],
+            "completion_tokens": tot["completion_tokens"], "mode": mode,
+            "usd": round(usd, 4) if tot["priced"] else None,
+            "prices_valid_as_of": price_table()["valid_as_of"]}
+
+
 def recalibrated(run_dir: str | Path, prices: dict | None = None) -> dict[str, Any] | None:
     """The estimate for the lots not yet generated, scaled per role/modality by observed / estimated over the
     lots that are (requests, prompt and completion tokens each by its own ratio). None before any lot."""

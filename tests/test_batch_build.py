@@ -204,8 +204,9 @@ def test_a_batch_build_survives_expiry_and_a_kill_and_writes_the_online_pairs(tm
         assert all(n == 1 + failed.get(c, 0) for c, n in per_line.items())
         assert sum(failed.values()) > 0  # the expired lines were resubmitted, and only they
         assert b["lines_distinct"] == len(per_line)
-        # Same answers, same dataset.
+        # Same answers, same dataset; its card says it was generated in batch mode, at the batch price.
         assert _pairs(out) == online
+        assert "## Generation cost" in (out / "README.md").read_text() and "(batch)" in (out / "README.md").read_text()
         assert not list((run / "batches" / "input").glob("*.jsonl"))  # input files go once their batch is read
 
 

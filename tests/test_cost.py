@@ -105,6 +105,8 @@ def test_estimate_matches_the_online_build_and_a_budget_stops_then_resumes(tmp_p
         assert sum(u["prompt_tokens"] for u in usage) == prompt and len(usage) == sent
         assert cost.ledger(run_a)["usd"] == pytest.approx(_server_usd(online), rel=1e-4)
         assert "Model cost" in (out_a / "report.html").read_text()
+        card = (out_a / "README.md").read_text()  # the dataset card states what the dataset cost to generate
+        assert "## Generation cost" in card and f"**{_server_usd(online):.2f} USD**" in card and "(online)" in card
         stats = _acd("stats", str(out_a), "--run-dir", str(run_a))
         assert stats.returncode == 0 and "cost (server-reported usage)" in stats.stdout
         one_run = _server_usd(online)

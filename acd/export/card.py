@@ -205,6 +205,7 @@ def summarize(con, src, stats: dict | None, shard_info: dict[str, dict], acm_cou
         # "Duplicates and contamination" (acd.contamination), the same markdown as the run report's; None when
         # the pipeline passed no run facts.
         "contamination": _contamination_md(stats.get("contamination")),
+        "cost": stats.get("cost"),  # acd.cost.card_section: None for the offline backend
         "shards": [{"split": s, "modality": m, "shards": c, "mib": round(shard_bytes[(s, m)] / 2**20, 1)}
                    for (s, m), c in sorted(shards_per.items())],
         "acm": acm_counts,

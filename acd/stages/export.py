@@ -75,6 +75,7 @@ def run_stats(build) -> dict[str, Any]:
     human = [d["mode"] == "label_studio" and not d.get("pending") for d in decisions]
     annotators = s("select * from {review_annotators} order by annotator").to_pylist() if has("review_annotators") else []
     from acd.contamination import summarize as contamination
+    from acd.cost import card_section
 
     return {
         "quarantine": quarantine,
@@ -84,6 +85,8 @@ def run_stats(build) -> dict[str, Any]:
                    "lots": decisions, "annotators": annotators},
         # duplicates and evaluation overlap: counts by reason, thresholds, examples (acd.contamination)
         "contamination": contamination(build.store, build.recipe),
+        # model backends: requests, tokens and dollars the servers reported (acd.cost); None offline
+        "cost": card_section(build.run_dir, build.recipe.backend),
     }
 
 

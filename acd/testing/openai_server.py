@@ -157,10 +157,12 @@ def reply_for(body: dict) -> str:
     return _sentences(rng, k * rng.randint(6, 10), k)
 
 
-USAGE_RULES = ("text", "gpt-4o")
+USAGE_RULES = ("text", "gpt-4o", "gpt-4o-mini")
+# Image tokens per OpenAI's vision guide: gpt-4o-mini bills more tokens per tile (at its lower price per token).
+IMAGE_TOKENS = {"gpt-4o": (85, 170), "gpt-4o-mini": (2833, 5667)}
 
 
-def _gpt4o_usage(body: dict, reply: str) -> tuple[int, int]:
+def _gpt4o_usage(body: dict, reply: str, rule: str = "gpt-4o") -> tuple[int, int]:
     """(prompt, completion) tokens billed the way OpenAI documents it for gpt-4o, so cost figures can be
     tested against realistic counts: text ~4 characters a token (OpenAI's rule of thumb), 3 tokens framing
     each message and 3 priming the reply, an image 85 + 170 per 512-px tile after fitting 2048x2048 and the
@@ -169,6 +171,8 @@ def _gpt4o_usage(body: dict, reply: str) -> tuple[int, int]:
     measured against."""
     import base64
     import io
+
+    base, tile = IMAGE_TOKENS[rule]
 
     def text(t: str) -> int:
         return math.ceil(len(t) / 4) if t else 0
@@ -188,7 +192,7 @@ def _gpt4o_usage(body: dict, reply: str) -> tuple[int, int]:
             elif p.get("type") == "image_url":
                 url = (p.get("image_url") or {}).get("url", "")
                 if (p.get("image_url") or {}).get("detail") == "low":
-                    n += 85
+                    n += base
                     continue
                 from PIL import Image
 
@@ -197,7 +201,7 @@ def _gpt4o_usage(body: dict, reply: str) -> tuple[int, int]:
                 w, h = w * sc, h * sc
                 sc = min(1.0, 768 / min(w, h))
                 w, h = w * sc, h * sc
-                n += 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+                n += base + tile * math.ceil(w / 512) * math.ceil(h / 512)
             elif p.get("type") == "input_audio":
                 import soundfile as sf
 
@@ -288,8 +292,8 @@ async def _served_before_disconnect(request, seconds: float) -> bool:
 
 def usage_of(state: _State, body: dict, text: str) -> tuple[int, int]:
     """(prompt, completion) tokens of an answer under the server's usage rule."""
-    if state.usage_rule == "gpt-4o":
-        return _gpt4o_usage(body, text)
+    if state.usage_rule in IMAGE_TOKENS:
+        return _gpt4o_usage(body, text, state.usage_rule)
     return max(1, len(_last_user_text(body)) // 4), len(text.split())
 
 
