@@ -12,7 +12,7 @@ Recipe config (the `backend:` mapping)::
     tpm: 2000000                    # tokens per minute (prompt estimate + max_tokens), optional
     timeout_s: 120                  # the ceiling; once latencies are known a request times out at
     min_timeout_s: 2.0              #   max(min_timeout_s, 3 x p99 latency) (a hung request costs seconds)
-    hedge: true                     # a request slower than 1.5 x p99 is sent again on a free slot; first wins
+    hedge: true                     # a request slower than 1.5 x p99 is sent again on the next slot; first wins
     max_retries: 5                  # for 5xx, timeouts, malformed/empty/cut-off replies
     max_rate_limit_retries: 30      # for 429s (they say "later", not "broken")
     params: {temperature: 0.7, max_tokens: 512}
@@ -64,6 +64,10 @@ RETRYABLE_STATUS = {408, 409, 425, 500, 502, 503, 504}
 AUTH_STATUS = {401: "unauthorized: check the API key", 403: "forbidden: the key has no access to this model/endpoint"}
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 LATENCY_SAMPLES = 32  # successes needed before timeouts and hedging follow measured latency
+HEDGE_PRIORITY = float("-inf")  # a straggler's copy goes before every request waiting for its first slot
+# A reply that came back broken (cut off, malformed, empty) or a request that hung: the endpoint is answering, this
+# one reply went wrong; it is sent again at once instead of after a backoff that would hold its pair (and lot) back.
+RETRY_AT_ONCE = ("malformed_json", "empty_choices", "empty_content", "length_cutoff", "connection_lost", "timeout")
 
 
 @dataclass
@@ -398,9 +402,9 @@ class OpenAIBackend:
         return min(self.timeout_s, max(self.min_timeout_s, 3.0 * self.latency.quantile(0.99)))
 
     def _hedge_after(self) -> float | None:
-        """When to send a second copy of a slow request (only ever on a slot nobody waits for): past 1.5 x p99
-        normally; past the median while most slots sit idle (the build's last requests, where a straggler
-        is all that keeps the run from finishing and a copy costs the endpoint nothing else)."""
+        """When to send a second copy of a slow request: past 1.5 x p99 normally (about 1 request in 150 of a
+        healthy endpoint, and every hung one); past the median while most slots sit idle (the build's last
+        requests, where a straggler is all that keeps the run from finishing and a copy costs nothing else)."""
         if not self.hedge or not self.latency.ready():
             return None
         capacity = sum(e.max_in_flight for e in self.endpoints if not e.disabled) or 1
@@ -446,20 +450,20 @@ class OpenAIBackend:
             self._release(ep)
 
     async def _attempt(self, ep: Endpoint, body: bytes) -> _Outcome:
-        """One attempt, bounded by the latency-derived timeout, hedged on a free slot when it straggles."""
+        """One attempt, bounded by the latency-derived timeout, hedged when it straggles: past a high quantile
+        of the observed latencies a copy goes out on the next free slot, ahead of requests waiting for their
+        first try (a hung request would otherwise hold its slot until the timeout, and its pair and lot with
+        it); the first answer wins and the other is cancelled, which frees its slot."""
         timeout = self._attempt_timeout()
         tasks = {asyncio.ensure_future(self._post(ep, body, timeout))}
         hedge_after = self._hedge_after()
         try:
             if hedge_after is not None and hedge_after < timeout:
                 done, _ = await asyncio.wait(tasks, timeout=hedge_after)
-                if not done and not self._waiters:  # only on a slot nobody else is waiting for
-                    slot = self._take()
-                    if slot is not None:
-                        self.stats["hedged"] += 1
-                        hedge = asyncio.ensure_future(self._post(slot, body, timeout))
-                        hedge.acd_hedge = True  # type: ignore[attr-defined]
-                        tasks.add(hedge)
+                if not done:
+                    hedge = asyncio.ensure_future(self._hedge(body, timeout))
+                    hedge.acd_hedge = True  # type: ignore[attr-defined]
+                    tasks.add(hedge)
             failure: _Outcome | None = None
             while tasks:  # each post ends by its own timeout
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -482,6 +486,11 @@ class OpenAIBackend:
         from acd.prompts import wire_messages
 
         return orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
+
+    async def _hedge(self, body: bytes, timeout: float) -> _Outcome:
+        ep = await self._acquire(HEDGE_PRIORITY)
+        self.stats["hedged"] += 1
+        return await self._post(ep, body, timeout)
 
     async def _one(self, req: GenRequest) -> GenResult:
         model = self.model_for(req)
@@ -558,8 +567,12 @@ class OpenAIBackend:
                 rate_limited += 1
                 if rate_limited > self.max_rate_limit_retries:
                     return self._failed(req, model, reason, errors_ + rate_limited)
-                # Honour the server's Retry-After; without one, back off like any other failure.
-                delay = out.retry_after if out.retry_after is not None else self._backoff.delay(rate_limited)
+                # Honour the server's Retry-After, spread over half as long again so the requests it refused
+                # together do not return together; the slot is free meanwhile for requests that can go.
+                if out.retry_after is not None:
+                    delay = out.retry_after * (1.0 + 0.5 * self._backoff.rng.random())
+                else:
+                    delay = self._backoff.delay(rate_limited)
                 await asyncio.sleep(min(delay, self.backoff_cap * 4))
                 continue
             if reason.startswith("http_4") and not reason.startswith(("http_408", "http_409", "http_425")):
@@ -567,7 +580,8 @@ class OpenAIBackend:
             errors_ += 1
             if errors_ > self.max_retries:
                 return self._failed(req, model, reason, errors_ + rate_limited)
-            await asyncio.sleep(self._backoff.delay(errors_))
+            if reason not in RETRY_AT_ONCE:  # 5xx: the server is struggling; give it room
+                await asyncio.sleep(self._backoff.delay(errors_))
 
     async def _one_batch(self, req: GenRequest, model: str, params: dict, body: bytes) -> GenResult:
         """One request as a Batch API line: reserved at the batch price when it is written to a file (the budget

@@ -34,7 +34,10 @@ def _recipe(work: Path, srv, model: str, tag: str, **backend) -> Path:
     r["backend"] = {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 64}], "model": model,
                     "params": {"temperature": 0.7, "max_tokens": 512}, "timeout_s": 30, "cache_dir": str(work / f"cache-{tag}"),
                     **backend}
-    r.setdefault("checks", {})["judge"] = "none"  # the offline judge needs no requests; keep the bill to generation
+    # The test server's prose is not about the media: held to grammar and facts (as the tests and the generation
+    # bench hold it), else every pair fails coverage and is regenerated until its attempts run out.
+    r["checks"] = {**(r.get("checks") or {}), "judge": "none", "content": ["grammar", "facts"]}
+    r["review"] = {**(r.get("review") or {}), "compliance_bar": 0.0, "label_studio": None, "wait": False}
     path = work / f"recipe-{tag}.yaml"
     path.write_text(yaml.safe_dump(r))
     return path
