@@ -10,7 +10,8 @@ import pytest
 from acd.backends.base import GenRequest, make_backend
 from acd.backends.cache import CachedBackend, RequestCache
 from acd.errors import AcdError
-from acd.testing.openai_server import OpenAITestServer, reply_for
+from acd.testing.answers import reply_for
+from acd.testing.openai_server import OpenAITestServer
 
 REASONS = {"http_500", "timeout", "malformed_json", "empty_choices", "length_cutoff"}
 

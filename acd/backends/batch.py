@@ -37,6 +37,7 @@ import orjson
 
 from acd import errors
 from acd.backends.batch_tracker import LIVE, TRACKER_FILE, Tracker, register_live, unregister_live
+from acd.backends.replies import classify
 
 log = logging.getLogger("acd.backends.batch")
 
@@ -394,8 +395,6 @@ class BatchTransport:
         await self._resubmit_file(file_id, model, tokens, n)
 
     async def _results(self, b) -> dict[str, LineResult]:
-        from acd.backends.openai_backend import _classify
-
         out: dict[str, LineResult] = {}
         for fid in (b.output_file_id, b.error_file_id):
             if not fid:
@@ -411,7 +410,7 @@ class BatchTransport:
                     continue
                 resp, err = rec.get("response"), rec.get("error")
                 if resp:
-                    o = _classify(int(resp.get("status_code") or 0), orjson.dumps(resp.get("body") or {}))
+                    o = classify(int(resp.get("status_code") or 0), orjson.dumps(resp.get("body") or {}))
                     out[cid] = LineResult(o.reason, o.text, o.usage)
                 else:
                     code = (err or {}).get("code") or "unknown"

@@ -39,7 +39,6 @@ import heapq
 import itertools
 import logging
 import os
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ import orjson
 from acd import errors, recipe_model
 from acd.backends import aio
 from acd.backends.base import GenRequest, GenResult, register
-from acd.backends.pacing import Backoff, TokenBucket, retry_after_seconds
+from acd.backends.pacing import Backoff, TokenBucket
+from acd.backends.replies import Outcome, classify
 
 log = logging.getLogger("acd.backends.openai")
 
@@ -60,9 +60,7 @@ log = logging.getLogger("acd.backends.openai")
 # stage's "attempt") is ours and is translated or dropped, never sent.
 WIRE_PARAMS = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "presence_penalty",
                "frequency_penalty", "response_format", "n", "logit_bias", "top_k", "repetition_penalty"}
-RETRYABLE_STATUS = {408, 409, 425, 500, 502, 503, 504}
 AUTH_STATUS = {401: "unauthorized: check the API key", 403: "forbidden: the key has no access to this model/endpoint"}
-_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 LATENCY_SAMPLES = 32  # successes needed before timeouts and hedging follow measured latency
 HEDGE_PRIORITY = float("-inf")  # a straggler's copy goes before every request waiting for its first slot
 # A reply that came back broken (cut off, malformed, empty) or a request that hung: the endpoint is answering, this
@@ -121,15 +119,6 @@ class _Latency:
             s = sorted(self.values)
             self._cache[q] = s[min(len(s) - 1, int(q * len(s)))]
         return self._cache[q]
-
-
-@dataclass
-class _Outcome:
-    reason: str | None  # None: success
-    text: str | None = None
-    usage: dict = field(default_factory=dict)
-    retry_after: float | None = None
-    latency: float = 0.0
 
 
 def _endpoint_sections(section: recipe_model.OpenAIBackend) -> list[recipe_model.Endpoint]:
@@ -412,7 +401,7 @@ class OpenAIBackend:
             return self.latency.quantile(0.5)
         return 1.5 * self.latency.quantile(0.99)
 
-    async def _post(self, ep: Endpoint, body: bytes, timeout: float) -> _Outcome:
+    async def _post(self, ep: Endpoint, body: bytes, timeout: float) -> Outcome:
         """One HTTP attempt on a slot the caller acquired; releases it however the attempt ends. `timeout`
         bounds connecting and each wait for bytes (a reply that has arrived is never thrown away because the
         event loop was busy)."""
@@ -423,7 +412,7 @@ class OpenAIBackend:
                                                         timeout=tmo) as resp:
                 content = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("retry-after")
-            out = _classify(status, content, retry_after)
+            out = classify(status, content, retry_after)
             ep.failures, ep.refused_since = 0, None
             if status in AUTH_STATUS:
                 self._disable(ep, f"answered HTTP {status} ({AUTH_STATUS[status]}; key from {ep.key_source})")
@@ -433,7 +422,7 @@ class OpenAIBackend:
                 self.latency.add(out.latency)
             return out
         except asyncio.TimeoutError:
-            return _Outcome("timeout")
+            return Outcome("timeout")
         except aiohttp.ClientConnectorError as exc:
             now = time.monotonic()
             ep.failures += 1  # a dead endpoint fails fast; keep traffic off it for a while
@@ -443,13 +432,13 @@ class OpenAIBackend:
             if now - ep.refused_since >= limit and ep.failures >= 3:
                 self._disable(ep, f"refuses connections ({type(exc).__name__} for {now - ep.refused_since:.0f} s): "
                                   "is the server running at that address?")
-            return _Outcome("connect_error")
+            return Outcome("connect_error")
         except (aiohttp.ClientError, OSError):  # the connection broke mid-reply: retry, the endpoint is fine
-            return _Outcome("connection_lost")
+            return Outcome("connection_lost")
         finally:
             self._release(ep)
 
-    async def _attempt(self, ep: Endpoint, body: bytes) -> _Outcome:
+    async def _attempt(self, ep: Endpoint, body: bytes) -> Outcome:
         """One attempt, bounded by the latency-derived timeout, hedged when it straggles: past a high quantile
         of the observed latencies a copy goes out on the next free slot, ahead of requests waiting for their
         first try (a hung request would otherwise hold its slot until the timeout, and its pair and lot with
@@ -464,7 +453,7 @@ class OpenAIBackend:
                     hedge = asyncio.ensure_future(self._hedge(body, timeout))
                     hedge.acd_hedge = True  # type: ignore[attr-defined]
                     tasks.add(hedge)
-            failure: _Outcome | None = None
+            failure: Outcome | None = None
             while tasks:  # each post ends by its own timeout
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -476,7 +465,7 @@ class OpenAIBackend:
                     if out.reason == "timeout":
                         self.stats["timeouts"] += 1
                     failure = failure or out
-            return failure or _Outcome("timeout")
+            return failure or Outcome("timeout")
         finally:
             for t in tasks:
                 t.cancel()
@@ -487,7 +476,7 @@ class OpenAIBackend:
 
         return orjson.dumps({"model": model, "messages": wire_messages(req.messages), **params})
 
-    async def _hedge(self, body: bytes, timeout: float) -> _Outcome:
+    async def _hedge(self, body: bytes, timeout: float) -> Outcome:
         ep = await self._acquire(HEDGE_PRIORITY)
         self.stats["hedged"] += 1
         return await self._post(ep, body, timeout)
@@ -619,52 +608,6 @@ class OpenAIBackend:
     def close(self) -> None:
         if self._started and not aio.on_loop_thread():
             aio.run(self.aclose())
-
-
-def _classify(status: int, content: bytes, retry_after: str | None = None) -> _Outcome:
-    """The outcome of one HTTP response. A failure's reason is the status plus, at most, the server's error
-    code (a short token): never its message, which may echo the request or the key."""
-    if status == 429:
-        return _Outcome("http_429", retry_after=retry_after_seconds(retry_after))
-    if status >= 400:
-        reason = f"http_{status}"
-        if 400 <= status < 500 and status not in RETRYABLE_STATUS:
-            code = _error_code(content)
-            if code:
-                reason += f": {code}"
-        return _Outcome(reason)
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return _Outcome("malformed_json")
-    if not isinstance(data, dict):
-        return _Outcome("malformed_json")
-    choices = data.get("choices")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    if not choices:
-        return _Outcome("empty_choices", usage=usage)
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    if choice.get("finish_reason") == "length":
-        return _Outcome("length_cutoff", usage=usage)
-    text = (choice.get("message") or {}).get("content")
-    if not isinstance(text, str) or not text.strip():
-        return _Outcome("empty_content", usage=usage)
-    return _Outcome(None, text=text, usage=usage)
-
-
-def _error_code(content: bytes) -> str:
-    """The OpenAI-style error code or type ("model_not_found", "invalid_request_error"), if it is a token."""
-    try:
-        err = orjson.loads(content).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return ""
-    if not isinstance(err, dict):
-        return ""
-    for k in ("code", "type"):
-        v = err.get(k)
-        if isinstance(v, str) and _ERROR_CODE.match(v):
-            return v
-    return ""
 
 
 def _estimate_tokens(messages: list[dict]) -> int:

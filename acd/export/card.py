@@ -122,14 +122,14 @@ def summarize(con, src, stats: dict | None, shard_info: dict[str, dict], acm_cou
     prov = _counter(con, "pairs_s", "backend", "model", "model_revision", "prompt_template_id", "prompt_template_hash")
     review_status = _counter(con, "pairs_s", "review_status")
     review_decision = _counter(con, "pairs_s", "review_decision")
-    review = dict(stats.get("review") or {})
+    review_facts = dict(stats.get("review") or {})  # run facts (decisions, annotators), not the recipe section
     # A pair reviewed by two people says "a@x,b@x": count people, not strings.
     people = {p.strip() for (r,) in con.execute("select distinct reviewer from pairs_s where reviewer is not null").fetchall()
               if r for p in r.split(",") if p.strip()}
-    people |= {a["annotator"] for a in review.get("annotators") or [] if a.get("annotations")}
+    people |= {a["annotator"] for a in review_facts.get("annotators") or [] if a.get("annotations")}
     reviewers = len(people)
-    lots = review.get("lots") or []
-    mode = review.get("mode") or ("human" if review_status.get("reviewed") else "auto")
+    lots = review_facts.get("lots") or []
+    mode = review_facts.get("mode") or ("human" if review_status.get("reviewed") else "auto")
     media_per_mod = _counter(con, "media_s", "modality")
     shards_per = Counter()
     shard_bytes = Counter()
@@ -187,11 +187,11 @@ def summarize(con, src, stats: dict | None, shard_info: dict[str, dict], acm_cou
         "review_status": dict(sorted((str(k), v) for k, v in review_status.items())),
         "review_decision": dict(sorted((str(k), v) for k, v in review_decision.items())),
         "reviewers": reviewers,
-        "review": review,
+        "review": review_facts,
         "lots": lots,
         "lot_rows": [present.lot_row(d) for d in lots],
         "pending_lots": sum(1 for d in lots if d.get("pending")),
-        "annotators": [present.annotator_row(a) for a in review.get("annotators") or []],
+        "annotators": [present.annotator_row(a) for a in review_facts.get("annotators") or []],
         "review_totals": {k: sum(int(d.get(k) or 0) for d in lots)
                           for k in ("invalid", "skipped", "deleted", "dropped", "corrected", "refused_corrections")},
         # What "passed automatic checks" is worth (issue 21): the checks' catch and false-alarm rates on the

@@ -282,7 +282,7 @@ class Processor:
 
     def _admit(self, lines: list[dict]) -> list[dict]:
         """Reserve the batch's estimated prompt tokens per model, or the token_limit_exceeded error."""
-        from acd.testing.openai_server import usage_of
+        from acd.testing.answers import usage_of
 
         tokens: Counter = Counter()
         for ln in lines:
@@ -324,7 +324,7 @@ class Processor:
                 await asyncio.sleep(0.01)
 
     def _answer(self, line: dict) -> None:
-        from acd.testing.openai_server import answer, request_hash
+        from acd.testing.answers import answer, request_hash
 
         b, bs, body = self.b, self.bs, line["body"]
         h = request_hash(body)
@@ -410,7 +410,7 @@ def routes(state: Any) -> list:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from acd.testing.openai_server import auth_error
+    from acd.testing.answers import auth_error
 
     bs: BatchState = state.batch
 
