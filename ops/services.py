@@ -7,9 +7,10 @@
 Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, or with --db
 postgres a local PostgreSQL's cluster in postgres/ (ops/postgres.py), server.pid, worker.pid, port, database
 (which one the running server uses), server.log, worker.log. PREFECT_API_DATABASE_CONNECTION_URL set by the
-user wins over --db: the server uses that database and `up` starts none. Deployments come from prefect.yaml, one `prefect deploy --name
-<flow>/<deployment>` per entry whose entrypoint file exists (a flow file another team has not written yet
-is skipped and reported, instead of failing `prefect deploy --all` as a whole).
+user wins over --db: the server uses that database and `up` starts none.
+Deployments come from prefect.yaml, one `prefect deploy --name <flow>/<deployment>` per entry whose entrypoint
+file exists (a flow file another team has not written yet is skipped and reported, instead of failing `prefect
+deploy --all` as a whole).
 The integration tests use the same functions to get a real server on a free port.
 """
 from __future__ import annotations
