@@ -1,13 +1,16 @@
 """`make up` / `make down`: a local Prefect server and a process worker, tracked by PID files.
 
-    python -m ops.services up [--port 4200|auto]   # server (SQLite), work pool, deployments, worker
-    python -m ops.services down                    # marks unfinished flow runs Cancelled, stops both by PID
+    python -m ops.services up [--port 4200|auto] [--db sqlite|postgres]   # server, work pool, deployments, worker
+    python -m ops.services down        # marks unfinished flow runs Cancelled, stops worker, server, PostgreSQL
     python -m ops.services status
 
-Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, server.pid,
-worker.pid, port, server.log, worker.log. Deployments come from prefect.yaml, one `prefect deploy --name
-<flow>/<deployment>` per entry whose entrypoint file exists (a flow file another team has not written yet
-is skipped and reported, instead of failing `prefect deploy --all` as a whole).
+Everything lives under PREFECT_HOME (default <project>/.prefect-home): the SQLite database, or with --db
+postgres a local PostgreSQL's cluster in postgres/ (ops/postgres.py), server.pid, worker.pid, port, database
+(which one the running server uses), server.log, worker.log. PREFECT_API_DATABASE_CONNECTION_URL set by the
+user wins over --db: the server uses that database and `up` starts none.
+Deployments come from prefect.yaml, one `prefect deploy --name <flow>/<deployment>` per entry whose entrypoint
+file exists (a flow file another team has not written yet is skipped and reported, instead of failing `prefect
+deploy --all` as a whole).
 The integration tests use the same functions to get a real server on a free port.
 """
 from __future__ import annotations
@@ -25,10 +28,12 @@ import httpx
 import yaml
 
 from acd import runlock
+from ops import postgres
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POOL = "acd-local"
 DEFAULT_PORT = 4200
+DB_URL_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
 
 # Popen objects of the processes this interpreter started (so stop() can reap them: a killed child that is
 # never waited for stays a zombie, and a zombie still answers kill(pid, 0)).
@@ -135,6 +140,16 @@ def wait_healthy(port: int, timeout_s: float = 120, pid: int | None = None, log:
     raise TimeoutError(f"Prefect server did not answer on {url} within {timeout_s:.0f}s ({log}):\n{tail}")
 
 
+def _last_exception(log: Path) -> str:
+    """The last `SomeError: message` line of a log (a traceback's summary), else its last line."""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if ":" in ln and head.replace(".", "").isidentifier() and head.endswith(("Error", "Exception")):
+            return ln
+    return lines[-1] if lines else "(empty log)"
+
+
 def deployment_entries(prefect_yaml: Path | None = None) -> list[dict]:
     """prefect.yaml's deployments as {ref: 'flow-name/deployment', entrypoint, exists}."""
     path = prefect_yaml or project_dir() / "prefect.yaml"
@@ -195,9 +210,40 @@ def _pick_port(port: int | str | None, home: Path) -> int:
     return int(port)
 
 
+def _database(db: str | None, home: Path, server_running: bool) -> tuple[str, str | None]:
+    """(kind, connection URL for the server) — kind is sqlite, postgres (ours, under <home>/postgres) or
+    external (the user's PREFECT_API_DATABASE_CONNECTION_URL; we start none). db=None: the running server's
+    database, else SQLite. A running server on another database than asked is refused, not silently kept."""
+    saved = (home / "database").read_text().strip() if (home / "database").exists() else "sqlite"
+    if os.environ.get(DB_URL_ENV):
+        want = "external"
+    elif db in (None, ""):
+        want = saved if server_running else "sqlite"
+    else:
+        want = db
+    if server_running and want != saved:
+        raise SystemExit(f"the Prefect server in {home} runs on {saved}, not {want}: `make down` first, then "
+                         f"`make up{' DB=' + want if want in ('sqlite', 'postgres') else ''}`")
+    if want == "postgres":
+        try:
+            return want, postgres.start(postgres_dir(home))
+        except postgres.PostgresError as exc:
+            raise SystemExit(str(exc)) from None
+    if want == "external":
+        return want, os.environ[DB_URL_ENV]
+    if want != "sqlite":
+        raise SystemExit(f"unknown database {want!r}: sqlite or postgres")
+    return want, None
+
+
+def postgres_dir(home: Path) -> Path:
+    return home / "postgres"
+
+
 def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = True, quiet: bool = False,
-       home: str | Path | None = None) -> dict:
-    """Start (or reuse) the server, create the process work pool, apply deployments, start the worker."""
+       home: str | Path | None = None, db: str | None = None) -> dict:
+    """Start (or reuse) the server, create the process work pool, apply deployments, start the worker.
+    db: sqlite (the default) or postgres (a local PostgreSQL under <home>/postgres, started first)."""
     say = (lambda *a: None) if quiet else print
     home = Path(home) if home else prefect_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -206,6 +252,12 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     server_pid = _read_pid("server", home)
+    kind, db_url = _database(db, home, server_running=server_pid is not None)
+    if kind == "postgres":
+        say(f"PostgreSQL for Prefect: {postgres.masked(db_url)} (data in {postgres_dir(home) / 'data'})")
+    elif kind == "external":
+        say(f"Prefect database from {DB_URL_ENV}: {postgres.masked(db_url)} (not started or stopped by make)")
+    timings["database_s"] = time.monotonic() - t0
     try:
         wait_healthy(port, timeout_s=1)
         say(f"a Prefect server already answers on port {port}; reusing it")
@@ -214,9 +266,19 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
             raise SystemExit(f"port {port} is taken by something that is not a Prefect server; stop it or "
                              f"choose another port: make up PREFECT_PORT=<port> (then export "
                              f"PREFECT_API_URL=http://127.0.0.1:<port>/api)")
-        server_pid = _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-        wait_healthy(port, pid=server_pid, log=home / "server.log")
+        # Only the server gets the URL (it holds our PostgreSQL's password); the worker and clients talk HTTP.
+        server_env = {**env, DB_URL_ENV: db_url} if db_url else env
+        server_pid = _spawn("server", _prefect() + ["server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            server_env)
+        try:
+            wait_healthy(port, pid=server_pid, log=home / "server.log")
+        except TimeoutError:
+            # One line: the server's last exception (e.g. its database refusing it), not a page of traceback.
+            where = f"{kind} database" + (f" {postgres.masked(db_url)}" if db_url else "")
+            raise SystemExit(f"the Prefect server did not start on the {where}: "
+                             f"{_last_exception(home / 'server.log')} (log: {home / 'server.log'})") from None
     (home / "port").write_text(str(port))
+    (home / "database").write_text(kind)
     timings["server_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -243,7 +305,7 @@ def up(port: int | str | None = None, worker: bool = True, do_deploy: bool = Tru
     say(f"export PREFECT_API_URL={env['PREFECT_API_URL']}")
     say("run a build: prefect deployment run build-acd/demo")
     return {"ui": ui, "api": env["PREFECT_API_URL"], "port": port, "env": env, "server_pid": server_pid,
-            "worker_pid": worker_pid, "timings": timings, **result}
+            "worker_pid": worker_pid, "database": kind, "timings": timings, **result}
 
 
 def start_worker(env: dict[str, str]) -> int:
@@ -341,6 +403,13 @@ def down(quiet: bool = False, home: str | Path | None = None) -> list[str]:
         if name == "worker" and active and api:
             mark_cancelled()  # task runs that ended unfinished while the processes died
     _cancel_batches(say)
+    try:  # after the server: it flushes its last writes (the Cancelled states above) on the way down
+        pg_pid = postgres.stop(postgres_dir(home))
+    except postgres.PostgresError as exc:
+        raise SystemExit(str(exc)) from None
+    if pg_pid is not None:
+        stopped.append(f"postgres (pid {pg_pid})")
+        say(f"stopped postgres (pid {pg_pid}); its data stays in {postgres_dir(home) / 'data'}")
     if not stopped and not quiet:
         print(f"nothing to stop (no live PIDs in {home})")
     return stopped
@@ -365,6 +434,9 @@ def status() -> int:
     for name in ("server", "worker"):
         pid = _read_pid(name)
         print(f"{name}: {'pid %d' % pid if pid else 'not running'}")
+    pg = postgres.running(postgres_dir(home))
+    kind = (home / "database").read_text().strip() if (home / "database").exists() else "sqlite"
+    print(f"database: {kind}" + (f" (postgres pid {pg[0]}, 127.0.0.1:{pg[1]})" if pg else ""))
     print(f"UI: http://127.0.0.1:{port}")
     return 0
 
@@ -374,6 +446,9 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--port", default="auto", help="port for the server, or 'auto' (the running server's, else 4200)")
+    u.add_argument("--db", choices=["sqlite", "postgres"], default=None,
+                   help="the server's database (default: the running server's, else sqlite); "
+                        f"{DB_URL_ENV} in the environment overrides it")
     u.add_argument("--no-worker", action="store_true")
     u.add_argument("--no-deploy", action="store_true")
     sub.add_parser("down")
@@ -381,7 +456,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "up":
         t0 = time.monotonic()
-        info = up(a.port, worker=not a.no_worker, do_deploy=not a.no_deploy)
+        info = up(a.port, worker=not a.no_worker, do_deploy=not a.no_deploy, db=a.db)
         print(f"up in {time.monotonic() - t0:.1f}s (server {info['timings']['server_s']:.1f}s, "
               f"deployments {info['timings']['deploy_s']:.1f}s)")
         return 1 if info["failed"] else 0

