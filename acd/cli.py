@@ -144,20 +144,31 @@ def cmd_estimate(args) -> int:
     from acd.recipe import load_recipe
     from acd.stages import drive
 
+    from acd.review.sampling import workload
+
     recipe = load_recipe(args.recipe, _overrides(args.set))
-    if recipe.backend.capabilities.offline:
-        raise SystemExit(f"acd estimate: backend {recipe.backend.name} sends no model request (nothing to pay); "
-                         "estimate a recipe with an openai backend, e.g. --set backend.name=openai ...")
     build = Build(recipe, args.run_dir or default_run_dir(recipe), None)
     drive(build, LocalExecutor(build), lambda *a: None, stop_after="plan")
-    s = cost.summary(cost.estimate_run(build))
-    s["run_dir"] = str(build.run_dir)
+    sizes = [r["n"] for r in build.store.sql("select lot_id, count(*) as n from {plan} group by lot_id "
+                                             "order by lot_id").to_pylist()]
+    work = workload(sizes, recipe.review)
+    offline = recipe.backend.capabilities.offline
+    s = {"requests": 0} if offline else cost.summary(cost.estimate_run(build))
+    s.update(run_dir=str(build.run_dir), review=work)
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    if offline:
+        print(f"estimate for {recipe.name} ({len(sizes)} lots planned in {build.run_dir}): backend "
+              f"{recipe.backend.name} sends no model request (nothing to pay)")
     else:
         print(f"estimate for {recipe.name} ({s['lots']} lots planned in {build.run_dir}); prices valid as of "
               f"{s['prices_valid_as_of']}: check them before you rely on the dollars")
         print(cost.format_table(s))
+    where = "Label Studio" if work["label_studio"] else "Label Studio (not configured: the automatic gate decides)"
+    print(f"review: {work['tasks']:,} tasks in {where} for {work['lots']} lots (first samples and gold items, "
+          f"at most; follow-ups for lots near the bar come on top), about {work['annotator_hours']:,} "
+          f"annotator-hours at {work['seconds_per_task']:g} s a task (review.seconds_per_task)")
     return 0
 
 

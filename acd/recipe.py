@@ -91,7 +91,7 @@ def recipe_from_mapping(mapping: dict[str, Any], where: str = "recipe"):
 
 # Recipe keys that are not part of a run's identity: they limit how a build runs, not what it makes, so
 # changing one resumes the same run directory (a larger budget continues a build the budget stopped).
-NOT_IDENTITY = (("backend", "budget_usd"), ("backend", "mode"), ("backend", "batch"))
+NOT_IDENTITY = (("backend", "budget_usd"), ("backend", "mode"), ("backend", "batch"), ("review", "seconds_per_task"))
 
 
 def identity(mapping: dict) -> dict:

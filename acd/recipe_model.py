@@ -183,6 +183,9 @@ class Review(_Strict):
     # or every pair of the lot was reviewed (then the exact compliance decides).
     followup_share: Annotated[float, Field(ge=0.0)] = 0.25
     followup_min: Count = 10
+    # An annotator's time per task (look at the media, read the instruction and both captions, judge): what
+    # `acd estimate` turns the review workload into annotator-hours with. Not part of the run's identity.
+    seconds_per_task: Seconds = 45.0
 
 
 # --- sources ---------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_review_settings_takes_a_recipe_a_review_none_or_a_mapping():
     assert Review().model_dump() == dict(
         compliance_bar=0.95, confidence=0.95, margin=0.03, label_studio=None, wait=False, on_reject="drop",
         max_regenerations=1, max_duplicate_share=0.5, gold_share=0.05, min_gold=1, overlap=0.0,
-        followup_share=0.25, followup_min=10)
+        followup_share=0.25, followup_min=10, seconds_per_task=45.0)
     assert LabelStudio().model_dump() == dict(
         url="http://127.0.0.1:8080", token_env="LABEL_STUDIO_API_KEY", token_secret=None, document_root=None,
         project_prefix="ACD review", webhook_url=None, retries=5, backoff_s=1.0)
@@ -362,3 +362,38 @@ def test_presented_numbers_are_rounded_and_name_pending_lots():
     assert row["compliance"] == "0.927" and row["95% CI"] == "[0.885, 0.954]" and row["kappa"] == "0.412"
     assert row["decision"] == "accepted (auto; human: needs_more)" and row["reviewed"] == "38/41"
     assert present.lot_row(dict(mode="auto", decision="accepted", pending=True, n=16))["decision"] == "accepted"
+
+
+def test_review_workload_at_the_papers_scale():
+    """acd-300k's lots (about 150 of 2,048 pairs) at a 95% bar, 95% confidence and a 0.03 margin: about 185 samples
+    per lot plus planted gold, so about 28k Label Studio tasks; annotator-hours at review.seconds_per_task."""
+    from acd.review.sampling import first_sample_size, workload
+
+    cfg = review_settings({"seconds_per_task": 40})
+    per_lot = first_sample_size(2048, cfg)
+    assert 175 <= per_lot <= 190
+    w = workload([2048] * 146 + [1024, 512], cfg)
+    assert w["lots"] == 148 and 26_000 <= w["tasks"] <= 30_000
+    assert w["annotator_hours"] == round(w["tasks"] * 40 / 3600, 1)
+    # A second annotator on a share of the tasks adds that share; a smaller lot is sampled less (finite population).
+    assert workload([2048], review_settings({"overlap": 0.2}))["tasks"] == math.ceil(
+        workload([2048], cfg)["tasks"] * 1.2)
+    assert workload([50], cfg)["tasks"] < workload([2048], cfg)["tasks"]
+
+
+def test_acd_estimate_states_the_review_workload_for_any_backend(tmp_path):
+    """`acd estimate` on the grounded demo (no model requests) still says what human review would take."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "acd.cli", "estimate", "--recipe", "demo", "--run-dir",
+                        str(tmp_path / "run"), "--json"], cwd=root, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(root)), timeout=600)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["requests"] == 0 and s["review"]["lots"] == 27 and s["review"]["tasks"] > 0
+    assert s["review"]["seconds_per_task"] == 45.0

@@ -102,3 +102,18 @@ def plant_gold(pairs: pa.Table, n: int, seed: int) -> list[dict]:
         )
         gold.append(row)
     return gold
+
+
+def workload(lot_sizes: list[int], cfg: Review | dict) -> dict:
+    """The human review a build asks for (`acd estimate`): per lot its first sample plus planted gold items, times
+    (1 + overlap) for the second annotator's share; annotator-hours at review.seconds_per_task. Lot sizes are the
+    planned pairs (an upper bound: pairs that fail the checks are not reviewed); follow-up rounds for lots near
+    the bar come on top."""
+    rc = review_settings(cfg)
+    tasks = 0
+    for n in lot_sizes:
+        sampled = first_sample_size(n, rc)
+        tasks += math.ceil((sampled + gold_count(sampled, rc)) * (1.0 + rc.overlap))
+    return {"lots": len(lot_sizes), "tasks": tasks, "seconds_per_task": rc.seconds_per_task,
+            "annotator_hours": round(tasks * rc.seconds_per_task / 3600.0, 1),
+            "label_studio": rc.label_studio is not None}
