@@ -379,6 +379,9 @@ def test_review_workload_at_the_papers_scale():
     assert workload([2048], review_settings({"overlap": 0.2}))["tasks"] == math.ceil(
         workload([2048], cfg)["tasks"] * 1.2)
     assert workload([50], cfg)["tasks"] < workload([2048], cfg)["tasks"]
+    # Bars at the edges (0: every lot passes; above 1: none does) still give a workload, not a division by zero.
+    for bar in (0.0, 1.0, 1.5):
+        assert workload([1, 12, 2048], review_settings({"compliance_bar": bar}))["tasks"] == 3
 
 
 def test_acd_estimate_states_the_review_workload_for_any_backend(tmp_path):

@@ -464,8 +464,8 @@ class BatchTransport:
             self._timer.cancel()
         for f in list(self._open.values()) + ([self._held] if self._held else []):
             f.fh.close()
-        if self._held is not None and not self.settings.keep_files:
-            self._held.path.unlink(missing_ok=True)
+            if not self.settings.keep_files:  # never uploaded (or only a copy): a rerun writes its lines again
+                f.path.unlink(missing_ok=True)
         if self._client is not None:
             await self._client.close()
             self._client = None

@@ -19,7 +19,10 @@ def sample_size(population: int, p: float = 0.95, margin: float = 0.03, confiden
     if population <= 0:
         return 0
     z = z_value(confidence)
+    p = min(1.0, max(0.0, p))  # a bar of 0 (every lot passes) or above 1 (none does) sizes like its nearest share
     n0 = z * z * p * (1 - p) / (margin * margin)
+    if n0 < 1:  # a bar at the very edge: one look at the lot, and no correction (its denominator would be <= 0)
+        return 1
     n = n0 / (1 + (n0 - 1) / population)
     return min(population, math.ceil(n - 1e-9))
 
