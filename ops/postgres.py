@@ -22,12 +22,13 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from ops.net import free_port, port_free
 
 USER = "prefect"  # the superuser role initdb creates, and the database Prefect uses
 DATABASE = "prefect"
@@ -102,16 +103,6 @@ def _prepare_for_system_user(d: Path) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _pick_port(d: Path) -> int:
     try:
         saved = int((d / "port").read_text())
@@ -119,9 +110,7 @@ def _pick_port(d: Path) -> int:
             return saved
     except (OSError, ValueError):
         pass
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def running(d: Path) -> tuple[int, int] | None:

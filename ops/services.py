@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import yaml
 
 from acd import runlock
 from ops import postgres
+from ops.net import free_port, port_free  # noqa: F401 - free_port: services.free_port() in tests
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POOL = "acd-local"
@@ -63,24 +63,6 @@ def env_for(port: int, home: Path | None = None) -> dict[str, str]:
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")  # how soon a worker picks up a new run
     # ACD_DASK_ADDRESS / ACD_DASK_WORKERS pass through: `ACD_DASK_ADDRESS=tcp://... make up` runs lots on Dask.
     return env
-
-
-def port_free(port: int) -> bool:
-    """Nothing listens on the port. SO_REUSEADDR as the server itself binds (uvicorn): the TIME_WAIT sockets
-    a just-stopped server leaves for ~60 s do not count as taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pid_alive(pid: int) -> bool:
