@@ -115,3 +115,17 @@ def test_mode_and_batch_settings_are_not_the_runs_identity(mode):
     a = load_recipe("demo", {"backend": base})
     b = load_recipe("demo", {"backend": {**base, "mode": mode, "batch": {"collect_s": 9, "max_lines": 10}}})
     assert default_run_dir(a) == default_run_dir(b)
+
+
+def test_an_sdk_error_is_described_without_its_body():
+    """A server's error body may echo the request or the key: only the type and status reach logs and reasons."""
+    import httpx
+    import openai
+
+    from acd.backends.batch import _describe
+
+    body = {"error": {"message": "Incorrect API key provided: sk-SECRET123", "code": "invalid_api_key"}}
+    resp = httpx.Response(401, json=body, request=httpx.Request("POST", "http://x/v1/files"))
+    exc = openai.AuthenticationError("Incorrect API key provided: sk-SECRET123", response=resp, body=body)
+    said = _describe(exc)
+    assert said == "AuthenticationError (HTTP 401)" and "SECRET" not in said

@@ -93,13 +93,11 @@ def line_bytes(custom_id: str, body: bytes) -> bytes:
 
 
 class BatchTransport:
-    def __init__(self, settings, base_url: str, api_key: str | None, api_key_env: str | None, max_retries: int,
-                 redact=lambda s: s):
+    def __init__(self, settings, base_url: str, api_key: str | None, api_key_env: str | None, max_retries: int):
         self.settings = settings
         self.base_url = base_url
         self.api_key_env = api_key_env
         self.max_retries = max_retries
-        self.redact = redact
         self._api_key = api_key
         self._client = None
         self.tracker: Tracker | None = None
@@ -233,13 +231,14 @@ class BatchTransport:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error("batch transport: %s", self.redact(f"{type(exc).__name__}: {exc}"))
+            log.error("batch transport: %s", _describe(exc))
             self._fail_all(exc)
 
     def _fail_all(self, exc: BaseException) -> None:
         """The server cannot be used (a wrong key, an endpoint that is not there): every waiting line ends."""
         err = exc if isinstance(exc, errors.BackendUnavailable) else errors.BackendUnavailable(
-            self.redact(f"batch API at {self.base_url}: {type(exc).__name__}: {exc}")[:400])
+            f"batch API at {self.base_url}: {_describe(exc)}. Fix that and rerun: submitted batches are tracked "
+            f"in the run directory and picked up again")
         for line in list(self._lines.values()):
             if not line.future.done():
                 line.future.set_exception(err)
@@ -469,6 +468,13 @@ class BatchTransport:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _describe(exc: BaseException) -> str:
+    """An SDK error as the type and HTTP status only: its message may carry the server's body (which can echo the
+    request or the key), and that never reaches a log line or a reason."""
+    status = getattr(exc, "status_code", None)
+    return type(exc).__name__ + (f" (HTTP {status})" if status else "")
 
 
 @dataclass

@@ -193,8 +193,7 @@ class OpenAIBackend:
             from acd.backends.batch import BatchTransport
 
             ep, spec = self.endpoints[0], specs[0]
-            self.batch = BatchTransport(section.batch, ep.base_url, ep.api_key, spec.api_key_env, self.max_retries,
-                                        self.redact)
+            self.batch = BatchTransport(section.batch, ep.base_url, ep.api_key, spec.api_key_env, self.max_retries)
 
     @property
     def model_revision(self) -> str:
