@@ -70,18 +70,24 @@ def png_declaring(w: int, h: int) -> bytes:
 
 
 def video_bytes(fmt="mp4", codec="libx264", pix_fmt="yuv420p", frames=12, fps=12, size=(64, 48),
-                audio: bool = False, video: bool = True) -> bytes:
-    """Encode a small moving-gradient clip (and/or a tone) with PyAV."""
+                audio: bool = False, video: bool = True, flip: str | None = None) -> bytes:
+    """Encode a small moving-gradient clip (and/or a tone) with PyAV. `flip` ("lr", "ud"): the picture mirrored,
+    so clips meant to be different media are not near copies of each other for the dedup stage (a gradient and
+    its re-encode in another codec are: their frame pHashes differ by ~10 bits, at the threshold)."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=fmt) as c:
         vs = None
         if video:
             vs = c.add_stream(codec, rate=fps)
             vs.width, vs.height, vs.pix_fmt = size[0], size[1], pix_fmt
+            vs.thread_count = 1  # one encoder thread: libx264's threaded output differs run to run
         ast = c.add_stream("aac", rate=16000) if audio else None
         if vs is not None:
             for i in range(frames):
-                f = av.VideoFrame.from_ndarray(gradient(size[0], size[1], seed=i * 5), format="rgb24")
+                picture = gradient(size[0], size[1], seed=i * 5)
+                if flip:
+                    picture = np.ascontiguousarray(np.fliplr(picture) if flip == "lr" else np.flipud(picture))
+                f = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 f.pts, f.time_base = i, Fraction(1, fps)
                 c.mux(vs.encode(f))
             c.mux(vs.encode(None))
@@ -178,8 +184,8 @@ def build_corpus(tmp: Path) -> Corpus:
     put("sub/rotated.jpg", jpeg_bytes(90, 60, seed=2, exif_orientation=6), "ok")  # stored upright: 60x90
     put("sub/wide.png", png_bytes(2600, 40, seed=3, mode="RGB"), "ok")  # downscaled to 2048 wide
     put("good.mp4", video_bytes(), "ok")
-    put("sub/legacy.avi", video_bytes(fmt="avi", codec="mpeg4", pix_fmt="yuv420p"), "ok")  # re-encoded
-    put("sub/deeper/mjpeg.mov", video_bytes(fmt="mov", codec="mjpeg", pix_fmt="yuvj420p"), "ok")  # re-encoded
+    put("sub/legacy.avi", video_bytes(fmt="avi", codec="mpeg4", pix_fmt="yuv420p", flip="lr"), "ok")  # re-encoded
+    put("sub/deeper/mjpeg.mov", video_bytes(fmt="mov", codec="mjpeg", pix_fmt="yuvj420p", flip="ud"), "ok")  # re-encoded
     put("good.wav", wav_bytes(1.0, 44100, 2), "ok")  # resampled to 16 kHz mono
     put("sub/tone.flac", (lambda: (lambda b: (sf.write(b, np.zeros((8000, 1)) + 0.1, 16000, format="FLAC"), b.getvalue())[1])(io.BytesIO()))(), "ok")
     # bad media, one per reason
