@@ -503,10 +503,12 @@ class Spend:
     def total(self) -> float:
         return self.prior + self.spent
 
-    def estimate(self, model: str, messages: list[dict], media: dict | None, params: dict) -> float:
-        """A request's cost before it is sent: its prompt estimate + max_tokens, at the model's prices."""
+    def estimate(self, model: str, messages: list[dict], media: dict | None, params: dict,
+                 counted: PromptCount | None = None) -> float:
+        """A request's cost before it is sent: its prompt estimate + max_tokens, at the model's prices
+        (`counted`: its prompt tokens, when the caller has counted them already)."""
         price = price_for(model, self.prices)
-        pc = prompt_tokens(messages, media, price)
+        pc = counted or prompt_tokens(messages, media, price)
         usd = price.usd(pc.tokens, max_tokens_of(params) or 4096, pc.audio_tokens)
         if usd is None and self.budget_usd is not None:
             raise errors.AcdError(f"backend.budget_usd needs {model}'s prices: add backend.prices: "

@@ -85,6 +85,14 @@ class _OpenFile:
     tokens: int = 0
 
 
+def _read(loc: tuple[Path, int, int]) -> bytes:
+    """A line written earlier (to an input file or the held file), read back for its resubmission."""
+    path, off, n = loc
+    with open(path, "rb") as fh:
+        fh.seek(off)
+        return fh.read(n)
+
+
 def line_bytes(custom_id: str, body: bytes) -> bytes:
     """One input line in OpenAI's batch format (also what `vllm run-batch` reads); `body` is the online request's
     JSON body, embedded as is."""
@@ -114,7 +122,6 @@ class BatchTransport:
         self._seq = 0
         self._outputs: dict[str, dict[str, LineResult]] = {}  # batch_id -> its parsed results (reruns)
         self._lonely_refusals: dict[str, int] = {}  # file_id -> token-limit refusals with none of ours running
-        self.stats = {"files": 0, "batches": 0, "lines": 0, "resubmitted": 0, "token_limit_waits": 0}
 
     # --- set-up -------------------------------------------------------------------------------------------
     def attach(self, run_dir: str | Path) -> None:
@@ -134,6 +141,11 @@ class BatchTransport:
             self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or "none", max_retries=5,
                                        timeout=600.0)
             self._room = asyncio.Condition()
+
+    @property
+    def _token_limit(self) -> float | None:
+        """Prompt tokens a model's files and queue are filled to: the provider's limit less our margin."""
+        return self.settings.enqueued_tokens * TOKEN_MARGIN if self.settings.enqueued_tokens else None
 
     # --- the request path -----------------------------------------------------------------------------------
     async def request(self, custom_id: str, model: str, body: bytes, tokens: int) -> LineResult:
@@ -172,7 +184,7 @@ class BatchTransport:
     def _enqueue(self, line: _Line, data: bytes) -> None:
         s = self.settings
         f = self._open.get(line.model)
-        limit = s.enqueued_tokens * TOKEN_MARGIN if s.enqueued_tokens else None
+        limit = self._token_limit
         if f is not None and (len(f.custom_ids) + 1 > s.max_lines or f.size + len(data) > s.max_bytes
                               or (limit is not None and f.tokens + line.tokens > limit)):
             self._seal(line.model)
@@ -184,7 +196,6 @@ class BatchTransport:
         f.custom_ids.append(line.custom_id)
         f.size += len(data)
         f.tokens += line.tokens
-        self.stats["lines"] += 1
         self._quiet_timer()
 
     def _hold(self, line: _Line, body: bytes) -> None:
@@ -248,23 +259,20 @@ class BatchTransport:
         with open(f.path, "rb") as fh:
             uploaded = await self._client.files.create(file=(f.path.name, fh), purpose="batch")
         self.tracker.record_file(uploaded.id, f.model, f.custom_ids, f.tokens, f.size, str(f.path))
-        self.stats["files"] += 1
         log.info("batch input %s: %d requests, %.1f MB, %s", uploaded.id, len(f.custom_ids), f.size / 1e6, f.model)
         await self._create_batch(uploaded.id, f.model, f.tokens, len(f.custom_ids))
 
     async def _create_batch(self, file_id: str, model: str, tokens: int, n: int) -> None:
-        limit = self.settings.enqueued_tokens * TOKEN_MARGIN if self.settings.enqueued_tokens else None
+        limit = self._token_limit
         async with self._room:
             while limit is not None and self._queued_tokens.get(model, 0) and \
                     self._queued_tokens.get(model, 0) + tokens > limit:
-                self.stats["token_limit_waits"] += 1
                 await self._room.wait()
             self._queued_tokens[model] = self._queued_tokens.get(model, 0) + tokens
         batch = await self._client.batches.create(input_file_id=file_id, endpoint=URL,
                                                   completion_window=self.settings.completion_window,
                                                   metadata={"acd": "acd-builder"})
         self.tracker.record_batch(batch.id, file_id, batch.status)
-        self.stats["batches"] += 1
         register_live(self.tracker.path)
         log.info("batch %s: %d requests submitted (%s)", batch.id, n, batch.status)
         self._live[batch.id] = (file_id, model, tokens)
@@ -348,7 +356,6 @@ class BatchTransport:
         if b.status == "failed" and "token_limit_exceeded" in codes:
             # Refused before any line ran: the same file goes in again once a running batch leaves room.
             self.tracker.drop_batch(b.id)
-            self.stats["token_limit_waits"] += 1
             log.info("batch %s: token_limit_exceeded; resubmitting %s when the queue has room", b.id, file_id)
             self._live[f"pending:{file_id}"] = (file_id, model, tokens)
             self._spawn(self._after_room(file_id, model, tokens, b.request_counts.total if b.request_counts else 0))
@@ -429,12 +436,7 @@ class BatchTransport:
             return
         line.failures += 1
         if retryable(res.reason) and line.failures <= self.max_retries and line.loc is not None:
-            path, off, n = line.loc
-            with open(path, "rb") as fh:
-                fh.seek(off)
-                data = fh.read(n)
-            self.stats["resubmitted"] += 1
-            self._enqueue(line, data)
+            self._enqueue(line, _read(line.loc))
             return
         self._finish(line, res)
 
@@ -452,10 +454,7 @@ class BatchTransport:
             if res is not None and res.reason is None:
                 self._finish(line, res)
                 return
-        path, off, n = line.loc
-        with open(path, "rb") as fh:
-            fh.seek(off)
-            self._enqueue(line, fh.read(n))
+        self._enqueue(line, _read(line.loc))
 
     # --- stopping ---------------------------------------------------------------------------------------------
     async def aclose(self) -> None:

@@ -578,12 +578,12 @@ class OpenAIBackend:
         from acd.backends.cache import request_key
 
         scale = 1.0 - cost.batch_discount()
-        usd = scale * self.spend.estimate(model, req.messages, req.media, params)
+        counted = cost.prompt_tokens(req.messages, req.media, cost.price_for(model, self.spend.prices))
+        usd = scale * self.spend.estimate(model, req.messages, req.media, params, counted)
         self.spend.reserve(usd)  # raises BudgetExhausted: this line is never written
         custom_id = request_key(model, self.revision(model), req.messages, params)  # the cache's key
-        tokens = cost.prompt_tokens(req.messages, req.media, cost.price_for(model, self.spend.prices)).tokens
         try:
-            res = await self.batch.request(custom_id, model, body, tokens)
+            res = await self.batch.request(custom_id, model, body, counted.tokens)
         except BaseException:
             self.spend.settle(usd, model, {}, unknown_usd=usd)  # it may have run: count its reservation
             raise
