@@ -27,18 +27,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-import yaml
 from PIL import Image
 
 from acd.testing.openai_server import OpenAITestServer
+from server_recipe import server_recipe
 
 skdata = pytest.importorskip("skimage.data")
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(900)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
-PRICES = {"test-model": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
-          "weak-model": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
 
 
 def _pan_clip(photo: np.ndarray, frames: int = 24, size=(96, 64)) -> bytes:
@@ -87,20 +85,9 @@ def media(tmp_path_factory) -> Path:
 
 
 def _recipe(tmp: Path, srv, media: Path, cache: str, **backend) -> Path:
-    r = yaml.safe_load((ROOT / "schemas/recipes/demo.yaml").read_text())
-    r.update({
-        "name": "batchtest", "source": {"kind": "folder", "root": str(media)}, "dedup": {"media": "exact"},
-        "pairs": {"image": 24, "video": 12, "audio": 12}, "lot_size": 12,
-        "checks": {"judge": "none", "max_attempts": 2, "content": ["grammar", "facts"]},
-        "review": {"compliance_bar": 0.0, "label_studio": None, "wait": False},
-        "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 8}],
-                    "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model"},
-                    "params": {"temperature": 0.7, "max_tokens": 512}, "timeout_s": 10, "hedge": False,
-                    "cache_dir": str(tmp / cache), "prices": PRICES, **backend},
-    })
-    path = tmp / f"recipe-{cache}.yaml"
-    path.write_text(yaml.safe_dump(r))
-    return path
+    return server_recipe(tmp, srv, cache, name="batchtest", source={"kind": "folder", "root": str(media)},
+                         pairs={"image": 24, "video": 12, "audio": 12}, extra={"dedup": {"media": "exact"}},
+                         **backend)
 
 
 @pytest.fixture(autouse=True)

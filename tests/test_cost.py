@@ -11,35 +11,22 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from acd import cost
 from acd.pipeline import default_run_dir
 from acd.recipe import identity, load_recipe
 from acd.recipe_model import RecipeError
 from acd.testing.openai_server import OpenAITestServer
+from server_recipe import PRICES, server_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(600)
-PRICES = {"test-model": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
-          "weak-model": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
 
 
 def _recipe(tmp: Path, srv, cache: str, **backend) -> Path:
-    r = yaml.safe_load((ROOT / "schemas/recipes/demo.yaml").read_text())
-    r.update({
-        "name": "costtest", "source": {"kind": "synthetic", "counts": {"image": 6, "video": 3, "audio": 4}},
-        "pairs": {"image": 36, "video": 18, "audio": 18}, "lot_size": 12,
-        "checks": {"judge": "none", "max_attempts": 2, "content": ["grammar", "facts"]},
-        "review": {"compliance_bar": 0.0, "label_studio": None, "wait": False},
-        "backend": {"name": "openai", "endpoints": [{"base_url": srv.base_url, "max_in_flight": 8}],
-                    "models": {"instruct": "test-model", "chosen": "test-model", "rejected": "weak-model"},
-                    "params": {"temperature": 0.7, "max_tokens": 512}, "timeout_s": 10, "hedge": False,
-                    "cache_dir": str(tmp / cache), "prices": PRICES, **backend},
-    })
-    path = tmp / f"recipe-{cache}.yaml"
-    path.write_text(yaml.safe_dump(r))
-    return path
+    return server_recipe(tmp, srv, cache, name="costtest",
+                         source={"kind": "synthetic", "counts": {"image": 6, "video": 3, "audio": 4}},
+                         pairs={"image": 36, "video": 18, "audio": 18}, **backend)
 
 
 def _acd(*args: str) -> subprocess.CompletedProcess:
