@@ -113,10 +113,6 @@ class Tracker:
         return self._run("SELECT batch_id, status, taken FROM batches WHERE file_id = ? ORDER BY created, rowid",
                          (file_id,))
 
-    def batch(self, batch_id: str) -> tuple | None:
-        rows = self._run("SELECT batch_id, file_id, status, taken FROM batches WHERE batch_id = ?", (batch_id,))
-        return rows[0] if rows else None
-
     def untaken(self) -> list[tuple[str, str, str]]:
         """(batch_id, file_id, status) of batches whose results were never read (live, or over while no build
         was there to read them)."""
